@@ -1,0 +1,15 @@
+//! SeaORM entities, one file per table. Timestamps are Unix seconds (UTC); ids are UUIDv7 text.
+
+pub mod audit_event;
+pub mod authorization_code;
+pub mod browser_session;
+pub mod client;
+pub mod client_redirect_uri;
+pub mod grant;
+pub mod password_credential;
+pub mod refresh_family;
+pub mod refresh_token;
+pub mod revoked_access_token;
+pub mod signing_key;
+pub mod tenant;
+pub mod user;

@@ -1,0 +1,117 @@
+//! Building and running the HTTP server.
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::http::{self, middleware, ops};
+use crate::services::Services;
+
+/// The actix server for these services on this listener. Must run inside an actix system.
+pub fn build_server(
+    services: Arc<Services>,
+    listener: TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    ops::install_metrics();
+    let data = web::Data::from(services.clone());
+    let workers = services
+        .settings
+        .workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+        .max(1);
+    let server = HttpServer::new(move || {
+        let d = data.clone();
+        App::new()
+            .app_data(d.clone())
+            .wrap(from_fn(middleware::security_headers))
+            .wrap(from_fn(middleware::record_metrics))
+            .wrap(TracingLogger::<middleware::QuietRootSpan>::new())
+            .configure(|cfg| http::configure(cfg, &d))
+    })
+    .workers(workers)
+    .backlog(2048)
+    .max_connection_rate(1024)
+    .keep_alive(Duration::from_secs(30))
+    .client_request_timeout(Duration::from_secs(10))
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .shutdown_timeout(20)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Delete expired codes, tokens and sessions every hour.
+pub async fn housekeeping(services: Arc<Services>) {
+    loop {
+        if let Err(e) = services.store.purge_expired(services.now()).await {
+            tracing::warn!(error = %e, "housekeeping failed");
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// A server running on its own thread (tests and embedding).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stop gracefully (in-flight requests finish) and wait for the thread.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Start a server on its own thread with its own actix system; migrates first.
+pub fn start_server(
+    settings: Settings,
+    clock: SharedClock,
+    listener: TcpListener,
+) -> anyhow::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<ServerHandle>>();
+    let thread = std::thread::spawn(move || {
+        let sys = actix_web::rt::System::new();
+        sys.block_on(async move {
+            let started = async {
+                let services = Services::init(settings, clock).await?;
+                services.store.migrate().await?;
+                let server = build_server(services, listener)?;
+                Ok::<_, anyhow::Error>(server)
+            }
+            .await;
+            match started {
+                Ok(server) => {
+                    let _ = tx.send(Ok(server.handle()));
+                    let _ = server.await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    let handle = rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("server thread ended early"))??;
+    Ok(RunningServer {
+        addr,
+        handle,
+        thread: Some(thread),
+    })
+}

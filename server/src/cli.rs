@@ -1,0 +1,373 @@
+//! The command line (see DESIGN.md "Command line"). Commands that create something accept
+//! `--json` and then print one JSON object on stdout; logs go to stderr.
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::error::Error;
+use crate::secrets::Secret;
+use crate::services::{ClientSpec, Services};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ma-idp",
+    version,
+    about = "Identity provider for Music Assistant households (OAuth 2.0 / OpenID Connect)"
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "MA_IDP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL: postgres://... or sqlite://...; default SQLite in the data directory.
+    #[arg(long, global = true, env = "MA_IDP_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Data directory (SQLite database, master key file).
+    #[arg(long, global = true, env = "MA_IDP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the server (migrates first unless --no-migrate).
+    Serve {
+        #[arg(long, env = "MA_IDP_LISTEN")]
+        listen: Option<String>,
+        #[arg(long, env = "MA_IDP_PUBLIC_URL")]
+        public_url: Option<String>,
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCmd),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// Create a tenant (a household) with its signing keys.
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user; the password is read from standard input with --password-stdin.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ClientCreate {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long)]
+    pub name: String,
+    /// Register the three regional Alexa redirect URIs for this Vendor ID.
+    #[arg(long, value_name = "VENDOR_ID")]
+    pub alexa: Option<String>,
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    pub redirect_uris: Vec<String>,
+    /// A public client (no secret, PKCE required).
+    #[arg(long)]
+    pub public: bool,
+    /// Choose the client_id instead of a random one.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Allowed scopes (repeat); default: openid profile email offline_access music.control music.read user:read.
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// The access token's `aud` (default music-assistant).
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// Also allow the client_credentials grant.
+    #[arg(long)]
+    pub client_credentials: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Create a client. Its secret is printed once.
+    Create(ClientCreate),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Publish the next signing keys and sign with them; old keys stay published until their
+    /// tokens have expired.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(settings: &Settings) {
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.clone());
+    // SQL statements can carry hashes and sealed keys: keep the database layers quiet
+    // unless asked for by name.
+    for noisy in ["sqlx", "sea_orm", "sea_orm_migration"] {
+        if !filter.contains(noisy) {
+            filter.push_str(&format!(",{noisy}=warn"));
+        }
+    }
+    let env = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_writer(std::io::stderr);
+    let _ = if settings.log_json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn describe(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<Error>() {
+        Some(Error::OAuth { description, .. }) => description.clone(),
+        Some(Error::Page { message, .. }) => message.clone(),
+        _ => format!("{e:#}"),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings_for(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut s = Settings::load(cli.config.as_deref())?;
+    if let Some(u) = &cli.database_url {
+        s.database_url = Some(u.clone());
+    }
+    if let Some(d) = &cli.data_dir {
+        s.data_dir = d.clone();
+    }
+    if let Cmd::Serve {
+        listen, public_url, ..
+    } = &cli.cmd
+    {
+        if let Some(l) = listen {
+            s.listen = l.clone();
+        }
+        if let Some(p) = public_url {
+            s.public_url = p.clone();
+        }
+    }
+    s.validate().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(s)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = settings_for(&cli)?;
+    init_logging(&settings);
+    if let Cmd::Serve { no_migrate, .. } = cli.cmd {
+        return actix_web::rt::System::new().block_on(serve(settings, no_migrate));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let services = Services::init(settings, Arc::new(SystemClock)).await?;
+        services.store.migrate().await?;
+        let out = command(&services, cli.cmd).await;
+        services.store.clone().close().await.ok();
+        out
+    })
+}
+
+async fn serve(settings: Settings, no_migrate: bool) -> anyhow::Result<()> {
+    let listen = settings.listen.clone();
+    let services = Services::init(settings, Arc::new(SystemClock)).await?;
+    if !no_migrate {
+        services.store.migrate().await?;
+    }
+    let listener = std::net::TcpListener::bind(&listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let tenants = services.store.tenants().await?;
+    tracing::info!(listen = %listen, public_url = %services.settings.public_url, "ma-idp serving");
+    if tenants.is_empty() {
+        eprintln!(
+            "ma-idp is running at {} — no tenant yet. Create one:\n  ma-idp tenant create home --name \"Our home\"",
+            services.settings.public_url
+        );
+    }
+    for t in &tenants {
+        eprintln!("tenant {:<16} issuer {}", t.slug, services.issuer(t));
+    }
+    let server = crate::app::build_server(services.clone(), listener)?;
+    actix_web::rt::spawn(crate::app::housekeeping(services));
+    server.await?;
+    Ok(())
+}
+
+fn print(json_out: bool, value: serde_json::Value, text: String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Serve { .. } => Ok(()),
+        Cmd::Migrate => {
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Cmd::Tenant(TenantCmd::Create { slug, name, json }) => {
+            let t = svc.create_tenant(&slug, name.as_deref(), "cli").await?;
+            let issuer = svc.issuer(&t);
+            print(
+                json,
+                json!({"id": t.id, "slug": t.slug, "name": t.name, "issuer": issuer,
+                       "discovery": format!("{issuer}/.well-known/openid-configuration")}),
+                format!("created tenant {} ({})\nissuer: {issuer}", t.slug, t.name),
+            );
+            Ok(())
+        }
+        Cmd::User(UserCmd::Create {
+            tenant,
+            username,
+            password_stdin,
+            admin,
+            json,
+        }) => {
+            let t = svc.tenant(&tenant).await?;
+            let password = if password_stdin {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                let trimmed = s.trim_end_matches(['\r', '\n']).to_string();
+                s.clear();
+                Some(Secret::new(trimmed))
+            } else {
+                None
+            };
+            let u = svc
+                .create_user(&t, &username, password.as_ref(), admin, "cli")
+                .await?;
+            print(
+                json,
+                json!({"id": u.id, "tenant": t.slug, "username": u.username, "role": u.role,
+                       "has_password": password.is_some()}),
+                format!("created user {} in {} ({})", u.username, t.slug, u.role),
+            );
+            Ok(())
+        }
+        Cmd::Client(ClientCmd::Create(c)) => {
+            let t = svc.tenant(&c.tenant).await?;
+            let created = svc
+                .create_client(
+                    &t,
+                    ClientSpec {
+                        name: c.name,
+                        client_id: c.client_id,
+                        redirect_uris: c.redirect_uris,
+                        alexa_vendor_id: c.alexa,
+                        public: c.public,
+                        scopes: (!c.scopes.is_empty()).then_some(c.scopes),
+                        audience: c.audience,
+                        client_credentials: c.client_credentials,
+                    },
+                    "cli",
+                )
+                .await?;
+            let base = svc.settings.base_url().to_string();
+            let issuer = svc.issuer(&t);
+            let m = &created.client;
+            let secret = created.secret.as_ref().map(|s| s.expose().to_string());
+            let value = json!({
+                "tenant": t.slug,
+                "client_id": m.client_id,
+                "client_secret": secret,
+                "name": m.name,
+                "public": m.public,
+                "redirect_uris": created.redirect_uris,
+                "scopes": m.scopes,
+                "audience": m.audience,
+                "authorization_uri": format!("{issuer}/authorize"),
+                "token_uri": format!("{issuer}/token"),
+                "alexa_authorization_uri": format!("{base}/alexa/authorize"),
+                "alexa_token_uri": format!("{base}/alexa/token"),
+                "issuer": issuer,
+            });
+            let mut text = format!(
+                "created client {} ({})\nclient_id:     {}\n",
+                m.name,
+                if m.public { "public" } else { "confidential" },
+                m.client_id
+            );
+            if let Some(s) = &secret {
+                text.push_str(&format!(
+                    "client_secret: {s}   (shown once: store it now)\n"
+                ));
+            }
+            text.push_str(&format!(
+                "authorization: {issuer}/authorize\ntoken:         {issuer}/token\nscopes:        {}\n",
+                m.scopes
+            ));
+            for u in &created.redirect_uris {
+                text.push_str(&format!("redirect_uri:  {u}\n"));
+            }
+            print(c.json, value, text.trim_end().to_string());
+            Ok(())
+        }
+        Cmd::Keys(KeysCmd::Rotate { tenant, json }) => {
+            let t = svc.tenant(&tenant).await?;
+            let kids = svc.rotate_keys(&t, "cli").await?;
+            print(
+                json,
+                json!({"tenant": t.slug, "active_kids": kids}),
+                format!(
+                    "rotated keys of {}; now signing with {}",
+                    t.slug,
+                    kids.join(", ")
+                ),
+            );
+            Ok(())
+        }
+    }
+}

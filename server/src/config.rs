@@ -1,0 +1,145 @@
+//! Settings: defaults, then one TOML file, then `MA_IDP_*` environment variables, then the
+//! command line. Parsed with figment.
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    /// The URL users and Alexa reach ma-idp under (scheme, host, optional port and path).
+    pub public_url: String,
+    /// Database URL; when empty, SQLite in `data_dir/ma-idp.db`.
+    pub database_url: Option<String>,
+    /// Where the SQLite database and the master key file live.
+    pub data_dir: PathBuf,
+    /// The master key (base64 or hex, 32 bytes). When absent, `data_dir/master.key` is used
+    /// (created with mode 0600 on first start).
+    #[serde(skip_serializing)]
+    pub master_key: Option<String>,
+    /// Tenant served under `/alexa/authorize` and `/alexa/token`. When unset and exactly one
+    /// tenant exists, that tenant.
+    pub default_tenant: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (IP
+    /// addresses).
+    pub trusted_proxies: Vec<String>,
+    /// HTTP worker threads; defaults to the number of cores.
+    pub workers: Option<usize>,
+    /// Database pool size.
+    pub db_max_connections: u32,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log: String,
+    /// Log lines as JSON.
+    pub log_json: bool,
+    /// Browser session lifetime in seconds.
+    pub session_ttl: i64,
+    pub argon2: Argon2Settings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Argon2Settings {
+    /// Memory cost in KiB (OWASP: 19456 with t=2, p=1).
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    /// Hashes running at once; defaults to the number of cores.
+    pub concurrency: Option<usize>,
+}
+
+impl Default for Argon2Settings {
+    fn default() -> Self {
+        Self {
+            m_cost: 19456,
+            t_cost: 2,
+            p_cost: 1,
+            concurrency: None,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8096".into(),
+            public_url: "http://localhost:8096".into(),
+            database_url: None,
+            data_dir: PathBuf::from("./data"),
+            master_key: None,
+            default_tenant: None,
+            trusted_proxies: Vec::new(),
+            workers: None,
+            db_max_connections: 16,
+            log: "info".into(),
+            log_json: false,
+            session_ttl: 24 * 3600,
+            argon2: Argon2Settings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults < config file < `MA_IDP_*` environment. `MA_IDP_ARGON2__M_COST` reaches nested
+    /// keys.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, figment::Error> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config_file {
+            if !path.exists() {
+                return Err(figment::Error::from(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("MA_IDP_").split("__").ignore(&["config"]));
+        fig.extract()
+    }
+
+    /// The public URL without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// Plain-http development: cookies cannot be `Secure` nor `__Host-`.
+    pub fn is_https(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ma-idp.db").display()
+            ),
+        }
+    }
+
+    pub fn issuer(&self, tenant_slug: &str) -> String {
+        format!("{}/t/{}", self.base_url(), tenant_slug)
+    }
+
+    /// Check what figment cannot: the public URL parses and has no query.
+    pub fn validate(&self) -> Result<(), String> {
+        let u = url::Url::parse(&self.public_url)
+            .map_err(|e| format!("public_url {:?} is not a URL: {e}", self.public_url))?;
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+            return Err(format!(
+                "public_url {:?} must be an http(s) URL",
+                self.public_url
+            ));
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            return Err("public_url must not have a query or fragment".into());
+        }
+        if self.session_ttl < 60 {
+            return Err("session_ttl must be at least 60 seconds".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! One error type. Each variant knows its HTTP status and, for OAuth endpoints, its RFC 6749
+//! §5.2 error code; page errors render the HTML error page.
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use sea_orm::DbErr;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An OAuth error answered as JSON (token, revoke, introspect, userinfo endpoints).
+    #[error("{code}: {description}")]
+    OAuth {
+        code: &'static str,
+        description: String,
+        status: StatusCode,
+        /// Answer with `WWW-Authenticate: Basic` (the client used HTTP Basic).
+        basic_challenge: bool,
+        /// Answer with `WWW-Authenticate: Bearer` (userinfo).
+        bearer_challenge: bool,
+    },
+    /// An error shown as an HTML page.
+    #[error("page {status}: {title}")]
+    Page {
+        status: StatusCode,
+        title: String,
+        message: String,
+    },
+    /// The database could not be reached or failed: 503, retry later.
+    #[error("database unavailable: {0}")]
+    Db(#[from] DbErr),
+    /// A bug or broken configuration (e.g. a key that does not decrypt).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    fn oauth(code: &'static str, status: StatusCode, description: impl Into<String>) -> Self {
+        Error::OAuth {
+            code,
+            description: description.into(),
+            status,
+            basic_challenge: false,
+            bearer_challenge: false,
+        }
+    }
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::oauth("invalid_request", StatusCode::BAD_REQUEST, d)
+    }
+    pub fn invalid_client(d: impl Into<String>, basic: bool) -> Self {
+        Error::OAuth {
+            code: "invalid_client",
+            description: d.into(),
+            status: StatusCode::UNAUTHORIZED,
+            basic_challenge: basic,
+            bearer_challenge: false,
+        }
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::oauth("invalid_grant", StatusCode::BAD_REQUEST, d)
+    }
+    pub fn unauthorized_client(d: impl Into<String>) -> Self {
+        Self::oauth("unauthorized_client", StatusCode::BAD_REQUEST, d)
+    }
+    pub fn unsupported_grant_type(d: impl Into<String>) -> Self {
+        Self::oauth("unsupported_grant_type", StatusCode::BAD_REQUEST, d)
+    }
+    pub fn invalid_scope(d: impl Into<String>) -> Self {
+        Self::oauth("invalid_scope", StatusCode::BAD_REQUEST, d)
+    }
+    pub fn unsupported_token_type(d: impl Into<String>) -> Self {
+        Self::oauth("unsupported_token_type", StatusCode::BAD_REQUEST, d)
+    }
+    pub fn invalid_token(d: impl Into<String>) -> Self {
+        Error::OAuth {
+            code: "invalid_token",
+            description: d.into(),
+            status: StatusCode::UNAUTHORIZED,
+            basic_challenge: false,
+            bearer_challenge: true,
+        }
+    }
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::Page {
+            status: StatusCode::NOT_FOUND,
+            title: "Not found".into(),
+            message: what.into(),
+        }
+    }
+    pub fn bad_page(title: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Page {
+            status: StatusCode::BAD_REQUEST,
+            title: title.into(),
+            message: message.into(),
+        }
+    }
+    pub fn internal(d: impl std::fmt::Display) -> Self {
+        Error::Internal(d.to_string())
+    }
+
+    /// The same error, but shown as a page (for browser-facing endpoints).
+    pub fn into_page(self) -> Self {
+        match self {
+            Error::OAuth {
+                description,
+                status,
+                code,
+                ..
+            } => Error::Page {
+                status: if status == StatusCode::UNAUTHORIZED {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    status
+                },
+                title: match code {
+                    "invalid_client" => "Unknown application".into(),
+                    _ => "This request cannot be completed".into(),
+                },
+                message: description,
+            },
+            other => other,
+        }
+    }
+
+    /// The OAuth error code, for metrics and audit.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::OAuth { code, .. } => code,
+            Error::Page { .. } => "page",
+            Error::Db(_) => "temporarily_unavailable",
+            Error::Internal(_) => "server_error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OAuthBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+fn json_error(status: StatusCode, code: &str, description: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(OAuthBody {
+            error: code,
+            error_description: description,
+        })
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::OAuth { status, .. } | Error::Page { status, .. } => *status,
+            Error::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Error::OAuth {
+                code,
+                description,
+                status,
+                basic_challenge,
+                bearer_challenge,
+            } => {
+                let mut resp = json_error(*status, code, description);
+                if *basic_challenge {
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"ma-idp\", charset=\"UTF-8\""),
+                    );
+                }
+                if *bearer_challenge {
+                    let v = format!("Bearer error=\"{code}\"");
+                    if let Ok(v) = HeaderValue::from_str(&v) {
+                        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                    }
+                }
+                resp
+            }
+            Error::Page {
+                status,
+                title,
+                message,
+            } => crate::http::pages::error_page(*status, title, message),
+            Error::Db(e) => {
+                tracing::warn!(error = %e, "database error");
+                let mut resp = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the database is unavailable; try again shortly",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                resp
+            }
+            Error::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+            }
+        }
+    }
+}

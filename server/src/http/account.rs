@@ -1,0 +1,192 @@
+//! Sign-in outside an authorization, sign-out, and the account page.
+use actix_session::Session;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::authorize::redirect;
+use super::pages;
+use super::{Svc, read_form, request_info};
+use crate::audit::AuditEvent;
+use crate::error::{Error, Result};
+use crate::login;
+use crate::secrets::Secret;
+
+pub async fn login_get(
+    svc: Svc,
+    session: Session,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = svc.tenant(&path).await?;
+    if login::signed_in(&svc, &session, &tenant).await?.is_some() {
+        return Ok(redirect(&format!("/t/{}/account", tenant.slug), false));
+    }
+    let csrf = login::csrf_token(&session)?;
+    pages::login(pages::LoginView {
+        tenant_name: &tenant.name,
+        client_name: None,
+        action: &format!("/t/{}/login", tenant.slug),
+        rid: None,
+        csrf: &csrf,
+        username: "",
+        error: None,
+    })
+}
+
+pub async fn login_post(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    payload: web::Payload,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = svc.tenant(&path).await?;
+    let params = read_form(&req, payload).await.map_err(Error::into_page)?;
+    login::check_csrf(&session, params.get("csrf"))?;
+    let username = params.get("username").unwrap_or("");
+    let password = Secret::new(params.get("password").unwrap_or(""));
+    match svc
+        .password_sign_in(&tenant, username, &password, &request_info(&req, &svc))
+        .await?
+    {
+        Some(user) => {
+            login::sign_in(&session, &tenant, &user, &["pwd"], svc.now())?;
+            Ok(redirect(&format!("/t/{}/account", tenant.slug), true))
+        }
+        None => {
+            let csrf = login::csrf_token(&session)?;
+            let mut resp = pages::login(pages::LoginView {
+                tenant_name: &tenant.name,
+                client_name: None,
+                action: &format!("/t/{}/login", tenant.slug),
+                rid: None,
+                csrf: &csrf,
+                username,
+                error: Some("Wrong username or password."),
+            })?;
+            *resp.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
+            Ok(resp)
+        }
+    }
+}
+
+pub async fn logout_get(
+    svc: Svc,
+    session: Session,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = svc.tenant(&path).await?;
+    let csrf = login::csrf_token(&session)?;
+    pages::logout(&tenant.name, &format!("/t/{}/logout", tenant.slug), &csrf)
+}
+
+pub async fn logout_post(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    payload: web::Payload,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = svc.tenant(&path).await?;
+    let params = read_form(&req, payload).await.map_err(Error::into_page)?;
+    login::check_csrf(&session, params.get("csrf"))?;
+    if let Some(s) = login::signed_in(&svc, &session, &tenant).await? {
+        svc.store
+            .insert_audit(
+                AuditEvent::new(
+                    "sign_out",
+                    "ok",
+                    Some(&tenant.id),
+                    &request_info(&req, &svc),
+                )
+                .user(&s.user.id),
+                svc.now(),
+            )
+            .await?;
+    }
+    login::sign_out(&session);
+    pages::message(
+        "Signed out",
+        "You are signed out on this browser. Links you approved (for example Alexa) keep working; manage them on your account page.",
+        Some((&format!("/t/{}/login", tenant.slug), "Sign in again")),
+    )
+}
+
+pub async fn account(
+    svc: Svc,
+    session: Session,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
+    let tenant = svc.tenant(&path).await?;
+    let Some(s) = login::signed_in(&svc, &session, &tenant).await? else {
+        return Ok(redirect(&format!("/t/{}/login", tenant.slug), false));
+    };
+    let csrf = login::csrf_token(&session)?;
+    let grants = svc.my_grants(&tenant, &s.user.id).await?;
+    let sessions = svc.my_sessions(&tenant, &s.user.id).await?;
+    let notice = crate::oauth::Params::parse(req.query_string().as_bytes())
+        .ok()
+        .and_then(|p| p.get("done").map(str::to_string));
+    pages::account(pages::AccountView {
+        tenant_name: &tenant.name,
+        slug: &tenant.slug,
+        username: &s.user.username,
+        csrf: &csrf,
+        grants: &grants,
+        sessions: &sessions,
+        notice: notice.as_deref(),
+    })
+}
+
+pub async fn revoke_grant(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    payload: web::Payload,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let (slug, id) = path.into_inner();
+    let tenant = svc.tenant(&slug).await?;
+    let params = read_form(&req, payload).await.map_err(Error::into_page)?;
+    login::check_csrf(&session, params.get("csrf"))?;
+    let Some(s) = login::signed_in(&svc, &session, &tenant).await? else {
+        return Ok(redirect(&format!("/t/{}/login", tenant.slug), true));
+    };
+    if !svc
+        .revoke_my_grant(&tenant, &s.user.id, &id, &request_info(&req, &svc))
+        .await?
+    {
+        return Err(Error::not_found("There is no such link on your account."));
+    }
+    Ok(redirect(
+        &format!("/t/{}/account?done=revoked", tenant.slug),
+        true,
+    ))
+}
+
+pub async fn end_session(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    payload: web::Payload,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let (slug, id) = path.into_inner();
+    let tenant = svc.tenant(&slug).await?;
+    let params = read_form(&req, payload).await.map_err(Error::into_page)?;
+    login::check_csrf(&session, params.get("csrf"))?;
+    let Some(s) = login::signed_in(&svc, &session, &tenant).await? else {
+        return Ok(redirect(&format!("/t/{}/login", tenant.slug), true));
+    };
+    if !svc
+        .end_my_session(&tenant, &s.user.id, &id, &request_info(&req, &svc))
+        .await?
+    {
+        return Err(Error::not_found(
+            "There is no such session on your account.",
+        ));
+    }
+    Ok(redirect(
+        &format!("/t/{}/account?done=ended", tenant.slug),
+        true,
+    ))
+}

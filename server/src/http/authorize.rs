@@ -1,0 +1,327 @@
+//! The authorization endpoint's pages: sign-in, then consent, then back to the client.
+use actix_session::Session;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use entity::tenant;
+
+use super::pages::{self, ScopeLine};
+use super::{Svc, read_form, read_query, request_info};
+use crate::audit::AuditEvent;
+use crate::error::{Error, Result};
+use crate::login::{self, SignedIn};
+use crate::oauth::authorize::{AuthzError, AuthzRequest};
+use crate::oauth::scopes;
+use crate::secrets::{Secret, random_id};
+
+/// How long a pending authorization request lives in the session.
+const PENDING_MAX_AGE: i64 = 30 * 60;
+
+pub fn redirect(location: &str, after_post: bool) -> HttpResponse {
+    let mut b = if after_post {
+        HttpResponse::SeeOther()
+    } else {
+        HttpResponse::Found()
+    };
+    b.insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+fn expired() -> Error {
+    Error::bad_page(
+        "This sign-in has expired",
+        "Too much time passed, or the page was opened in another browser. Go back to the app (for example the Alexa app) and start linking again.",
+    )
+}
+
+struct Ctx<'a> {
+    svc: &'a Svc,
+    req: &'a HttpRequest,
+    session: &'a Session,
+    tenant: &'a tenant::Model,
+    base: String,
+}
+
+pub async fn authorize_get(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = svc.tenant(&path).await?;
+    let base = format!("/t/{}/authorize", tenant.slug);
+    get_inner(Ctx {
+        svc: &svc,
+        req: &req,
+        session: &session,
+        tenant: &tenant,
+        base,
+    })
+    .await
+}
+
+pub async fn alexa_authorize_get(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse> {
+    let tenant = svc.default_tenant().await?;
+    get_inner(Ctx {
+        svc: &svc,
+        req: &req,
+        session: &session,
+        tenant: &tenant,
+        base: "/alexa/authorize".into(),
+    })
+    .await
+}
+
+pub async fn authorize_post(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    payload: web::Payload,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = svc.tenant(&path).await?;
+    let base = format!("/t/{}/authorize", tenant.slug);
+    post_inner(
+        Ctx {
+            svc: &svc,
+            req: &req,
+            session: &session,
+            tenant: &tenant,
+            base,
+        },
+        payload,
+    )
+    .await
+}
+
+pub async fn alexa_authorize_post(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let tenant = svc.default_tenant().await?;
+    post_inner(
+        Ctx {
+            svc: &svc,
+            req: &req,
+            session: &session,
+            tenant: &tenant,
+            base: "/alexa/authorize".into(),
+        },
+        payload,
+    )
+    .await
+}
+
+async fn get_inner(cx: Ctx<'_>) -> Result<HttpResponse> {
+    let params = read_query(cx.req).map_err(Error::into_page)?;
+    let now = cx.svc.now();
+    if let Some(rid) = params.get("rid")
+        && params.names().count() == 1
+    {
+        let areq: AuthzRequest =
+            login::get_pending(cx.session, rid, now, PENDING_MAX_AGE).ok_or_else(expired)?;
+        return proceed(&cx, rid, areq, false).await;
+    }
+    let (_client, mut areq) = match cx.svc.validate_authorize(cx.tenant, &params).await {
+        Ok(x) => x,
+        Err(AuthzError::Page(e)) => return Err(e),
+        Err(AuthzError::Redirect(u)) => return Ok(redirect(&u, false)),
+    };
+    let rid = random_id();
+    // prompt=login: sign in again even if a session exists, once.
+    if areq.prompt.iter().any(|p| p == "login") {
+        areq.prompt.retain(|p| p != "login");
+        login::put_pending(cx.session, &rid, &areq, now)?;
+        return login_page(&cx, &rid, &areq, None, None).await;
+    }
+    proceed(&cx, &rid, areq, false).await
+}
+
+/// Sign-in, consent or the redirect back, depending on where the browser stands.
+async fn proceed(
+    cx: &Ctx<'_>,
+    rid: &str,
+    areq: AuthzRequest,
+    after_post: bool,
+) -> Result<HttpResponse> {
+    let now = cx.svc.now();
+    let iss = cx.svc.issuer(cx.tenant);
+    let signed = login::signed_in(cx.svc, cx.session, cx.tenant).await?;
+    let none = areq.prompt.iter().any(|p| p == "none");
+    let Some(signed) = signed.filter(|s| !areq.needs_login(Some(s), now)) else {
+        if none {
+            return Ok(authz_error(
+                areq.error_redirect(&iss, "login_required", "the user is not signed in"),
+                after_post,
+            ));
+        }
+        login::put_pending(cx.session, rid, &areq, now)?;
+        return login_page(cx, rid, &areq, None, None).await;
+    };
+    match cx.svc.needs_consent(&areq, &signed.user.id).await? {
+        Some(grant_id) => {
+            login::remove_pending(cx.session, rid);
+            let url = cx
+                .svc
+                .issue_code(cx.tenant, &areq, &signed, &grant_id)
+                .await?;
+            Ok(redirect(&url, after_post))
+        }
+        None if none => Ok(authz_error(
+            areq.error_redirect(&iss, "consent_required", "consent is required"),
+            after_post,
+        )),
+        None => {
+            login::put_pending(cx.session, rid, &areq, now)?;
+            consent_page(cx, rid, &areq, &signed).await
+        }
+    }
+}
+
+fn authz_error(e: AuthzError, after_post: bool) -> HttpResponse {
+    match e {
+        AuthzError::Redirect(u) => redirect(&u, after_post),
+        AuthzError::Page(e) => actix_web::ResponseError::error_response(&e),
+    }
+}
+
+async fn client_name(cx: &Ctx<'_>, areq: &AuthzRequest) -> Result<String> {
+    Ok(cx
+        .svc
+        .store
+        .client_by_pk(&cx.tenant.id, &areq.client_pk)
+        .await?
+        .filter(|c| !c.disabled)
+        .ok_or_else(|| {
+            Error::bad_page(
+                "Unknown application",
+                "This application is no longer registered here.",
+            )
+        })?
+        .name)
+}
+
+async fn login_page(
+    cx: &Ctx<'_>,
+    rid: &str,
+    areq: &AuthzRequest,
+    username: Option<&str>,
+    error: Option<&str>,
+) -> Result<HttpResponse> {
+    let csrf = login::csrf_token(cx.session)?;
+    let name = client_name(cx, areq).await?;
+    pages::login(pages::LoginView {
+        tenant_name: &cx.tenant.name,
+        client_name: Some(&name),
+        action: &cx.base,
+        rid: Some(rid),
+        csrf: &csrf,
+        username: username.unwrap_or(""),
+        error,
+    })
+}
+
+async fn consent_page(
+    cx: &Ctx<'_>,
+    rid: &str,
+    areq: &AuthzRequest,
+    signed: &SignedIn,
+) -> Result<HttpResponse> {
+    let csrf = login::csrf_token(cx.session)?;
+    let name = client_name(cx, areq).await?;
+    let lines: Vec<ScopeLine> = areq
+        .scope
+        .iter()
+        .map(|s| ScopeLine {
+            name: s.clone(),
+            text: scopes::describe(s),
+        })
+        .collect();
+    pages::consent(pages::ConsentView {
+        tenant_name: &cx.tenant.name,
+        client_name: &name,
+        username: &signed.user.username,
+        scopes: &lines,
+        action: &cx.base,
+        rid,
+        csrf: &csrf,
+        switch_url: &format!("/t/{}/logout", cx.tenant.slug),
+    })
+}
+
+async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> {
+    let params = read_form(cx.req, payload).await.map_err(Error::into_page)?;
+    login::check_csrf(cx.session, params.get("csrf"))?;
+    let now = cx.svc.now();
+    let rid = params.get("rid").ok_or_else(expired)?.to_string();
+    let areq: AuthzRequest =
+        login::get_pending(cx.session, &rid, now, PENDING_MAX_AGE).ok_or_else(expired)?;
+    let info = request_info(cx.req, cx.svc);
+    let iss = cx.svc.issuer(cx.tenant);
+    match params.get("action") {
+        Some("login") => {
+            let username = params.get("username").unwrap_or("");
+            let password = Secret::new(params.get("password").unwrap_or(""));
+            match cx
+                .svc
+                .password_sign_in(cx.tenant, username, &password, &info)
+                .await?
+            {
+                Some(user) => {
+                    login::sign_in(cx.session, cx.tenant, &user, &["pwd"], now)?;
+                    Ok(redirect(&format!("{}?rid={}", cx.base, rid), true))
+                }
+                None => {
+                    let mut resp = login_page(
+                        &cx,
+                        &rid,
+                        &areq,
+                        Some(username),
+                        Some("Wrong username or password."),
+                    )
+                    .await?;
+                    *resp.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
+                    Ok(resp)
+                }
+            }
+        }
+        Some("approve") => {
+            let Some(signed) = login::signed_in(cx.svc, cx.session, cx.tenant).await? else {
+                return login_page(&cx, &rid, &areq, None, Some("Please sign in first.")).await;
+            };
+            let grant_id = cx
+                .svc
+                .record_consent(cx.tenant, &areq, &signed.user.id, &info)
+                .await?;
+            login::remove_pending(cx.session, &rid);
+            let url = cx
+                .svc
+                .issue_code(cx.tenant, &areq, &signed, &grant_id)
+                .await?;
+            Ok(redirect(&url, true))
+        }
+        Some("deny") => {
+            login::remove_pending(cx.session, &rid);
+            let mut ev = AuditEvent::new("consent", "denied", Some(&cx.tenant.id), &info)
+                .client(&areq.client_id);
+            if let Some(s) = login::signed_in(cx.svc, cx.session, cx.tenant).await? {
+                ev = ev.user(&s.user.id);
+            }
+            cx.svc.store.insert_audit(ev, now).await?;
+            Ok(authz_error(
+                areq.error_redirect(&iss, "access_denied", "the user declined"),
+                true,
+            ))
+        }
+        _ => Err(Error::bad_page(
+            "Unknown action",
+            "The form was not understood. Go back and try again.",
+        )),
+    }
+}

@@ -1,0 +1,191 @@
+//! The machine-facing endpoints: discovery, JWKS, token, revocation, introspection, userinfo.
+//! Every failure is an RFC 6749 §5.2 JSON error.
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::{HttpRequest, HttpResponse, web};
+use entity::tenant;
+
+use super::{Svc, read_form, request_info};
+use crate::error::{Error, Result};
+use crate::oauth::client_auth;
+use crate::oauth::scopes;
+
+/// The tenant of an API path; unknown tenants answer JSON 404.
+async fn api_tenant(svc: &Svc, slug: &str) -> Result<tenant::Model> {
+    svc.tenant(slug).await.map_err(|e| match e {
+        Error::Page { .. } => Error::OAuth {
+            code: "invalid_request",
+            description: "unknown tenant".into(),
+            status: StatusCode::NOT_FOUND,
+            basic_challenge: false,
+            bearer_challenge: false,
+        },
+        other => other,
+    })
+}
+
+fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    b.insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"));
+    b
+}
+
+pub async fn discovery(svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let tenant = api_tenant(&svc, &path).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(300),
+        ]))
+        .json(svc.discovery(&tenant)))
+}
+
+pub async fn jwks(svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let tenant = api_tenant(&svc, &path).await?;
+    let keys = svc.keys.tenant_keys(&tenant.id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(300),
+        ]))
+        .content_type("application/jwk-set+json")
+        .body(keys.jwks.clone()))
+}
+
+fn authorization(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn token_for(
+    svc: Svc,
+    req: HttpRequest,
+    payload: web::Payload,
+    tenant: tenant::Model,
+) -> Result<HttpResponse> {
+    let params = read_form(&req, payload).await?;
+    let grant_type = params.required("grant_type")?.to_string();
+    let creds = client_auth::extract(&params, authorization(&req))?;
+    let client = svc.authenticate_client(&tenant, &creds).await?;
+    let info = request_info(&req, &svc);
+    let allowed = scopes::split(&client.client.grant_types);
+    let result = match grant_type.as_str() {
+        "authorization_code" | "refresh_token" if !allowed.contains(&grant_type.as_str()) => Err(
+            Error::unauthorized_client("this client may not use this grant type"),
+        ),
+        "authorization_code" => {
+            svc.grant_authorization_code(&tenant, &client, &params, &info)
+                .await
+        }
+        "refresh_token" => {
+            svc.grant_refresh_token(&tenant, &client, &params, &info)
+                .await
+        }
+        "client_credentials" => {
+            svc.grant_client_credentials(&tenant, &client, &params)
+                .await
+        }
+        _ => Err(Error::unsupported_grant_type(
+            "supported: authorization_code, refresh_token, client_credentials",
+        )),
+    };
+    let label: &'static str = match grant_type.as_str() {
+        "authorization_code" => "authorization_code",
+        "refresh_token" => "refresh_token",
+        "client_credentials" => "client_credentials",
+        _ => "other",
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    metrics::counter!("ma_idp_token_grants_total", "grant_type" => label, "outcome" => outcome)
+        .increment(1);
+    let body = result?;
+    Ok(no_store(HttpResponse::Ok()).json(body))
+}
+
+pub async fn token(
+    svc: Svc,
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = api_tenant(&svc, &path).await?;
+    token_for(svc, req, payload, tenant).await
+}
+
+/// `/alexa/token`: the token endpoint of the default tenant.
+pub async fn alexa_token(
+    svc: Svc,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let tenant = svc
+        .default_tenant()
+        .await
+        .map_err(|_| Error::invalid_request("no default tenant is configured"))?;
+    token_for(svc, req, payload, tenant).await
+}
+
+pub async fn revoke(
+    svc: Svc,
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = api_tenant(&svc, &path).await?;
+    let params = read_form(&req, payload).await?;
+    let creds = client_auth::extract(&params, authorization(&req))?;
+    let client = svc.authenticate_client(&tenant, &creds).await?;
+    svc.revoke(&tenant, &client, &params, &request_info(&req, &svc))
+        .await?;
+    Ok(no_store(HttpResponse::Ok()).finish())
+}
+
+pub async fn introspect(
+    svc: Svc,
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = api_tenant(&svc, &path).await?;
+    let params = read_form(&req, payload).await?;
+    let creds = client_auth::extract(&params, authorization(&req))?;
+    let client = svc.authenticate_client(&tenant, &creds).await?;
+    if client.client.public {
+        return Err(Error::unauthorized_client(
+            "public clients may not introspect",
+        ));
+    }
+    let answer = svc.introspect(&tenant, &client, &params).await?;
+    Ok(no_store(HttpResponse::Ok()).json(answer))
+}
+
+pub async fn userinfo(
+    svc: Svc,
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = api_tenant(&svc, &path).await?;
+    let header_token = authorization(&req).and_then(|h| {
+        let (scheme, v) = h.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| v.trim().to_string())
+    });
+    let token = match header_token {
+        Some(t) => t,
+        None if req.method() == actix_web::http::Method::POST => {
+            let p = read_form(&req, payload).await?;
+            p.get("access_token")
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid_token("missing access token"))?
+        }
+        None => return Err(Error::invalid_token("missing access token")),
+    };
+    let claims = svc.userinfo(&tenant, &token).await?;
+    Ok(no_store(HttpResponse::Ok()).json(claims))
+}

@@ -1,0 +1,193 @@
+//! HTTP: routes, request parsing helpers, pages, security headers, metrics, and the mapping
+//! from errors to answers. Handlers parse and render; services decide.
+pub mod account;
+pub mod authorize;
+pub mod endpoints;
+pub mod middleware;
+pub mod ops;
+pub mod pages;
+
+use std::net::IpAddr;
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{BrowserSession, CookieContentSecurity, TtlExtensionPolicy};
+use actix_web::cookie::{Key, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, web};
+use futures_util::StreamExt;
+
+use crate::audit::RequestInfo;
+use crate::error::{Error, Result};
+use crate::login::session_store::DbSessionStore;
+use crate::oauth::Params;
+use crate::services::Services;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 16 * 1024;
+
+pub type Svc = web::Data<Services>;
+
+/// Read a form body strictly (content type, size, encoding, duplicates).
+pub async fn read_form(req: &HttpRequest, mut payload: web::Payload) -> Result<Params> {
+    let ct = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(Error::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| Error::invalid_request("could not read the request body"))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(Error::OAuth {
+                code: "invalid_request",
+                description: "request body too large".into(),
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                basic_challenge: false,
+                bearer_challenge: false,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Params::parse(&body)
+}
+
+/// Query string parameters, strictly.
+pub fn read_query(req: &HttpRequest) -> Result<Params> {
+    Params::parse(req.query_string().as_bytes())
+}
+
+/// The client address (from `X-Forwarded-For` only when the peer is a trusted proxy) and
+/// user agent, for audit events.
+pub fn request_info(req: &HttpRequest, svc: &Services) -> RequestInfo {
+    let peer = req.peer_addr().map(|a| a.ip());
+    let trusted = |ip: &IpAddr| {
+        svc.settings
+            .trusted_proxies
+            .iter()
+            .any(|p| p.parse::<IpAddr>().ok() == Some(*ip))
+    };
+    let mut ip = peer;
+    if let Some(p) = peer
+        && trusted(&p)
+        && let Some(xff) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+    {
+        // Walk from the right: the first address that is not a trusted proxy is the client.
+        for hop in xff.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(a) if trusted(&a) => continue,
+                Ok(a) => {
+                    ip = Some(a);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    RequestInfo {
+        ip: ip.map(|i| i.to_string()),
+        user_agent: req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
+pub fn cookie_name(svc: &Services) -> String {
+    if svc.settings.is_https() {
+        "__Host-ma-idp".into()
+    } else {
+        "ma-idp".into()
+    }
+}
+
+fn session_middleware(svc: &Services) -> SessionMiddleware<DbSessionStore> {
+    let ttl = actix_web::cookie::time::Duration::seconds(svc.settings.session_ttl);
+    SessionMiddleware::builder(
+        DbSessionStore::new(svc.store.clone(), svc.clock.clone()),
+        Key::from(&svc.cookie_key),
+    )
+    .cookie_name(cookie_name(svc))
+    .cookie_secure(svc.settings.is_https())
+    .cookie_http_only(true)
+    .cookie_same_site(SameSite::Lax)
+    .cookie_path("/".into())
+    .cookie_content_security(CookieContentSecurity::Private)
+    .session_lifecycle(
+        BrowserSession::default()
+            .state_ttl(ttl)
+            .state_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
+    )
+    .build()
+}
+
+/// Every route.
+pub fn configure(cfg: &mut web::ServiceConfig, svc: &Services) {
+    cfg.service(web::resource("/health").route(web::get().to(ops::health)))
+        .service(web::resource("/ready").route(web::get().to(ops::ready)))
+        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(web::resource("/static/{file}").route(web::get().to(ops::static_file)))
+        .service(
+            web::resource("/.well-known/oauth-authorization-server/t/{t}")
+                .route(web::get().to(endpoints::discovery)),
+        )
+        .service(
+            web::resource("/t/{t}/.well-known/openid-configuration")
+                .route(web::get().to(endpoints::discovery)),
+        )
+        .service(web::resource("/t/{t}/jwks.json").route(web::get().to(endpoints::jwks)))
+        .service(web::resource("/t/{t}/token").route(web::post().to(endpoints::token)))
+        .service(web::resource("/alexa/token").route(web::post().to(endpoints::alexa_token)))
+        .service(web::resource("/t/{t}/revoke").route(web::post().to(endpoints::revoke)))
+        .service(web::resource("/t/{t}/introspect").route(web::post().to(endpoints::introspect)))
+        .service(
+            web::resource("/t/{t}/userinfo")
+                .route(web::get().to(endpoints::userinfo))
+                .route(web::post().to(endpoints::userinfo)),
+        )
+        .service(
+            web::scope("")
+                .wrap(session_middleware(svc))
+                .service(
+                    web::resource("/t/{t}/authorize")
+                        .route(web::get().to(authorize::authorize_get))
+                        .route(web::post().to(authorize::authorize_post)),
+                )
+                .service(
+                    web::resource("/alexa/authorize")
+                        .route(web::get().to(authorize::alexa_authorize_get))
+                        .route(web::post().to(authorize::alexa_authorize_post)),
+                )
+                .service(
+                    web::resource("/t/{t}/login")
+                        .route(web::get().to(account::login_get))
+                        .route(web::post().to(account::login_post)),
+                )
+                .service(
+                    web::resource("/t/{t}/logout")
+                        .route(web::get().to(account::logout_get))
+                        .route(web::post().to(account::logout_post)),
+                )
+                .service(web::resource("/t/{t}/account").route(web::get().to(account::account)))
+                .service(
+                    web::resource("/t/{t}/account/grants/{id}/revoke")
+                        .route(web::post().to(account::revoke_grant)),
+                )
+                .service(
+                    web::resource("/t/{t}/account/sessions/{id}/end")
+                        .route(web::post().to(account::end_session)),
+                )
+                .default_service(web::to(ops::not_found)),
+        );
+}

@@ -1,0 +1,73 @@
+//! Liveness, readiness, metrics, static files, not found.
+use std::sync::OnceLock;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::{HttpResponse, web};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use super::Svc;
+use super::pages::error_page;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Install the Prometheus recorder once per process.
+pub fn install_metrics() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                None
+            }
+        })
+        .as_ref()
+}
+
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn ready(svc: Svc) -> HttpResponse {
+    match svc.store.ready().await {
+        Ok(true) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Ok(false) => HttpResponse::ServiceUnavailable().json(
+            serde_json::json!({"status": "not ready", "reason": "database migrations pending"}),
+        ),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "not ready", "reason": "database unreachable"})),
+    }
+}
+
+pub async fn metrics() -> HttpResponse {
+    match install_metrics() {
+        Some(h) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(h.render()),
+        None => HttpResponse::ServiceUnavailable().body("metrics unavailable"),
+    }
+}
+
+const STYLE_CSS: &str = include_str!("../../../static/style.css");
+
+pub async fn static_file(path: web::Path<String>) -> HttpResponse {
+    let (body, ct) = match path.as_str() {
+        "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        _ => return error_page(StatusCode::NOT_FOUND, "Not found", "There is no such file."),
+    };
+    HttpResponse::Ok()
+        .insert_header(CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(3600),
+        ]))
+        .insert_header((header::CONTENT_TYPE, ct))
+        .body(body)
+}
+
+pub async fn not_found() -> HttpResponse {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is nothing at this address.",
+    )
+}

@@ -1,0 +1,247 @@
+//! Server-rendered pages (tera 1, autoescaped). Templates are compiled into the binary so a
+//! single file runs anywhere; they live in the repository's `templates/` folder.
+use std::sync::LazyLock;
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use entity::browser_session;
+use serde::Serialize;
+use tera::{Context, Tera};
+
+use crate::error::{Error, Result};
+use crate::login::account::GrantView;
+
+macro_rules! template {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../../../templates/", $name)))
+    };
+}
+
+static TERA: LazyLock<std::result::Result<Tera, String>> = LazyLock::new(|| {
+    let mut t = Tera::default();
+    t.autoescape_on(vec![".html"]);
+    t.add_raw_templates(vec![
+        template!("base.html"),
+        template!("login.html"),
+        template!("consent.html"),
+        template!("error.html"),
+        template!("message.html"),
+        template!("account.html"),
+    ])
+    .map_err(|e| format!("{e:?}"))?;
+    t.register_filter("datetime", datetime_filter);
+    Ok(t)
+});
+
+fn datetime_filter(
+    v: &tera::Value,
+    _: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let secs = v.as_i64().unwrap_or(0);
+    Ok(tera::Value::String(format_time(secs)))
+}
+
+/// `YYYY-MM-DD HH:MM UTC` without a date crate.
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+fn html(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+pub fn render(name: &str, ctx: &Context) -> Result<HttpResponse> {
+    let tera = TERA
+        .as_ref()
+        .map_err(|e| Error::internal(format!("templates: {e}")))?;
+    let body = tera
+        .render(name, ctx)
+        .map_err(|e| Error::internal(format!("render {name}: {e:?}")))?;
+    Ok(html(StatusCode::OK, body))
+}
+
+/// The error page; plain text if the templates themselves are broken.
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
+    let mut ctx = Context::new();
+    ctx.insert("title", title);
+    ctx.insert("message", message);
+    match TERA
+        .as_ref()
+        .ok()
+        .and_then(|t| t.render("error.html", &ctx).ok())
+    {
+        Some(body) => html(status, body),
+        None => HttpResponse::build(status)
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{title}\n\n{message}")),
+    }
+}
+
+pub struct LoginView<'a> {
+    pub tenant_name: &'a str,
+    pub client_name: Option<&'a str>,
+    pub action: &'a str,
+    pub rid: Option<&'a str>,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub error: Option<&'a str>,
+}
+
+pub fn login(v: LoginView<'_>) -> Result<HttpResponse> {
+    let mut ctx = Context::new();
+    ctx.insert("title", "Sign in");
+    ctx.insert("tenant_name", v.tenant_name);
+    ctx.insert("client_name", &v.client_name);
+    ctx.insert("action", v.action);
+    ctx.insert("rid", &v.rid);
+    ctx.insert("csrf", v.csrf);
+    ctx.insert("username", v.username);
+    ctx.insert("error", &v.error);
+    render("login.html", &ctx)
+}
+
+#[derive(Serialize)]
+pub struct ScopeLine {
+    pub name: String,
+    pub text: String,
+}
+
+pub struct ConsentView<'a> {
+    pub tenant_name: &'a str,
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub scopes: &'a [ScopeLine],
+    pub action: &'a str,
+    pub rid: &'a str,
+    pub csrf: &'a str,
+    pub switch_url: &'a str,
+}
+
+pub fn consent(v: ConsentView<'_>) -> Result<HttpResponse> {
+    let mut ctx = Context::new();
+    ctx.insert("title", "Allow access?");
+    ctx.insert("tenant_name", v.tenant_name);
+    ctx.insert("client_name", v.client_name);
+    ctx.insert("username", v.username);
+    ctx.insert("scopes", v.scopes);
+    ctx.insert("action", v.action);
+    ctx.insert("rid", v.rid);
+    ctx.insert("csrf", v.csrf);
+    ctx.insert("switch_url", v.switch_url);
+    render("consent.html", &ctx)
+}
+
+pub fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> Result<HttpResponse> {
+    let mut ctx = Context::new();
+    ctx.insert("title", title);
+    ctx.insert("message", text);
+    ctx.insert("link_url", &link.map(|l| l.0));
+    ctx.insert("link_text", &link.map(|l| l.1));
+    render("message.html", &ctx)
+}
+
+pub fn logout(tenant_name: &str, action: &str, csrf: &str) -> Result<HttpResponse> {
+    let mut ctx = Context::new();
+    ctx.insert("title", "Sign out");
+    ctx.insert(
+        "message",
+        &format!("Sign out of {tenant_name} on this browser?"),
+    );
+    ctx.insert("form_action", action);
+    ctx.insert("csrf", csrf);
+    ctx.insert("link_url", &None::<&str>);
+    ctx.insert("link_text", &None::<&str>);
+    render("message.html", &ctx)
+}
+
+#[derive(Serialize)]
+struct GrantLine<'a> {
+    id: &'a str,
+    client_name: &'a str,
+    scopes: Vec<String>,
+    created_at: i64,
+    last_refreshed_at: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct SessionLine<'a> {
+    id: &'a str,
+    created_at: i64,
+    updated_at: i64,
+}
+
+pub struct AccountView<'a> {
+    pub tenant_name: &'a str,
+    pub slug: &'a str,
+    pub username: &'a str,
+    pub csrf: &'a str,
+    pub grants: &'a [GrantView],
+    pub sessions: &'a [browser_session::Model],
+    pub notice: Option<&'a str>,
+}
+
+pub fn account(v: AccountView<'_>) -> Result<HttpResponse> {
+    let mut ctx = Context::new();
+    ctx.insert("title", "Your account");
+    ctx.insert("tenant_name", v.tenant_name);
+    ctx.insert("slug", v.slug);
+    ctx.insert("username", v.username);
+    ctx.insert("csrf", v.csrf);
+    let grants: Vec<GrantLine> = v
+        .grants
+        .iter()
+        .map(|g| GrantLine {
+            id: &g.id,
+            client_name: &g.client_name,
+            scopes: crate::oauth::scopes::split(&g.scope)
+                .into_iter()
+                .map(crate::oauth::scopes::describe)
+                .collect(),
+            created_at: g.created_at,
+            last_refreshed_at: g.last_refreshed_at,
+        })
+        .collect();
+    ctx.insert("grants", &grants);
+    let sessions: Vec<SessionLine> = v
+        .sessions
+        .iter()
+        .map(|s| SessionLine {
+            id: &s.id,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        })
+        .collect();
+    ctx.insert("sessions", &sessions);
+    ctx.insert(
+        "notice",
+        &match v.notice {
+            Some("revoked") => {
+                Some("Access revoked. That application can no longer use your account.")
+            }
+            Some("ended") => Some("Session ended."),
+            _ => None,
+        },
+    );
+    render("account.html", &ctx)
+}

@@ -1,0 +1,201 @@
+//! Browser sign-in: password verification, browser sessions, CSRF tokens.
+pub mod account;
+pub mod passwords;
+pub mod session_store;
+
+use actix_session::Session;
+use entity::{tenant, user};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, RequestInfo};
+use crate::error::{Error, Result};
+use crate::secrets::{Secret, ct_eq, random_token};
+use crate::services::Services;
+use session_store::{KEY_TENANT, KEY_USER};
+
+const KEY_CSRF: &str = "csrf";
+const KEY_AUTH_TIME: &str = "auth_time";
+const KEY_AMR: &str = "amr";
+
+fn session_err(e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("session: {e}"))
+}
+
+/// The CSRF token of this browser session, created on first use.
+pub fn csrf_token(session: &Session) -> Result<String> {
+    if let Ok(Some(t)) = session.get::<String>(KEY_CSRF) {
+        return Ok(t);
+    }
+    let t = random_token().expose().to_string();
+    session.insert(KEY_CSRF, &t).map_err(session_err)?;
+    Ok(t)
+}
+
+/// A form's CSRF token must equal the session's.
+pub fn check_csrf(session: &Session, submitted: Option<&str>) -> Result<()> {
+    let expected = session.get::<String>(KEY_CSRF).ok().flatten();
+    match (expected, submitted) {
+        (Some(e), Some(s)) if ct_eq(&e, s) => Ok(()),
+        _ => Err(Error::bad_page(
+            "This form has expired",
+            "For your safety the form could not be submitted. Go back, reload the page and try again.",
+        )),
+    }
+}
+
+/// The member signed in on this browser for this tenant.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: user::Model,
+    pub auth_time: i64,
+    pub amr: Vec<String>,
+}
+
+pub async fn signed_in(
+    svc: &Services,
+    session: &Session,
+    tenant: &tenant::Model,
+) -> Result<Option<SignedIn>> {
+    let tid = session.get::<String>(KEY_TENANT).ok().flatten();
+    let uid = session.get::<String>(KEY_USER).ok().flatten();
+    let (Some(tid), Some(uid)) = (tid, uid) else {
+        return Ok(None);
+    };
+    if tid != tenant.id {
+        return Ok(None);
+    }
+    let Some(user) = svc.store.user_by_id(&tenant.id, &uid).await? else {
+        return Ok(None);
+    };
+    if user.disabled {
+        return Ok(None);
+    }
+    let auth_time = session
+        .get::<i64>(KEY_AUTH_TIME)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let amr = session
+        .get::<Vec<String>>(KEY_AMR)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    Ok(Some(SignedIn {
+        user,
+        auth_time,
+        amr,
+    }))
+}
+
+/// Record a sign-in in the session. The session key is renewed (no fixation); pending
+/// authorization requests and the CSRF token are kept.
+pub fn sign_in(
+    session: &Session,
+    tenant: &tenant::Model,
+    user: &user::Model,
+    amr: &[&str],
+    now: i64,
+) -> Result<()> {
+    session.renew();
+    session
+        .insert(KEY_TENANT, &tenant.id)
+        .map_err(session_err)?;
+    session.insert(KEY_USER, &user.id).map_err(session_err)?;
+    session.insert(KEY_AUTH_TIME, now).map_err(session_err)?;
+    session.insert(KEY_AMR, amr).map_err(session_err)?;
+    Ok(())
+}
+
+pub fn sign_out(session: &Session) {
+    session.purge();
+}
+
+/// A pending authorization request, kept in the session between the sign-in and consent
+/// pages so that nothing in a hidden field can be tampered with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending<T> {
+    pub value: T,
+    pub created_at: i64,
+}
+
+pub fn put_pending<T: Serialize>(session: &Session, id: &str, value: T, now: i64) -> Result<()> {
+    // Keep at most a handful of pending requests per browser.
+    let keys: Vec<String> = session
+        .entries()
+        .keys()
+        .filter(|k| k.starts_with("ar."))
+        .cloned()
+        .collect();
+    if keys.len() >= 8 {
+        for k in keys {
+            session.remove(&k);
+        }
+    }
+    session
+        .insert(
+            format!("ar.{id}"),
+            Pending {
+                value,
+                created_at: now,
+            },
+        )
+        .map_err(session_err)
+}
+
+pub fn get_pending<T: for<'de> Deserialize<'de>>(
+    session: &Session,
+    id: &str,
+    now: i64,
+    max_age: i64,
+) -> Option<T> {
+    let p: Pending<T> = session.get(&format!("ar.{id}")).ok().flatten()?;
+    (now - p.created_at <= max_age).then_some(p.value)
+}
+
+pub fn remove_pending(session: &Session, id: &str) {
+    session.remove(&format!("ar.{id}"));
+}
+
+impl Services {
+    /// Check a username and password. Unknown users, wrong passwords and disabled accounts
+    /// take the same time and give the same answer. Audited.
+    pub async fn password_sign_in(
+        &self,
+        tenant: &tenant::Model,
+        username: &str,
+        password: &Secret,
+        req: &RequestInfo,
+    ) -> Result<Option<user::Model>> {
+        let username = normalize_username(username);
+        let user = if username.is_empty() || username.len() > 128 {
+            None
+        } else {
+            self.store.user_by_username(&tenant.id, &username).await?
+        };
+        let phc = match &user {
+            Some(u) => self.store.password_hash(&u.id).await?,
+            None => None,
+        };
+        let ok = !password.is_empty() && self.passwords.verify(password, phc).await?;
+        let now = self.clock.now();
+        let result = match user {
+            Some(u) if ok && !u.disabled => Some(u),
+            _ => None,
+        };
+        let outcome = if result.is_some() { "ok" } else { "failed" };
+        metrics::counter!("ma_idp_sign_ins_total", "method" => "password", "outcome" => outcome)
+            .increment(1);
+        let mut ev = AuditEvent::new("sign_in", outcome, Some(&tenant.id), req)
+            .actor(&username)
+            .detail(serde_json::json!({"method": "password"}));
+        if let Some(u) = &result {
+            ev = ev.user(&u.id);
+        }
+        self.store.insert_audit(ev, now).await?;
+        Ok(result)
+    }
+}
+
+pub fn normalize_username(u: &str) -> String {
+    u.trim().to_lowercase()
+}

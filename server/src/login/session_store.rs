@@ -1,0 +1,132 @@
+//! actix-session's server-side store, in the database, so admins can list and end sessions
+//! and several instances share them. The cookie carries a random key; the database keeps only
+//! its hash.
+use std::collections::HashMap;
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_web::cookie::time::Duration;
+
+use crate::clock::SharedClock;
+use crate::secrets::{random_token, token_hash};
+use crate::store::Store;
+
+pub const KEY_TENANT: &str = "tid";
+pub const KEY_USER: &str = "uid";
+
+#[derive(Clone)]
+pub struct DbSessionStore {
+    store: Store,
+    clock: SharedClock,
+}
+
+impl DbSessionStore {
+    pub fn new(store: Store, clock: SharedClock) -> Self {
+        Self { store, clock }
+    }
+}
+
+type State = HashMap<String, String>;
+
+/// Session values are JSON-encoded by actix-session; read a string value back.
+fn json_str(state: &State, key: &str) -> Option<String> {
+    state
+        .get(key)
+        .and_then(|v| serde_json::from_str::<String>(v).ok())
+}
+
+impl SessionStore for DbSessionStore {
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
+        let id = token_hash(session_key.as_ref());
+        let now = self.clock.now();
+        let Some(text) = self
+            .store
+            .session_load(&id, now)
+            .await
+            .map_err(|e| LoadError::Other(e.into()))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| LoadError::Deserialization(e.into()))
+    }
+
+    async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+        let key = random_token();
+        let id = token_hash(key.expose());
+        let now = self.clock.now();
+        let text = serde_json::to_string(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+        self.store
+            .session_insert(
+                &id,
+                json_str(&state, KEY_TENANT),
+                json_str(&state, KEY_USER),
+                text,
+                now,
+                now + ttl.whole_seconds(),
+            )
+            .await
+            .map_err(|e| SaveError::Other(e.into()))?;
+        SessionKey::try_from(key.expose().to_string()).map_err(|e| SaveError::Other(e.into()))
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        state: State,
+        ttl: &Duration,
+    ) -> Result<SessionKey, UpdateError> {
+        let id = token_hash(session_key.as_ref());
+        let now = self.clock.now();
+        let text =
+            serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let updated = self
+            .store
+            .session_update(
+                &id,
+                json_str(&state, KEY_TENANT),
+                json_str(&state, KEY_USER),
+                text,
+                now,
+                now + ttl.whole_seconds(),
+            )
+            .await
+            .map_err(|e| UpdateError::Other(e.into()))?;
+        if updated {
+            Ok(session_key)
+        } else {
+            // Ended meanwhile: never resurrect it, nor its sign-in, under any key.
+            let mut state = state;
+            for k in [KEY_TENANT, KEY_USER, "auth_time", "amr"] {
+                state.remove(k);
+            }
+            self.save(state, ttl).await.map_err(|e| match e {
+                SaveError::Serialization(e) => UpdateError::Serialization(e),
+                SaveError::Other(e) => UpdateError::Other(e),
+            })
+        }
+    }
+
+    async fn update_ttl(
+        &self,
+        session_key: &SessionKey,
+        ttl: &Duration,
+    ) -> Result<(), anyhow::Error> {
+        let now = self.clock.now();
+        self.store
+            .session_touch(
+                &token_hash(session_key.as_ref()),
+                now,
+                now + ttl.whole_seconds(),
+            )
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
+        self.store
+            .session_delete(&token_hash(session_key.as_ref()))
+            .await
+            .map_err(Into::into)
+    }
+}

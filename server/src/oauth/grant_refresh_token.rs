@@ -1,0 +1,111 @@
+//! The `refresh_token` grant (RFC 6749 §6): rotation on every use, reuse detection with a
+//! grace window for retries, a sliding per-client lifetime, and no tie to browser sessions.
+//!
+//! Design note — why a grace window. Alexa refreshes from Amazon's servers and retries after
+//! a timeout with the same refresh token. If the first response was lost, strict reuse
+//! detection would revoke the family and Alexa would unlink the household. So a rotated
+//! token presented again within `refresh_grace` seconds (per tenant, default 60) gets another
+//! successor; the earlier successor stays valid. After the window, presenting a rotated token
+//! is treated as theft: the whole family is revoked, including the live successor, and the
+//! household must link again. The window is short and requires client authentication, which
+//! bounds what a thief of an old token could do within it.
+use entity::tenant;
+
+use crate::audit::{AuditEvent, RequestInfo};
+use crate::error::{Error, Result};
+use crate::oauth::issue::{TokenResponse, UserGrant, refresh_ttl};
+use crate::oauth::params::Params;
+use crate::oauth::scopes;
+use crate::secrets::{random_token, token_hash};
+use crate::services::Services;
+use crate::store::{ClientWithUris, NewRefresh, RefreshOutcome};
+
+impl Services {
+    pub async fn grant_refresh_token(
+        &self,
+        tenant: &tenant::Model,
+        client: &ClientWithUris,
+        params: &Params,
+        req: &RequestInfo,
+    ) -> Result<TokenResponse> {
+        let presented = params.required("refresh_token")?;
+        let requested = match params.get("scope") {
+            Some(s) => {
+                Some(scopes::parse(s).ok_or_else(|| Error::invalid_scope("malformed scope"))?)
+            }
+            None => None,
+        };
+        let c = &client.client;
+        let now = self.now();
+        let next = random_token();
+        let next_hash = token_hash(next.expose());
+        let expires_at = now + refresh_ttl(tenant, c);
+        let audit =
+            AuditEvent::new("token_refreshed", "ok", Some(&tenant.id), req).client(&c.client_id);
+        let mut scope_out = String::new();
+        let outcome = self
+            .store
+            .rotate_refresh(
+                &tenant.id,
+                &token_hash(presented),
+                &c.id,
+                now,
+                tenant.refresh_grace,
+                |fam| {
+                    scope_out = match &requested {
+                        Some(r) if !scopes::subset(r, &fam.scope) => {
+                            return Err(Error::invalid_scope("scope exceeds what was granted"));
+                        }
+                        Some(r) if !r.is_empty() => r.join(" "),
+                        _ => fam.scope.clone(),
+                    };
+                    Ok(NewRefresh {
+                        family_id: fam.id.clone(),
+                        token_hash: next_hash.clone(),
+                        expires_at,
+                    })
+                },
+                audit,
+            )
+            .await?;
+        match outcome {
+            RefreshOutcome::Rotated { family, retry } => {
+                if retry {
+                    tracing::info!(family = %family.id, "refresh retried within the grace window");
+                }
+                self.user_token_response(
+                    tenant,
+                    c,
+                    UserGrant {
+                        user_id: &family.user_id,
+                        scope: &scope_out,
+                        auth_time: family.auth_time,
+                        amr: &family.amr,
+                        family_id: &family.id,
+                        nonce: None,
+                    },
+                    Some(&next),
+                )
+                .await
+            }
+            RefreshOutcome::Replayed(family) => {
+                self.store
+                    .insert_audit(
+                        AuditEvent::new("refresh_replay", "revoked", Some(&tenant.id), req)
+                            .client(&c.client_id)
+                            .user(&family.user_id),
+                        now,
+                    )
+                    .await?;
+                Err(Error::invalid_grant(
+                    "refresh token reused; this link has been revoked",
+                ))
+            }
+            RefreshOutcome::Unknown | RefreshOutcome::WrongClient => {
+                Err(Error::invalid_grant("unknown refresh token"))
+            }
+            RefreshOutcome::Expired => Err(Error::invalid_grant("refresh token expired")),
+            RefreshOutcome::Revoked => Err(Error::invalid_grant("refresh token revoked")),
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The services every entry point shares (HTTP handlers, the CLI, later the admin UI).
+use std::sync::Arc;
+
+use entity::{client, tenant, user};
+
+use crate::audit::{AuditEvent, RequestInfo};
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::login::passwords::PasswordHasher;
+use crate::oauth::scopes::DEFAULT_CLIENT_SCOPES;
+use crate::secrets::{Secret, SecretHasher, random_id, random_token};
+use crate::store::{NewClient, Store, new_id_pub};
+use crate::tokens::{KeyService, MasterKey};
+
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub keys: KeyService,
+    pub clock: SharedClock,
+    pub secret_hasher: SecretHasher,
+    pub passwords: PasswordHasher,
+    pub cookie_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Defaults for a new tenant.
+pub const DEFAULT_ACCESS_TTL: i64 = 3600;
+pub const DEFAULT_REFRESH_TTL: i64 = 180 * 24 * 3600;
+pub const DEFAULT_REFRESH_GRACE: i64 = 60;
+pub const DEFAULT_CODE_TTL: i64 = 60;
+pub const DEFAULT_AUDIENCE: &str = "music-assistant";
+
+/// What a new client looks like.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSpec {
+    pub name: String,
+    pub client_id: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub alexa_vendor_id: Option<String>,
+    pub public: bool,
+    pub scopes: Option<Vec<String>>,
+    pub audience: Option<String>,
+    /// Also allow the `client_credentials` grant (confidential clients only).
+    pub client_credentials: bool,
+}
+
+pub struct CreatedClient {
+    pub client: client::Model,
+    pub secret: Option<Secret>,
+    pub redirect_uris: Vec<String>,
+}
+
+/// The three regional redirect URIs of an Alexa skill.
+pub fn alexa_redirect_uris(vendor_id: &str) -> Vec<String> {
+    [
+        "https://pitangui.amazon.com/api/skill/link/",
+        "https://layla.amazon.com/api/skill/link/",
+        "https://alexa.amazon.co.jp/api/skill/link/",
+    ]
+    .iter()
+    .map(|p| format!("{p}{vendor_id}"))
+    .collect()
+}
+
+/// A redirect URI must be absolute, without fragment, and https unless it is a loopback
+/// address (native apps, development).
+pub fn validate_redirect_uri(uri: &str) -> std::result::Result<(), String> {
+    if uri.len() > 2000 {
+        return Err("redirect URI too long".into());
+    }
+    let u = url::Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URL"))?;
+    if u.fragment().is_some() {
+        return Err(format!("{uri:?} must not contain a fragment"));
+    }
+    let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!("{uri:?} must use https (http only for localhost)")),
+    }
+}
+
+fn valid_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+}
+
+impl Services {
+    /// Connect to the database and load the master key. Does not migrate.
+    pub async fn init(settings: Settings, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
+        settings.validate().map_err(|e| anyhow::anyhow!(e))?;
+        if settings.database_url.as_deref().is_none_or(str::is_empty) {
+            std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+                anyhow::anyhow!("cannot create {}: {e}", settings.data_dir.display())
+            })?;
+        }
+        let master = MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let store = Store::connect(&settings.database_url(), settings.db_max_connections).await?;
+        let sealer = master.key_sealer().map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Arc::new(Self {
+            keys: KeyService::new(store.clone(), sealer, clock.clone()),
+            passwords: PasswordHasher::new(&settings.argon2)?,
+            secret_hasher: master.secret_hasher(),
+            cookie_key: master.cookie_key(),
+            settings: Arc::new(settings),
+            store,
+            clock,
+        }))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn issuer(&self, tenant: &tenant::Model) -> String {
+        self.settings.issuer(&tenant.slug)
+    }
+
+    pub async fn tenant(&self, slug: &str) -> Result<tenant::Model> {
+        if !valid_slug(slug) {
+            return Err(Error::not_found(format!(
+                "There is no tenant {slug:?} here."
+            )));
+        }
+        self.store
+            .tenant_by_slug(slug)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("There is no tenant {slug:?} here.")))
+    }
+
+    /// The tenant behind `/alexa/*`: the configured default, or the only tenant.
+    pub async fn default_tenant(&self) -> Result<tenant::Model> {
+        if let Some(slug) = self
+            .settings
+            .default_tenant
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
+            return self.tenant(slug).await;
+        }
+        let all = self.store.tenants().await?;
+        match <[tenant::Model; 1]>::try_from(all) {
+            Ok([t]) => Ok(t),
+            Err(_) => Err(Error::not_found(
+                "No default tenant is configured: set default_tenant (MA_IDP_DEFAULT_TENANT) or use /t/{tenant}/ URLs.",
+            )),
+        }
+    }
+
+    pub async fn create_tenant(
+        &self,
+        slug: &str,
+        name: Option<&str>,
+        actor: &str,
+    ) -> Result<tenant::Model> {
+        if !valid_slug(slug) {
+            return Err(Error::invalid_request(
+                "a tenant slug is 1-64 characters of a-z, 0-9 and '-', not starting with '-'",
+            ));
+        }
+        if self.store.tenant_by_slug(slug).await?.is_some() {
+            return Err(Error::invalid_request(format!(
+                "tenant {slug:?} already exists"
+            )));
+        }
+        let now = self.now();
+        let t = tenant::Model {
+            id: new_id_pub(),
+            slug: slug.to_string(),
+            name: name.unwrap_or(slug).chars().take(200).collect(),
+            access_token_ttl: DEFAULT_ACCESS_TTL,
+            refresh_token_ttl: DEFAULT_REFRESH_TTL,
+            refresh_grace: DEFAULT_REFRESH_GRACE,
+            code_ttl: DEFAULT_CODE_TTL,
+            passkeys_required: false,
+            created_at: now,
+        };
+        self.store.insert_tenant(t.clone()).await?;
+        self.keys.ensure_tenant_keys(&t.id).await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new("tenant_created", "ok", Some(&t.id), &RequestInfo::default())
+                    .actor(actor),
+                now,
+            )
+            .await?;
+        Ok(t)
+    }
+
+    pub async fn create_user(
+        &self,
+        tenant: &tenant::Model,
+        username: &str,
+        password: Option<&Secret>,
+        admin: bool,
+        actor: &str,
+    ) -> Result<user::Model> {
+        let username = crate::login::normalize_username(username);
+        if username.is_empty()
+            || username.len() > 128
+            || username
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::invalid_request(
+                "a username is 1-128 characters without spaces",
+            ));
+        }
+        if let Some(p) = password
+            && (p.expose().chars().count() < 8 || p.expose().len() > 1024)
+        {
+            return Err(Error::invalid_request(
+                "a password has 8 to 1024 characters",
+            ));
+        }
+        if self
+            .store
+            .user_by_username(&tenant.id, &username)
+            .await?
+            .is_some()
+        {
+            return Err(Error::invalid_request(format!(
+                "user {username:?} already exists in this tenant"
+            )));
+        }
+        let phc = match password {
+            Some(p) => Some(self.passwords.hash(p).await?),
+            None => None,
+        };
+        let now = self.now();
+        let u = user::Model {
+            id: new_id_pub(),
+            tenant_id: tenant.id.clone(),
+            username: username.clone(),
+            display_name: None,
+            email: None,
+            role: if admin {
+                "admin".into()
+            } else {
+                "member".into()
+            },
+            disabled: false,
+            created_at: now,
+        };
+        self.store.insert_user(u.clone(), phc).await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new(
+                    "user_created",
+                    "ok",
+                    Some(&tenant.id),
+                    &RequestInfo::default(),
+                )
+                .actor(actor)
+                .user(&u.id),
+                now,
+            )
+            .await?;
+        Ok(u)
+    }
+
+    pub async fn create_client(
+        &self,
+        tenant: &tenant::Model,
+        spec: ClientSpec,
+        actor: &str,
+    ) -> Result<CreatedClient> {
+        let name = spec.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(Error::invalid_request(
+                "a client needs a name of 1-200 characters",
+            ));
+        }
+        let mut uris = spec.redirect_uris.clone();
+        if let Some(v) = &spec.alexa_vendor_id {
+            if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(Error::invalid_request(
+                    "an Alexa Vendor ID is letters and digits",
+                ));
+            }
+            uris.extend(alexa_redirect_uris(v));
+        }
+        uris.dedup();
+        for u in &uris {
+            validate_redirect_uri(u).map_err(Error::invalid_request)?;
+        }
+        let client_id = match &spec.client_id {
+            Some(c) => {
+                if c.is_empty()
+                    || c.len() > 128
+                    || !c.chars().all(|ch| ch.is_ascii_graphic())
+                    || c.contains(':')
+                {
+                    return Err(Error::invalid_request(
+                        "a client_id is 1-128 printable characters without ':'",
+                    ));
+                }
+                c.clone()
+            }
+            None => random_id(),
+        };
+        if self
+            .store
+            .client_by_client_id(&tenant.id, &client_id)
+            .await?
+            .is_some()
+        {
+            return Err(Error::invalid_request(format!(
+                "client_id {client_id:?} already exists"
+            )));
+        }
+        let scopes = match &spec.scopes {
+            Some(s) if !s.is_empty() => {
+                for sc in s {
+                    if !crate::oauth::scopes::valid_scope_token(sc) {
+                        return Err(Error::invalid_request(format!(
+                            "{sc:?} is not a valid scope"
+                        )));
+                    }
+                }
+                s.join(" ")
+            }
+            _ => DEFAULT_CLIENT_SCOPES.to_string(),
+        };
+        if spec.public && spec.client_credentials {
+            return Err(Error::invalid_request(
+                "a public client cannot use client_credentials",
+            ));
+        }
+        let secret = (!spec.public).then(random_token);
+        let now = self.now();
+        let model = client::Model {
+            id: new_id_pub(),
+            tenant_id: tenant.id.clone(),
+            client_id,
+            name: name.to_string(),
+            secret_hash: secret.as_ref().map(|s| self.secret_hasher.hash(s.expose())),
+            public: spec.public,
+            require_pkce: spec.public,
+            scopes,
+            audience: spec
+                .audience
+                .clone()
+                .unwrap_or_else(|| DEFAULT_AUDIENCE.to_string()),
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+            access_token_alg: "ES256".into(),
+            id_token_alg: "RS256".into(),
+            auth_method: if spec.public {
+                "none".into()
+            } else {
+                "any".into()
+            },
+            grant_types: if spec.client_credentials {
+                "authorization_code refresh_token client_credentials".into()
+            } else {
+                "authorization_code refresh_token".into()
+            },
+            disabled: false,
+            created_at: now,
+        };
+        self.store
+            .insert_client(NewClient {
+                client: model.clone(),
+                redirect_uris: uris.clone(),
+            })
+            .await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new(
+                    "client_created",
+                    "ok",
+                    Some(&tenant.id),
+                    &RequestInfo::default(),
+                )
+                .actor(actor)
+                .client(&model.client_id),
+                now,
+            )
+            .await?;
+        Ok(CreatedClient {
+            client: model,
+            secret,
+            redirect_uris: uris,
+        })
+    }
+
+    /// The longest access-token lifetime any client of the tenant has: how long a retired
+    /// key must stay published.
+    pub async fn max_token_ttl(&self, tenant: &tenant::Model) -> Result<i64> {
+        let clients = self.store.clients_of_tenant(&tenant.id).await?;
+        Ok(clients
+            .iter()
+            .filter_map(|c| c.access_token_ttl)
+            .chain([tenant.access_token_ttl])
+            .max()
+            .unwrap_or(tenant.access_token_ttl))
+    }
+
+    pub async fn rotate_keys(&self, tenant: &tenant::Model, actor: &str) -> Result<Vec<String>> {
+        let keep = self.max_token_ttl(tenant).await? + 300;
+        self.keys.ensure_tenant_keys(&tenant.id).await?;
+        let kids = self.keys.rotate(&tenant.id, keep).await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new(
+                    "keys_rotated",
+                    "ok",
+                    Some(&tenant.id),
+                    &RequestInfo::default(),
+                )
+                .actor(actor)
+                .detail(serde_json::json!({"active": kids})),
+                self.now(),
+            )
+            .await?;
+        Ok(kids)
+    }
+}

@@ -1,0 +1,45 @@
+use entity::audit_event;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+
+use super::{Store, new_id};
+use crate::audit::AuditEvent;
+use crate::error::Result;
+
+pub(crate) async fn insert_audit<C: ConnectionTrait>(
+    db: &C,
+    ev: AuditEvent,
+    now: i64,
+) -> Result<()> {
+    audit_event::Entity::insert(audit_event::ActiveModel {
+        id: Set(new_id()),
+        tenant_id: Set(ev.tenant_id),
+        at: Set(now),
+        kind: Set(ev.kind.to_string()),
+        outcome: Set(ev.outcome.to_string()),
+        actor: Set(ev.actor),
+        user_id: Set(ev.user_id),
+        client_id: Set(ev.client_id),
+        ip: Set(ev.ip),
+        user_agent: Set(ev.user_agent),
+        detail: Set(ev.detail),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    pub async fn insert_audit(&self, ev: AuditEvent, now: i64) -> Result<()> {
+        insert_audit(&self.db, ev, now).await
+    }
+
+    pub async fn audit_events(&self, tenant_id: &str) -> Result<Vec<audit_event::Model>> {
+        use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+        Ok(audit_event::Entity::find()
+            .filter(audit_event::Column::TenantId.eq(tenant_id))
+            .order_by_desc(audit_event::Column::At)
+            .order_by_desc(audit_event::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+}

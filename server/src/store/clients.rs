@@ -1,0 +1,102 @@
+use entity::{client, client_redirect_uri};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
+
+use super::{Store, new_id};
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+pub struct ClientWithUris {
+    pub client: client::Model,
+    pub redirect_uris: Vec<String>,
+}
+
+pub struct NewClient {
+    pub client: client::Model,
+    pub redirect_uris: Vec<String>,
+}
+
+impl Store {
+    pub async fn insert_client(&self, c: NewClient) -> Result<()> {
+        let txn = self.db.begin().await?;
+        let m = c.client;
+        let pk = m.id.clone();
+        client::Entity::insert(client::ActiveModel {
+            id: Set(m.id),
+            tenant_id: Set(m.tenant_id),
+            client_id: Set(m.client_id),
+            name: Set(m.name),
+            secret_hash: Set(m.secret_hash),
+            public: Set(m.public),
+            require_pkce: Set(m.require_pkce),
+            scopes: Set(m.scopes),
+            audience: Set(m.audience),
+            access_token_ttl: Set(m.access_token_ttl),
+            refresh_token_ttl: Set(m.refresh_token_ttl),
+            access_token_alg: Set(m.access_token_alg),
+            id_token_alg: Set(m.id_token_alg),
+            auth_method: Set(m.auth_method),
+            grant_types: Set(m.grant_types),
+            disabled: Set(m.disabled),
+            created_at: Set(m.created_at),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        for uri in c.redirect_uris {
+            client_redirect_uri::Entity::insert(client_redirect_uri::ActiveModel {
+                id: Set(new_id()),
+                client_id: Set(pk.clone()),
+                uri: Set(uri),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// A client of this tenant by its public `client_id`, with its redirect URIs.
+    pub async fn client_by_client_id(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<ClientWithUris>> {
+        let Some(c) = client::Entity::find()
+            .filter(client::Column::TenantId.eq(tenant_id))
+            .filter(client::Column::ClientId.eq(client_id))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let uris = client_redirect_uri::Entity::find()
+            .filter(client_redirect_uri::Column::ClientId.eq(c.id.clone()))
+            .order_by_asc(client_redirect_uri::Column::Uri)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|u| u.uri)
+            .collect();
+        Ok(Some(ClientWithUris {
+            client: c,
+            redirect_uris: uris,
+        }))
+    }
+
+    /// A client of this tenant by primary key.
+    pub async fn client_by_pk(&self, tenant_id: &str, id: &str) -> Result<Option<client::Model>> {
+        Ok(client::Entity::find_by_id(id.to_string())
+            .filter(client::Column::TenantId.eq(tenant_id))
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn clients_of_tenant(&self, tenant_id: &str) -> Result<Vec<client::Model>> {
+        Ok(client::Entity::find()
+            .filter(client::Column::TenantId.eq(tenant_id))
+            .order_by_asc(client::Column::Name)
+            .all(&self.db)
+            .await?)
+    }
+}

@@ -1,0 +1,154 @@
+use entity::{authorization_code, refresh_family, refresh_token};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+
+use super::Store;
+use super::audit::insert_audit;
+use super::refresh::{NewRefresh, insert_refresh};
+use crate::audit::AuditEvent;
+use crate::error::{Error, Result};
+
+pub struct NewCode {
+    pub code: authorization_code::Model,
+}
+
+pub enum CodeOutcome {
+    /// No such code.
+    Unknown,
+    /// The code had been redeemed before: every token issued from it is now revoked.
+    Replayed(authorization_code::Model),
+    /// Redeemed now; the refresh family (if any) is committed.
+    Redeemed(authorization_code::Model),
+}
+
+impl Store {
+    pub async fn insert_code(&self, c: NewCode) -> Result<()> {
+        let m = c.code;
+        authorization_code::Entity::insert(authorization_code::ActiveModel {
+            id: Set(m.id),
+            code_hash: Set(m.code_hash),
+            tenant_id: Set(m.tenant_id),
+            client_id: Set(m.client_id),
+            user_id: Set(m.user_id),
+            grant_id: Set(m.grant_id),
+            redirect_uri: Set(m.redirect_uri),
+            scope: Set(m.scope),
+            nonce: Set(m.nonce),
+            code_challenge: Set(m.code_challenge),
+            auth_time: Set(m.auth_time),
+            amr: Set(m.amr),
+            created_at: Set(m.created_at),
+            expires_at: Set(m.expires_at),
+            consumed_at: Set(None),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Redeem a code in one transaction. The code is consumed by one conditional update, so of
+    /// two concurrent redemptions exactly one wins. `decide` (the service's checks: client,
+    /// redirect URI, PKCE, expiry) runs inside the transaction; when it refuses, the code stays
+    /// consumed. When it accepts, the refresh family and token it describes are committed with
+    /// the consumption. A replay revokes every family issued from the code.
+    pub async fn redeem_code<F>(
+        &self,
+        tenant_id: &str,
+        code_hash: &str,
+        now: i64,
+        decide: F,
+    ) -> Result<CodeOutcome>
+    where
+        F: FnOnce(&authorization_code::Model) -> Result<(Option<NewRefresh>, Option<AuditEvent>)>,
+    {
+        let txn = self.db.begin().await?;
+        // Write first: takes the row (PostgreSQL) or database (SQLite) write lock before any
+        // read, so a concurrent redemption waits for our commit.
+        let won = authorization_code::Entity::update_many()
+            .col_expr(authorization_code::Column::ConsumedAt, Expr::value(now))
+            .filter(authorization_code::Column::CodeHash.eq(code_hash))
+            .filter(authorization_code::Column::TenantId.eq(tenant_id))
+            .filter(authorization_code::Column::ConsumedAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected
+            == 1;
+        let Some(code) = authorization_code::Entity::find()
+            .filter(authorization_code::Column::CodeHash.eq(code_hash))
+            .filter(authorization_code::Column::TenantId.eq(tenant_id))
+            .one(&txn)
+            .await?
+        else {
+            txn.rollback().await?;
+            return Ok(CodeOutcome::Unknown);
+        };
+        if !won {
+            refresh_family::Entity::update_many()
+                .col_expr(refresh_family::Column::RevokedAt, Expr::value(now))
+                .col_expr(
+                    refresh_family::Column::RevokedReason,
+                    Expr::value("code_replay"),
+                )
+                .filter(refresh_family::Column::CodeId.eq(code.id.clone()))
+                .filter(refresh_family::Column::RevokedAt.is_null())
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+            return Ok(CodeOutcome::Replayed(code));
+        }
+        match decide(&code) {
+            Err(e) => {
+                txn.commit().await?;
+                Err(e)
+            }
+            Ok((refresh, audit)) => {
+                if let Some(r) = refresh {
+                    let fam = refresh_family::ActiveModel {
+                        id: Set(r.family_id.clone()),
+                        tenant_id: Set(code.tenant_id.clone()),
+                        grant_id: Set(code.grant_id.clone()),
+                        client_id: Set(code.client_id.clone()),
+                        user_id: Set(code.user_id.clone()),
+                        code_id: Set(Some(code.id.clone())),
+                        scope: Set(code.scope.clone()),
+                        auth_time: Set(code.auth_time),
+                        amr: Set(code.amr.clone()),
+                        created_at: Set(now),
+                        revoked_at: Set(None),
+                        revoked_reason: Set(None),
+                    };
+                    refresh_family::Entity::insert(fam)
+                        .exec_without_returning(&txn)
+                        .await?;
+                    insert_refresh(&txn, &r, now).await?;
+                }
+                if let Some(ev) = audit {
+                    insert_audit(&txn, ev, now).await?;
+                }
+                txn.commit().await.map_err(Error::from)?;
+                Ok(CodeOutcome::Redeemed(code))
+            }
+        }
+    }
+
+    /// Delete codes that expired long ago.
+    pub async fn purge_expired(&self, now: i64) -> Result<()> {
+        authorization_code::Entity::delete_many()
+            .filter(authorization_code::Column::ExpiresAt.lt(now - 86_400))
+            .exec(&self.db)
+            .await?;
+        refresh_token::Entity::delete_many()
+            .filter(refresh_token::Column::ExpiresAt.lt(now - 86_400))
+            .exec(&self.db)
+            .await?;
+        entity::revoked_access_token::Entity::delete_many()
+            .filter(entity::revoked_access_token::Column::ExpiresAt.lt(now))
+            .exec(&self.db)
+            .await?;
+        entity::browser_session::Entity::delete_many()
+            .filter(entity::browser_session::Column::ExpiresAt.lt(now))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}

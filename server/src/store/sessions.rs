@@ -1,0 +1,113 @@
+use entity::browser_session;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use super::Store;
+use crate::error::Result;
+
+impl Store {
+    pub async fn session_load(&self, id_hash: &str, now: i64) -> Result<Option<String>> {
+        Ok(browser_session::Entity::find_by_id(id_hash.to_string())
+            .filter(browser_session::Column::ExpiresAt.gt(now))
+            .one(&self.db)
+            .await?
+            .map(|s| s.state))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn session_insert(
+        &self,
+        id_hash: &str,
+        tenant_id: Option<String>,
+        user_id: Option<String>,
+        state: String,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        browser_session::Entity::insert(browser_session::ActiveModel {
+            id: Set(id_hash.to_string()),
+            tenant_id: Set(tenant_id),
+            user_id: Set(user_id),
+            state: Set(state),
+            created_at: Set(now),
+            updated_at: Set(now),
+            expires_at: Set(expires_at),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Update a live session; false when it no longer exists (ended or expired).
+    pub async fn session_update(
+        &self,
+        id_hash: &str,
+        tenant_id: Option<String>,
+        user_id: Option<String>,
+        state: String,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool> {
+        let n = browser_session::Entity::update_many()
+            .col_expr(browser_session::Column::State, Expr::value(state))
+            .col_expr(browser_session::Column::TenantId, Expr::value(tenant_id))
+            .col_expr(browser_session::Column::UserId, Expr::value(user_id))
+            .col_expr(browser_session::Column::UpdatedAt, Expr::value(now))
+            .col_expr(browser_session::Column::ExpiresAt, Expr::value(expires_at))
+            .filter(browser_session::Column::Id.eq(id_hash))
+            .filter(browser_session::Column::ExpiresAt.gt(now))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(n == 1)
+    }
+
+    pub async fn session_touch(&self, id_hash: &str, now: i64, expires_at: i64) -> Result<()> {
+        browser_session::Entity::update_many()
+            .col_expr(browser_session::Column::UpdatedAt, Expr::value(now))
+            .col_expr(browser_session::Column::ExpiresAt, Expr::value(expires_at))
+            .filter(browser_session::Column::Id.eq(id_hash))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn session_delete(&self, id_hash: &str) -> Result<()> {
+        browser_session::Entity::delete_by_id(id_hash.to_string())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn sessions_of_user(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<browser_session::Model>> {
+        Ok(browser_session::Entity::find()
+            .filter(browser_session::Column::TenantId.eq(tenant_id))
+            .filter(browser_session::Column::UserId.eq(user_id))
+            .filter(browser_session::Column::ExpiresAt.gt(now))
+            .order_by_desc(browser_session::Column::UpdatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// End one session of a user (by the stored id, which is a hash of the cookie value).
+    pub async fn end_user_session(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id_hash: &str,
+    ) -> Result<bool> {
+        let n = browser_session::Entity::delete_many()
+            .filter(browser_session::Column::Id.eq(id_hash))
+            .filter(browser_session::Column::TenantId.eq(tenant_id))
+            .filter(browser_session::Column::UserId.eq(user_id))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,45 @@
+use entity::tenant;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+};
+
+use super::Store;
+use crate::error::Result;
+
+impl Store {
+    pub async fn insert_tenant(&self, t: tenant::Model) -> Result<()> {
+        let am = tenant::ActiveModel {
+            id: Set(t.id),
+            slug: Set(t.slug),
+            name: Set(t.name),
+            access_token_ttl: Set(t.access_token_ttl),
+            refresh_token_ttl: Set(t.refresh_token_ttl),
+            refresh_grace: Set(t.refresh_grace),
+            code_ttl: Set(t.code_ttl),
+            passkeys_required: Set(t.passkeys_required),
+            created_at: Set(t.created_at),
+        };
+        tenant::Entity::insert(am)
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<tenant::Model>> {
+        Ok(tenant::Entity::find()
+            .filter(tenant::Column::Slug.eq(slug))
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<tenant::Model>> {
+        Ok(tenant::Entity::find()
+            .order_by_asc(tenant::Column::Slug)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn tenant_count(&self) -> Result<u64> {
+        Ok(tenant::Entity::find().count(&self.db).await?)
+    }
+}

@@ -1,0 +1,64 @@
+use entity::{password_credential, user};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+
+use super::Store;
+use crate::error::Result;
+
+impl Store {
+    /// Insert a user and, when given, their password hash, in one transaction.
+    pub async fn insert_user(&self, u: user::Model, phc: Option<String>) -> Result<()> {
+        let txn = self.db.begin().await?;
+        let id = u.id.clone();
+        let created = u.created_at;
+        user::Entity::insert(user::ActiveModel {
+            id: Set(u.id),
+            tenant_id: Set(u.tenant_id),
+            username: Set(u.username),
+            display_name: Set(u.display_name),
+            email: Set(u.email),
+            role: Set(u.role),
+            disabled: Set(u.disabled),
+            created_at: Set(u.created_at),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        if let Some(phc) = phc {
+            password_credential::Entity::insert(password_credential::ActiveModel {
+                user_id: Set(id),
+                phc: Set(phc),
+                updated_at: Set(created),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn user_by_username(
+        &self,
+        tenant_id: &str,
+        username: &str,
+    ) -> Result<Option<user::Model>> {
+        Ok(user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant_id))
+            .filter(user::Column::Username.eq(username))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// A user of this tenant (never of another).
+    pub async fn user_by_id(&self, tenant_id: &str, id: &str) -> Result<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(id.to_string())
+            .filter(user::Column::TenantId.eq(tenant_id))
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn password_hash(&self, user_id: &str) -> Result<Option<String>> {
+        Ok(password_credential::Entity::find_by_id(user_id.to_string())
+            .one(&self.db)
+            .await?
+            .map(|p| p.phc))
+    }
+}

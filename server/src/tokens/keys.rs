@@ -1,0 +1,304 @@
+//! Signing keys: generated per tenant and algorithm, private parts sealed under the master
+//! key, rotated so that the next key is published before it signs and a retired key stays in
+//! the JWKS until every token it signed has expired.
+//!
+//! Each tenant has, per algorithm, one `active` key (signs), one `next` key (published, not
+//! yet signing) and any number of `retired` keys (published until `publish_until`). Rotation
+//! retires the active key, promotes the next key, and creates a new next key. A validator that
+//! refreshed its JWKS at any time before the rotation therefore already knows the key that
+//! signs after it.
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use base64::Engine;
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::secrets::random_id;
+use crate::store::Store;
+use crate::tokens::master::KeySealer;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum SigningAlg {
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+impl SigningAlg {
+    pub const ALL: [SigningAlg; 3] = [SigningAlg::ES256, SigningAlg::RS256, SigningAlg::EdDSA];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::RS256 => "RS256",
+            SigningAlg::EdDSA => "EdDSA",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(SigningAlg::ES256),
+            "RS256" => Some(SigningAlg::RS256),
+            "EdDSA" => Some(SigningAlg::EdDSA),
+            _ => None,
+        }
+    }
+
+    pub fn jwt(self) -> Algorithm {
+        match self {
+            SigningAlg::ES256 => Algorithm::ES256,
+            SigningAlg::RS256 => Algorithm::RS256,
+            SigningAlg::EdDSA => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// A published key, with its private half when it signs.
+pub struct LoadedKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pub encoding: Option<EncodingKey>,
+    pub decoding: DecodingKey,
+}
+
+/// What one tenant's keys look like right now.
+pub struct TenantKeys {
+    pub active: HashMap<SigningAlg, Arc<LoadedKey>>,
+    pub by_kid: HashMap<String, Arc<LoadedKey>>,
+    /// The serialized JWKS document.
+    pub jwks: String,
+    loaded_at: i64,
+}
+
+impl TenantKeys {
+    pub fn signer(&self, alg: SigningAlg) -> Result<&LoadedKey> {
+        self.active
+            .get(&alg)
+            .map(|k| k.as_ref())
+            .ok_or_else(|| Error::internal(format!("tenant has no active {} key", alg.as_str())))
+    }
+}
+
+/// A freshly generated key: its sealed private part and public JWK.
+pub struct NewKey {
+    pub id: String,
+    pub kid: String,
+    pub alg: SigningAlg,
+    pub private_enc: Vec<u8>,
+    pub public_jwk: String,
+}
+
+fn pem_wrap(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn encoding_key(alg: SigningAlg, pkcs8: &[u8]) -> Result<EncodingKey> {
+    match alg {
+        SigningAlg::ES256 => Ok(EncodingKey::from_ec_der(pkcs8)),
+        SigningAlg::EdDSA => Ok(EncodingKey::from_ed_der(pkcs8)),
+        SigningAlg::RS256 => EncodingKey::from_rsa_pem(pem_wrap("PRIVATE KEY", pkcs8).as_bytes())
+            .map_err(|e| Error::internal(format!("RSA key: {e}"))),
+    }
+}
+
+fn generate_pkcs8(alg: SigningAlg) -> Result<Vec<u8>> {
+    let rng = SystemRandom::new();
+    let fail = |what: &str| Error::internal(format!("key generation failed: {what}"));
+    Ok(match alg {
+        SigningAlg::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| fail("ES256"))?
+            .as_ref()
+            .to_vec(),
+        SigningAlg::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&rng)
+            .map_err(|_| fail("EdDSA"))?
+            .as_ref()
+            .to_vec(),
+        SigningAlg::RS256 => {
+            let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| fail("RS256"))?;
+            let der: Pkcs8V1Der = kp.as_der().map_err(|_| fail("RS256 encoding"))?;
+            der.as_ref().to_vec()
+        }
+    })
+}
+
+fn public_jwk(alg: SigningAlg, kid: &str, enc: &EncodingKey) -> Result<Jwk> {
+    let mut jwk =
+        Jwk::from_encoding_key(enc, alg.jwt()).map_err(|e| Error::internal(format!("JWK: {e}")))?;
+    jwk.common.key_id = Some(kid.to_string());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    Ok(jwk)
+}
+
+/// Generate a key and seal its private part.
+pub fn generate(sealer: &KeySealer, alg: SigningAlg) -> Result<NewKey> {
+    let pkcs8 = generate_pkcs8(alg)?;
+    let kid = random_id();
+    let enc = encoding_key(alg, &pkcs8)?;
+    let jwk = public_jwk(alg, &kid, &enc)?;
+    let private_enc = sealer.seal(&kid, &pkcs8).map_err(Error::internal)?;
+    let public_jwk = serde_json::to_string(&jwk).map_err(Error::internal)?;
+    Ok(NewKey {
+        id: uuid::Uuid::now_v7().to_string(),
+        kid,
+        alg,
+        private_enc,
+        public_jwk,
+    })
+}
+
+/// How long a tenant's key cache is trusted before the database is asked again. Keeps several
+/// instances in agreement within seconds of a rotation.
+const CACHE_TTL: i64 = 5;
+
+pub struct KeyService {
+    store: Store,
+    sealer: KeySealer,
+    clock: SharedClock,
+    cache: RwLock<HashMap<String, Arc<TenantKeys>>>,
+}
+
+impl KeyService {
+    pub fn new(store: Store, sealer: KeySealer, clock: SharedClock) -> Self {
+        Self {
+            store,
+            sealer,
+            clock,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn sealer(&self) -> &KeySealer {
+        &self.sealer
+    }
+
+    /// Create the active and next keys a tenant lacks (on tenant creation and at start-up).
+    pub async fn ensure_tenant_keys(&self, tenant_id: &str) -> Result<()> {
+        let rows = self.store.signing_keys(tenant_id).await?;
+        let mut new = Vec::new();
+        for alg in SigningAlg::ALL {
+            for state in ["active", "next"] {
+                if !rows
+                    .iter()
+                    .any(|r| r.alg == alg.as_str() && r.state == state)
+                {
+                    new.push((generate(&self.sealer, alg)?, state));
+                }
+            }
+        }
+        if !new.is_empty() {
+            self.store
+                .insert_signing_keys(tenant_id, new, self.clock.now())
+                .await?;
+            self.invalidate(tenant_id);
+        }
+        Ok(())
+    }
+
+    /// Rotate every algorithm of a tenant. `keep_published` is how long retired keys stay in
+    /// the JWKS (the longest lifetime of a token they signed, plus leeway). Returns the kids
+    /// that sign from now on.
+    pub async fn rotate(&self, tenant_id: &str, keep_published: i64) -> Result<Vec<String>> {
+        let mut new_next = Vec::new();
+        for alg in SigningAlg::ALL {
+            new_next.push(generate(&self.sealer, alg)?);
+        }
+        let now = self.clock.now();
+        self.store
+            .rotate_signing_keys(tenant_id, now, now + keep_published, new_next)
+            .await?;
+        self.invalidate(tenant_id);
+        let keys = self.tenant_keys(tenant_id).await?;
+        Ok(SigningAlg::ALL
+            .iter()
+            .filter_map(|a| keys.active.get(a).map(|k| k.kid.clone()))
+            .collect())
+    }
+
+    pub fn invalidate(&self, tenant_id: &str) {
+        if let Ok(mut c) = self.cache.write() {
+            c.remove(tenant_id);
+        }
+    }
+
+    /// The tenant's keys, from a cache refreshed every few seconds.
+    pub async fn tenant_keys(&self, tenant_id: &str) -> Result<Arc<TenantKeys>> {
+        let now = self.clock.now();
+        if let Ok(c) = self.cache.read()
+            && let Some(k) = c.get(tenant_id)
+            && now - k.loaded_at < CACHE_TTL
+            && now >= k.loaded_at
+        {
+            return Ok(k.clone());
+        }
+        let loaded = Arc::new(self.load(tenant_id, now).await?);
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(tenant_id.to_string(), loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    async fn load(&self, tenant_id: &str, now: i64) -> Result<TenantKeys> {
+        let rows = self.store.signing_keys(tenant_id).await?;
+        let mut active = HashMap::new();
+        let mut by_kid = HashMap::new();
+        let mut set = JwkSet { keys: Vec::new() };
+        for row in rows {
+            let published = match row.state.as_str() {
+                "active" | "next" => true,
+                "retired" => row.publish_until.is_some_and(|t| t > now),
+                _ => false,
+            };
+            if !published {
+                continue;
+            }
+            let Some(alg) = SigningAlg::parse(&row.alg) else {
+                continue;
+            };
+            let jwk: Jwk = serde_json::from_str(&row.public_jwk).map_err(Error::internal)?;
+            let decoding =
+                DecodingKey::from_jwk(&jwk).map_err(|e| Error::internal(format!("JWK: {e}")))?;
+            let encoding = if row.state == "active" {
+                let pkcs8 = self
+                    .sealer
+                    .open(&row.kid, &row.private_enc)
+                    .map_err(Error::internal)?;
+                Some(encoding_key(alg, &pkcs8)?)
+            } else {
+                None
+            };
+            let key = Arc::new(LoadedKey {
+                kid: row.kid.clone(),
+                alg,
+                encoding,
+                decoding,
+            });
+            if row.state == "active" {
+                active.insert(alg, key.clone());
+            }
+            by_kid.insert(row.kid.clone(), key);
+            set.keys.push(jwk);
+        }
+        let jwks = serde_json::to_string(&set).map_err(Error::internal)?;
+        Ok(TenantKeys {
+            active,
+            by_kid,
+            jwks,
+            loaded_at: now,
+        })
+    }
+}

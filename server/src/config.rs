@@ -85,19 +85,19 @@ impl Default for Settings {
 impl Settings {
     /// Defaults < config file < `MA_IDP_*` environment. `MA_IDP_ARGON2__M_COST` reaches nested
     /// keys.
-    pub fn load(config_file: Option<&Path>) -> Result<Self, figment::Error> {
+    pub fn load(config_file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = config_file {
             if !path.exists() {
-                return Err(figment::Error::from(format!(
+                return Err(Box::new(figment::Error::from(format!(
                     "configuration file {} does not exist",
                     path.display()
-                )));
+                ))));
             }
             fig = fig.merge(Toml::file(path));
         }
         fig = fig.merge(Env::prefixed("MA_IDP_").split("__").ignore(&["config"]));
-        fig.extract()
+        fig.extract().map_err(Box::new)
     }
 
     /// The public URL without a trailing slash.

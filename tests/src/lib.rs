@@ -1,1 +1,503 @@
+//! Test harness: starts the real ma-idp (HTTP on a free port) on SQLite or PostgreSQL, with
+//! an advanceable clock, and drives it like Alexa and a phone browser would.
+//!
+//! PostgreSQL tests need a server at `MA_IDP_TEST_PG` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Without one they skip loudly, unless
+//! `REQUIRE_POSTGRES=1`, which makes a missing PostgreSQL a failure (CI sets it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ma_idp::services::ClientSpec;
+use ma_idp::{ManualClock, RunningServer, Services, Settings};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Run each named `async fn name(backend: Backend)` once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::Backend::Postgres).await }
+            )*
+        }
+    };
+}
+
+pub const VENDOR: &str = "MKXZK47785HJ2";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub fn alexa_redirects() -> Vec<String> {
+    ma_idp::services::alexa_redirect_uris(VENDOR)
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("MA_IDP_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn require_postgres() -> bool {
+    std::env::var("REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// A fresh PostgreSQL database, or `None` (skip) when no server runs and it is not required.
+async fn fresh_pg_database() -> Option<String> {
+    let admin = pg_admin_url();
+    let conn = match Database::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            if require_postgres() {
+                panic!("REQUIRE_POSTGRES=1 but PostgreSQL is unreachable at {admin}: {e}");
+            }
+            eprintln!("\n!!!!! SKIPPING PostgreSQL test: no PostgreSQL at {admin} ({e}) !!!!!\n");
+            return None;
+        }
+    };
+    let name = format!("ma_idp_test_{}", uuid::Uuid::new_v4().simple());
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let _ = conn.close().await;
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(admin);
+    Some(format!("{base}/{name}"))
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub base: String,
+    pub clock: Arc<ManualClock>,
+    /// Services on the test's own runtime, same database and master key, for set-up.
+    pub svc: Arc<Services>,
+    pub settings: Settings,
+    server: Option<RunningServer>,
+    pub dir: tempfile::TempDir,
+    /// A client that does not follow redirects and keeps no cookies (Alexa's servers).
+    pub http: reqwest::Client,
+}
+
+pub fn settings_for(dir: &std::path::Path, db: Option<String>, port: u16) -> Settings {
+    Settings {
+        listen: format!("127.0.0.1:{port}"),
+        public_url: format!("http://localhost:{port}"),
+        database_url: db,
+        data_dir: dir.to_path_buf(),
+        master_key: Some(STANDARD.encode([7u8; 32])),
+        workers: Some(2),
+        db_max_connections: 8,
+        argon2: ma_idp::config::Argon2Settings {
+            m_cost: 8192,
+            t_cost: 1,
+            p_cost: 1,
+            concurrency: Some(2),
+        },
+        ..Settings::default()
+    }
+}
+
+fn free_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind")
+}
+
+impl TestApp {
+    /// Start ma-idp on a fresh database; `None` when the backend is unavailable locally.
+    pub async fn start(backend: Backend) -> Option<TestApp> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_pg_database().await?),
+        };
+        let listener = free_listener();
+        let port = listener.local_addr().unwrap().port();
+        let mut settings = settings_for(dir.path(), db, port);
+        tweak(&mut settings);
+        let clock = ManualClock::new();
+        let server =
+            ma_idp::start_server(settings.clone(), clock.clone(), listener).expect("server starts");
+        let svc = Services::init(settings.clone(), clock.clone())
+            .await
+            .expect("services");
+        Some(TestApp {
+            backend,
+            base: format!("http://localhost:{port}"),
+            clock,
+            svc,
+            settings,
+            server: Some(server),
+            dir,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        })
+    }
+
+    /// Stop the server and start it again on the same database and data directory.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+        let port: u16 = self.base.rsplit(':').next().unwrap().parse().unwrap();
+        let mut listener = None;
+        for _ in 0..50 {
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        let listener = listener.expect("port free again");
+        self.server = Some(
+            ma_idp::start_server(self.settings.clone(), self.clock.clone(), listener)
+                .expect("server restarts"),
+        );
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
+                .user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 18_7 like Mac OS X) test")
+                .build()
+                .unwrap(),
+            base: self.base.clone(),
+        }
+    }
+
+    /// A tenant, a member with a password and an Alexa client (secret returned).
+    pub async fn setup(&self, slug: &str) -> Setup {
+        let t = self
+            .svc
+            .create_tenant(slug, Some("Test home"), "test")
+            .await
+            .unwrap();
+        self.svc
+            .create_user(
+                &t,
+                "alice",
+                Some(&ma_idp::secrets::Secret::new(PASSWORD)),
+                false,
+                "test",
+            )
+            .await
+            .unwrap();
+        let c = self
+            .svc
+            .create_client(
+                &t,
+                ClientSpec {
+                    name: "Alexa".into(),
+                    client_id: Some("amazon-alexa".into()),
+                    alexa_vendor_id: Some(VENDOR.into()),
+                    ..Default::default()
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+        Setup {
+            slug: slug.to_string(),
+            client_id: c.client.client_id,
+            client_secret: c.secret.unwrap().expose().to_string(),
+        }
+    }
+
+    pub async fn jwks(&self, slug: &str) -> Value {
+        self.http
+            .get(self.url(&format!("/t/{slug}/jwks.json")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Verify an access token against the published JWKS, with issuer and audience.
+    pub async fn verify_access_token(&self, slug: &str, token: &str) -> Value {
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_value(self.jwks(slug).await).unwrap();
+        let header = jsonwebtoken::decode_header(token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+        let kid = header.kid.expect("kid");
+        let jwk = jwks.find(&kid).expect("kid published in JWKS");
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.set_issuer(&[format!("{}/t/{slug}", self.base)]);
+        v.set_audience(&["music-assistant"]);
+        jsonwebtoken::decode::<Value>(token, &key, &v)
+            .expect("token verifies")
+            .claims
+    }
+
+    pub async fn token(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.post(self.url(path)).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.header("authorization", basic_header(id, secret));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json, headers)
+    }
+
+    pub async fn introspect(&self, setup: &Setup, token: &str) -> Value {
+        let (s, body, _) = self
+            .token(
+                &format!("/t/{}/introspect", setup.slug),
+                &[("token", token)],
+                Some((&setup.client_id, &setup.client_secret)),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        body
+    }
+
+    /// Refresh as Alexa does (Basic authentication, nothing but the token).
+    pub async fn refresh(&self, setup: &Setup, refresh_token: &str) -> (StatusCode, Value) {
+        let (s, b, _) = self
+            .token(
+                "/alexa/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                ],
+                Some((&setup.client_id, &setup.client_secret)),
+            )
+            .await;
+        (s, b)
+    }
+
+    /// Authorize → sign in → consent → code, in a fresh browser. Returns the code and the
+    /// `state` that came back.
+    pub async fn authorize_code(
+        &self,
+        setup: &Setup,
+        redirect_uri: &str,
+        state: &str,
+        pkce: Option<&str>,
+    ) -> (String, String) {
+        let b = self.browser();
+        let mut q = vec![
+            ("client_id", setup.client_id.clone()),
+            ("response_type", "code".into()),
+            ("redirect_uri", redirect_uri.into()),
+            ("state", state.into()),
+            ("scope", "music.control user:read".into()),
+        ];
+        if let Some(v) = pkce {
+            q.push(("code_challenge", pkce_challenge(v)));
+            q.push(("code_challenge_method", "S256".into()));
+        }
+        let loc = b
+            .sign_in_and_consent("/alexa/authorize", &q, "alice", PASSWORD)
+            .await;
+        parse_code(&loc, redirect_uri, state)
+    }
+}
+
+/// The result of `TestApp::setup`.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub slug: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+pub fn basic_header(id: &str, secret: &str) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+pub fn pkce_challenge(verifier: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    URL_SAFE_NO_PAD.encode(d.as_ref())
+}
+
+/// A verifier of 64 random-looking characters.
+pub fn new_verifier() -> String {
+    let mut v = uuid::Uuid::new_v4().simple().to_string();
+    v.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    v
+}
+
+/// The code from a redirect back to the client; asserts the redirect target and the state.
+pub fn parse_code(location: &str, redirect_uri: &str, state: &str) -> (String, String) {
+    assert!(
+        location.starts_with(redirect_uri),
+        "redirected to {location}, expected {redirect_uri}"
+    );
+    let u = url::Url::parse(location).unwrap();
+    let q: HashMap<String, String> = u.query_pairs().into_owned().collect();
+    let code = q
+        .get("code")
+        .unwrap_or_else(|| panic!("no code in {location}"))
+        .clone();
+    let got_state = q.get("state").cloned().unwrap_or_default();
+    assert_eq!(got_state, state, "state must come back exactly");
+    (code, got_state)
+}
+
+pub fn query_of(location: &str) -> HashMap<String, String> {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+/// A phone browser: keeps cookies, does not follow redirects.
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+pub fn hidden(html: &str, name: &str) -> String {
+    let re = regex::Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
+    re.captures(html)
+        .unwrap_or_else(|| panic!("no hidden field {name} in page:\n{html}"))
+        .get(1)
+        .unwrap()
+        .as_str()
+        .replace("&#x2F;", "/")
+        .replace("&amp;", "&")
+}
+
+pub fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("location")
+        .expect("Location header")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+impl Browser {
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Open the authorize URL, sign in, approve consent if asked; returns the final
+    /// redirect to the client.
+    pub async fn sign_in_and_consent(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        user: &str,
+        password: &str,
+    ) -> String {
+        let url = reqwest::Url::parse_with_params(&self.url(path), query).unwrap();
+        let resp = self.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "authorize shows the sign-in page");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("Sign in"), "{html}");
+        let csrf = hidden(&html, "csrf");
+        let rid = hidden(&html, "rid");
+        let resp = self
+            .post(
+                path,
+                &[
+                    ("csrf", &csrf),
+                    ("rid", &rid),
+                    ("action", "login"),
+                    ("username", user),
+                    ("password", password),
+                ],
+            )
+            .await;
+        assert_eq!(
+            resp.status(),
+            303,
+            "sign-in redirects: {:?}",
+            resp.text().await
+        );
+        let next = location(&resp);
+        let resp = self.get(&next).await;
+        if resp.status() == 200 {
+            let html = resp.text().await.unwrap();
+            assert!(html.contains("Allow"), "consent page expected: {html}");
+            let csrf = hidden(&html, "csrf");
+            let rid = hidden(&html, "rid");
+            let resp = self
+                .post(
+                    path,
+                    &[("csrf", &csrf), ("rid", &rid), ("action", "approve")],
+                )
+                .await;
+            assert_eq!(resp.status(), 303);
+            location(&resp)
+        } else {
+            assert_eq!(resp.status(), 302, "remembered consent redirects at once");
+            location(&resp)
+        }
+    }
+}

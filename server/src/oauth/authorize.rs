@@ -203,7 +203,11 @@ impl Services {
                 req.code_challenge = Some(ch.to_string())
             }
             (Some(_), Some("S256")) => {
-                return Err(req.error_redirect(&iss, "invalid_request", "malformed code_challenge"));
+                return Err(req.error_redirect(
+                    &iss,
+                    "invalid_request",
+                    "malformed code_challenge",
+                ));
             }
             (Some(_), Some(_)) | (None, Some(_)) => {
                 return Err(req.error_redirect(

@@ -58,7 +58,7 @@ async fn family_live<C: ConnectionTrait>(db: &C, fam: &refresh_family::Model) ->
     let g = grant::Entity::find_by_id(fam.grant_id.clone())
         .one(db)
         .await?;
-    if !g.is_some_and(|g| g.revoked_at.is_none()) {
+    if g.is_none_or(|g| g.revoked_at.is_some()) {
         return Ok(false);
     }
     let u = user::Entity::find_by_id(fam.user_id.clone())

@@ -1,0 +1,1407 @@
+//! The core authorization server, driven over HTTP exactly as Alexa and a phone browser do,
+//! on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ma_idp_tests::*;
+use serde_json::Value;
+
+both_backends!(
+    alexa_links_in_every_region,
+    refresh_replay_after_grace_revokes_family,
+    wrong_client_secret_is_invalid_client,
+    unknown_client_and_bad_redirects_show_a_page,
+    wrong_pkce_verifier_is_refused,
+    plain_pkce_is_refused_and_public_clients_need_pkce,
+    expired_code_is_refused,
+    code_redeemed_twice_revokes_tokens,
+    refresh_after_revocation_fails,
+    malformed_requests_get_rfc_errors,
+    concurrent_redemptions_only_one_wins,
+    tokens_survive_a_restart,
+    tenants_are_isolated,
+    discovery_is_complete_and_matches_issuer,
+    openid_flow_gives_id_token_and_userinfo,
+    client_credentials_and_access_token_revocation,
+    key_rotation_keeps_old_tokens_valid,
+    consent_is_remembered_and_pages_are_safe,
+    account_page_revokes_a_link,
+    health_ready_metrics,
+);
+
+fn long_state() -> String {
+    // 500 characters, with characters that need encoding.
+    let mut s = String::new();
+    while s.len() < 500 {
+        s.push_str("Ab0-_.~+/= %&é");
+    }
+    s.chars().take(500).collect()
+}
+
+async fn exchange(
+    app: &TestApp,
+    setup: &Setup,
+    code: &str,
+    redirect: &str,
+    basic: bool,
+    verifier: Option<&str>,
+) -> (reqwest::StatusCode, Value) {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier", v));
+    }
+    let (s, body, _) = if basic {
+        form.push(("client_id", &setup.client_id));
+        app.token(
+            "/alexa/token",
+            &form,
+            Some((&setup.client_id, &setup.client_secret)),
+        )
+        .await
+    } else {
+        form.push(("client_id", &setup.client_id));
+        form.push(("client_secret", &setup.client_secret));
+        app.token("/alexa/token", &form, None).await
+    };
+    (s, body)
+}
+
+async fn alexa_links_in_every_region(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let state = long_state();
+    // (HTTP Basic?, PKCE?) varied across the three regions and more.
+    let cases = [(true, true), (false, false), (true, false), (false, true)];
+    for (i, redirect) in alexa_redirects()
+        .iter()
+        .chain(alexa_redirects().iter().take(1))
+        .enumerate()
+    {
+        let (basic, with_pkce) = cases[i];
+        let verifier = new_verifier();
+        let (code, got_state) = app
+            .authorize_code(
+                &setup,
+                redirect,
+                &state,
+                with_pkce.then_some(verifier.as_str()),
+            )
+            .await;
+        assert_eq!(got_state, state);
+        let (s, tok) = exchange(
+            &app,
+            &setup,
+            &code,
+            redirect,
+            basic,
+            with_pkce.then_some(verifier.as_str()),
+        )
+        .await;
+        assert_eq!(s, 200, "exchange {i}: {tok}");
+        assert_eq!(tok["token_type"], "Bearer");
+        assert!(tok["expires_in"].is_i64(), "expires_in is an integer");
+        assert!(tok["expires_in"].as_i64().unwrap() >= 360);
+        assert!(tok["access_token"].as_str().unwrap().len() < 2048);
+        assert!(tok["refresh_token"].as_str().unwrap().len() < 2048);
+        assert_eq!(tok["scope"], "music.control user:read");
+        let claims = app
+            .verify_access_token("home", tok["access_token"].as_str().unwrap())
+            .await;
+        assert_eq!(claims["client_id"], "amazon-alexa");
+        assert_eq!(claims["scope"], "music.control user:read");
+        for c in ["iss", "sub", "aud", "exp", "iat", "jti", "auth_time"] {
+            assert!(!claims[c].is_null(), "claim {c} present");
+        }
+        // Refresh like Alexa: a new pair, an integer expires_in.
+        let old = tok["refresh_token"].as_str().unwrap().to_string();
+        let (s, r1) = app.refresh(&setup, &old).await;
+        assert_eq!(s, 200, "{r1}");
+        assert!(r1["expires_in"].is_i64());
+        assert_ne!(r1["refresh_token"], tok["refresh_token"]);
+        assert_ne!(r1["access_token"], tok["access_token"]);
+        app.verify_access_token("home", r1["access_token"].as_str().unwrap())
+            .await;
+        // Alexa retries with the old token after a timeout: still works inside the grace window.
+        let (s, r2) = app.refresh(&setup, &old).await;
+        assert_eq!(s, 200, "retry inside the grace window: {r2}");
+        assert!(r2["refresh_token"].is_string());
+    }
+    app.stop().await;
+}
+
+async fn refresh_replay_after_grace_revokes_family(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[1];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200);
+    let first = tok["refresh_token"].as_str().unwrap().to_string();
+    let (s, r1) = app.refresh(&setup, &first).await;
+    assert_eq!(s, 200);
+    let second = r1["refresh_token"].as_str().unwrap().to_string();
+    // Inside the grace window, a retry works and does not log the household out.
+    let (s, retry) = app.refresh(&setup, &first).await;
+    assert_eq!(s, 200);
+    let third = retry["refresh_token"].as_str().unwrap().to_string();
+    // A month later the live token still refreshes (sliding lifetime, no browser session).
+    app.clock.advance(30 * 24 * 3600);
+    let (s, r2) = app.refresh(&setup, &second).await;
+    assert_eq!(s, 200, "{r2}");
+    let live = r2["refresh_token"].as_str().unwrap().to_string();
+    let access = r2["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.introspect(&setup, &access).await["active"], true);
+    // The old token again, long after the grace window: theft. The whole family is revoked.
+    let (s, e) = app.refresh(&setup, &first).await;
+    assert_eq!(s, 400);
+    assert_eq!(e["error"], "invalid_grant");
+    for t in [&live, &third] {
+        let (s, e) = app.refresh(&setup, t).await;
+        assert_eq!(s, 400, "family member still works: {e}");
+        assert_eq!(e["error"], "invalid_grant");
+    }
+    assert_eq!(app.introspect(&setup, &access).await["active"], false);
+    assert_eq!(app.introspect(&setup, &live).await["active"], false);
+    app.stop().await;
+}
+
+async fn wrong_client_secret_is_invalid_client(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect.as_str()),
+    ];
+    let (s, body, headers) = app
+        .token(
+            "/alexa/token",
+            &form,
+            Some((&setup.client_id, "wrong-secret")),
+        )
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        headers
+            .get("www-authenticate")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let mut f2 = form.to_vec();
+    f2.push(("client_id", "amazon-alexa"));
+    f2.push(("client_secret", "wrong"));
+    let (s, body, headers) = app.token("/alexa/token", &f2, None).await;
+    assert_eq!(s, 401);
+    assert_eq!(body["error"], "invalid_client");
+    assert!(headers.get("www-authenticate").is_none());
+    // Unknown client.
+    let (s, body, _) = app
+        .token("/alexa/token", &form, Some(("nobody", "x")))
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(body["error"], "invalid_client");
+    // The code was not burnt by failed client authentication.
+    let (s, body) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200, "{body}");
+    app.stop().await;
+}
+
+async fn unknown_client_and_bad_redirects_show_a_page(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let b = app.browser();
+    let cases = [
+        format!(
+            "/alexa/authorize?client_id=nobody&response_type=code&redirect_uri={}&scope=music.control",
+            alexa_redirects()[0]
+        ),
+        format!(
+            "/alexa/authorize?client_id={}&response_type=code&redirect_uri=https://evil.example/cb&scope=music.control",
+            setup.client_id
+        ),
+        format!(
+            "/alexa/authorize?client_id={}&response_type=code&redirect_uri={}x&scope=music.control",
+            setup.client_id,
+            alexa_redirects()[0]
+        ),
+        // Several registered URIs and none given: which one is meant is unknown.
+        format!(
+            "/alexa/authorize?client_id={}&response_type=code&scope=music.control",
+            setup.client_id
+        ),
+        "/alexa/authorize?response_type=code".to_string(),
+    ];
+    for c in cases {
+        let r = b.get(&c).await;
+        assert_eq!(r.status(), 400, "{c}");
+        assert!(r.headers().get("location").is_none(), "no redirect for {c}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(r.text().await.unwrap().contains("<h1>"));
+    }
+    // Known client and redirect: errors go back to the client, with the state.
+    let r = b
+        .get(&format!(
+            "/alexa/authorize?client_id={}&response_type=token&redirect_uri={}&state=xyz&scope=music.control",
+            setup.client_id,
+            alexa_redirects()[0]
+        ))
+        .await;
+    assert_eq!(r.status(), 302);
+    let q = query_of(&location(&r));
+    assert_eq!(q["error"], "unsupported_response_type");
+    assert_eq!(q["state"], "xyz");
+    let r = b
+        .get(&format!(
+            "/alexa/authorize?client_id={}&response_type=code&redirect_uri={}&state=xyz&scope=admin.everything",
+            setup.client_id,
+            alexa_redirects()[0]
+        ))
+        .await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(query_of(&location(&r))["error"], "invalid_scope");
+    app.stop().await;
+}
+
+async fn wrong_pkce_verifier_is_refused(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[2];
+    let verifier = new_verifier();
+    let (code, _) = app
+        .authorize_code(&setup, redirect, "s", Some(&verifier))
+        .await;
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, Some(&new_verifier())).await;
+    assert_eq!(s, 400);
+    assert_eq!(e["error"], "invalid_grant");
+    // Missing verifier for a PKCE code.
+    let (code, _) = app
+        .authorize_code(&setup, redirect, "s", Some(&verifier))
+        .await;
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // A verifier for a code that had no challenge (downgrade).
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, Some(&verifier)).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    app.stop().await;
+}
+
+async fn plain_pkce_is_refused_and_public_clients_need_pkce(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let b = app.browser();
+    let r = b
+        .get(&format!(
+            "/alexa/authorize?client_id={}&response_type=code&redirect_uri={}&state=p&scope=music.control&code_challenge=abcdefghijabcdefghijabcdefghijabcdefghij123&code_challenge_method=plain",
+            setup.client_id,
+            alexa_redirects()[0]
+        ))
+        .await;
+    assert_eq!(r.status(), 302);
+    let q = query_of(&location(&r));
+    assert_eq!(q["error"], "invalid_request");
+    assert_eq!(q["state"], "p");
+    // A public client without PKCE.
+    let t = app.svc.tenant("home").await.unwrap();
+    app.svc
+        .create_client(
+            &t,
+            ma_idp::services::ClientSpec {
+                name: "Phone app".into(),
+                client_id: Some("phone".into()),
+                redirect_uris: vec!["http://localhost:9999/cb".into()],
+                public: true,
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let r = b
+        .get("/t/home/authorize?client_id=phone&response_type=code&scope=openid&state=q")
+        .await;
+    assert_eq!(r.status(), 302);
+    let q = query_of(&location(&r));
+    assert_eq!(q["error"], "invalid_request");
+    assert!(q["error_description"].contains("PKCE"));
+    // With PKCE the public client gets tokens without a secret.
+    let verifier = new_verifier();
+    let loc = b
+        .sign_in_and_consent(
+            "/t/home/authorize",
+            &[
+                ("client_id", "phone".into()),
+                ("response_type", "code".into()),
+                ("scope", "openid".into()),
+                ("state", "q".into()),
+                ("code_challenge", pkce_challenge(&verifier)),
+                ("code_challenge_method", "S256".into()),
+            ],
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    let (code, _) = parse_code(&loc, "http://localhost:9999/cb", "q");
+    let (s, body, _) = app
+        .token(
+            "/t/home/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", "phone"),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    app.stop().await;
+}
+
+async fn expired_code_is_refused(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    app.clock.advance(61);
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 400);
+    assert_eq!(e["error"], "invalid_grant");
+    app.stop().await;
+}
+
+async fn code_redeemed_twice_revokes_tokens(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, first) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200);
+    let access = first["access_token"].as_str().unwrap();
+    assert_eq!(app.introspect(&setup, access).await["active"], true);
+    let (s, second) = exchange(&app, &setup, &code, redirect, false, None).await;
+    assert_eq!(s, 400);
+    assert_eq!(second["error"], "invalid_grant");
+    // Every token issued from the code is now revoked.
+    let (s, e) = app
+        .refresh(&setup, first["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(app.introspect(&setup, access).await["active"], false);
+    app.stop().await;
+}
+
+async fn refresh_after_revocation_fails(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (_, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    let rt = tok["refresh_token"].as_str().unwrap();
+    let (s, body, _) = app
+        .token(
+            "/t/home/revoke",
+            &[("token", rt), ("token_type_hint", "refresh_token")],
+            Some((&setup.client_id, &setup.client_secret)),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, e) = app.refresh(&setup, rt).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        app.introspect(&setup, tok["access_token"].as_str().unwrap())
+            .await["active"],
+        false
+    );
+    // Revoking an unknown token is not an error (RFC 7009 §2.2).
+    let (s, _, _) = app
+        .token(
+            "/t/home/revoke",
+            &[("token", "nonsense")],
+            Some((&setup.client_id, &setup.client_secret)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    app.stop().await;
+}
+
+async fn malformed_requests_get_rfc_errors(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let auth = basic_header(&setup.client_id, &setup.client_secret);
+    let post_raw = |body: Vec<u8>, ct: &'static str| {
+        let http = app.http.clone();
+        let url = app.url("/alexa/token");
+        let auth = auth.clone();
+        async move {
+            let r = http
+                .post(url)
+                .header("content-type", ct)
+                .header("authorization", auth)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
+        (
+            b"grant_type=password&username=a&password=b".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            b"code=abc".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        (
+            b"grant_type=authorization_code".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        (
+            b"grant_type=refresh_token".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        (
+            b"grant_type=authorization_code&grant_type=authorization_code&code=x".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        (
+            b"grant_type=authorization_code&code=%ZZ".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        (
+            b"grant_type=authorization_code&code=%FF%FE".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        (
+            b"{\"grant_type\":\"client_credentials\"}".to_vec(),
+            "application/json",
+            400,
+            "invalid_request",
+        ),
+        (
+            format!("grant_type=authorization_code&code={}", "a".repeat(5000)).into_bytes(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        (
+            format!("grant_type=authorization_code&code={}", "a".repeat(20000)).into_bytes(),
+            "application/x-www-form-urlencoded",
+            413,
+            "invalid_request",
+        ),
+        (
+            b"grant_type=authorization_code&code=unknown".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_grant",
+        ),
+        (
+            b"grant_type=refresh_token&refresh_token=unknown".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_grant",
+        ),
+        (
+            b"grant_type=client_credentials".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "unauthorized_client",
+        ),
+    ];
+    for (body, ct, status, error) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
+        let (s, e) = post_raw(body, ct).await;
+        assert_eq!(s.as_u16(), status, "{shown}: {e}");
+        assert_eq!(e["error"], error, "{shown}");
+        assert!(e["error_description"].is_string());
+    }
+    // Client authenticated twice.
+    let (s, e, _) = app
+        .token(
+            "/alexa/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "x"),
+                ("client_secret", &setup.client_secret),
+            ],
+            Some((&setup.client_id, &setup.client_secret)),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    // Garbage Authorization header.
+    let r = app
+        .http
+        .post(app.url("/alexa/token"))
+        .header("authorization", "Basic !!!notbase64")
+        .form(&[("grant_type", "refresh_token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Introspection and revocation need client authentication.
+    for path in ["/t/home/introspect", "/t/home/revoke"] {
+        let (s, e, _) = app.token(path, &[("token", "x")], None).await;
+        assert_eq!(
+            (s.as_u16(), e["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{path}"
+        );
+    }
+    // Userinfo without or with a bad token.
+    let r = app
+        .http
+        .get(app.url("/t/home/userinfo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .http
+        .get(app.url("/t/home/userinfo"))
+        .bearer_auth("a.b.c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    // Unknown tenants.
+    let r = app
+        .http
+        .post(app.url("/t/nope/token"))
+        .form(&[("grant_type", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = app
+        .http
+        .get(app.url("/t/NOPE%00/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Hostile authorize queries never answer 5xx.
+    let b = app.browser();
+    for q in [
+        "client_id=amazon-alexa&client_id=amazon-alexa",
+        "client_id=%FF",
+        "client_id=%",
+        "state=%00",
+        &format!("client_id=amazon-alexa&state={}", "x".repeat(5000)),
+        "client_id=amazon-alexa&response_type=code&scope=music.control&redirect_uri=javascript:alert(1)",
+    ] {
+        let r = b.get(&format!("/alexa/authorize?{q}")).await;
+        assert!(r.status().is_client_error(), "{q}: {}", r.status());
+        assert!(r.headers().get("location").is_none(), "{q}");
+    }
+    app.stop().await;
+}
+
+async fn concurrent_redemptions_only_one_wins(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = alexa_redirects()[0].clone();
+    let (code, _) = app.authorize_code(&setup, &redirect, "s", None).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let http = app.http.clone();
+        let url = app.url("/alexa/token");
+        let form = vec![
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".to_string(), code.clone()),
+            ("redirect_uri".to_string(), redirect.clone()),
+        ];
+        let auth = basic_header(&setup.client_id, &setup.client_secret);
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .header("authorization", auth)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            400 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one redemption wins");
+    assert_eq!(refused, 49);
+    app.stop().await;
+}
+
+async fn tokens_survive_a_restart(backend: Backend) {
+    let Some(mut app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (_, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    let jwks_before = app.jwks("home").await;
+    app.restart().await;
+    assert_eq!(
+        app.jwks("home").await,
+        jwks_before,
+        "the JWKS keeps its keys"
+    );
+    app.verify_access_token("home", tok["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        app.introspect(&setup, tok["access_token"].as_str().unwrap())
+            .await["active"],
+        true
+    );
+    let (s, r) = app
+        .refresh(&setup, tok["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{r}");
+    app.verify_access_token("home", r["access_token"].as_str().unwrap())
+        .await;
+    app.stop().await;
+}
+
+async fn tenants_are_isolated(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let a = app.setup("alpha").await;
+    let b = app.setup("beta").await;
+    let redirect = &alexa_redirects()[0];
+    let browser = app.browser();
+    let loc = browser
+        .sign_in_and_consent(
+            "/t/alpha/authorize",
+            &[
+                ("client_id", a.client_id.clone()),
+                ("response_type", "code".into()),
+                ("redirect_uri", redirect.clone()),
+                ("state", "a".into()),
+                ("scope", "music.control".into()),
+            ],
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    let (code, _) = parse_code(&loc, redirect, "a");
+    // A's code cannot be redeemed at B, even by B's client of the same client_id.
+    let (s, e, _) = app
+        .token(
+            "/t/beta/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+            ],
+            Some((&b.client_id, &b.client_secret)),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // A's secret does not authenticate at B.
+    let (s, _, _) = app
+        .token(
+            "/t/beta/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+            Some((&a.client_id, &a.client_secret)),
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, tok, _) = app
+        .token(
+            "/t/alpha/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+            ],
+            Some((&a.client_id, &a.client_secret)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let at = tok["access_token"].as_str().unwrap();
+    let rt = tok["refresh_token"].as_str().unwrap();
+    assert_eq!(app.introspect(&a, at).await["active"], true);
+    assert_eq!(
+        app.introspect(&b, at).await["active"],
+        false,
+        "A's token is inactive at B"
+    );
+    assert_eq!(
+        app.introspect(&b, rt).await["active"],
+        false,
+        "A's refresh token is inactive at B"
+    );
+    let r = app
+        .http
+        .get(app.url("/t/beta/userinfo"))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A client registered only at A cannot authorize at B.
+    let t = app.svc.tenant("alpha").await.unwrap();
+    app.svc
+        .create_client(
+            &t,
+            ma_idp::services::ClientSpec {
+                name: "Only A".into(),
+                client_id: Some("only-a".into()),
+                redirect_uris: vec!["https://a.example/cb".into()],
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let r = browser.get("/t/beta/authorize?client_id=only-a&response_type=code&scope=openid&redirect_uri=https://a.example/cb").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    // Each tenant's discovery names its own issuer and JWKS; their keys differ.
+    for slug in ["alpha", "beta"] {
+        let d: Value = app
+            .http
+            .get(app.url(&format!("/t/{slug}/.well-known/openid-configuration")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(d["issuer"], format!("{}/t/{slug}", app.base));
+        assert_eq!(d["jwks_uri"], format!("{}/t/{slug}/jwks.json", app.base));
+    }
+    assert_ne!(app.jwks("alpha").await, app.jwks("beta").await);
+    app.stop().await;
+}
+
+async fn discovery_is_complete_and_matches_issuer(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    let oidc: Value = app
+        .http
+        .get(app.url("/t/home/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rfc8414: Value = app
+        .http
+        .get(app.url("/.well-known/oauth-authorization-server/t/home"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(oidc, rfc8414, "same content under both paths");
+    // Issuer equals the URL the document was fetched under, minus the well-known suffix.
+    assert_eq!(oidc["issuer"], app.url("/t/home"));
+    for field in [
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+        "response_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ] {
+        assert!(!oidc[field].is_null(), "discovery lacks {field}");
+    }
+    let algs: Vec<&str> = oidc["id_token_signing_alg_values_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(algs.contains(&"RS256"));
+    assert_eq!(
+        oidc["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert!(
+        oidc["response_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("code"))
+    );
+    // Every endpoint named is under the issuer and answers.
+    let jwks = app
+        .http
+        .get(oidc["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+    let keys: Value = jwks.json().await.unwrap();
+    let kty: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["alg"].as_str().unwrap())
+        .collect();
+    assert!(kty.contains(&"RS256") && kty.contains(&"ES256"));
+    for k in keys["keys"].as_array().unwrap() {
+        assert!(k.get("d").is_none(), "no private parts in the JWKS");
+    }
+    app.stop().await;
+}
+
+async fn openid_flow_gives_id_token_and_userinfo(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let b = app.browser();
+    let loc = b
+        .sign_in_and_consent(
+            "/t/home/authorize",
+            &[
+                ("client_id", setup.client_id.clone()),
+                ("response_type", "code".into()),
+                ("redirect_uri", redirect.clone()),
+                ("state", "st".into()),
+                ("nonce", "n-0S6_WzA2Mj".into()),
+                ("scope", "openid profile music.control".into()),
+            ],
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    let q = query_of(&loc);
+    assert_eq!(q["iss"], app.url("/t/home"), "RFC 9207 iss parameter");
+    let (code, _) = parse_code(&loc, redirect, "st");
+    let (s, tok, headers) = app
+        .token(
+            "/t/home/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+            ],
+            Some((&setup.client_id, &setup.client_secret)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(headers["cache-control"], "no-store");
+    let id_token = tok["id_token"].as_str().expect("id_token for scope openid");
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(app.jwks("home").await).unwrap();
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap())
+            .unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_audience(&[&setup.client_id]);
+    v.set_issuer(&[app.url("/t/home")]);
+    let claims = jsonwebtoken::decode::<Value>(id_token, &key, &v)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+    assert!(claims["auth_time"].is_i64());
+    assert_eq!(claims["preferred_username"], "alice");
+    let at = tok["access_token"].as_str().unwrap();
+    let expected_at_hash = {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, at.as_bytes());
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &d.as_ref()[..16],
+        )
+    };
+    assert_eq!(claims["at_hash"], expected_at_hash);
+    let access_claims = app.verify_access_token("home", at).await;
+    assert_eq!(claims["sub"], access_claims["sub"]);
+    let info: Value = app
+        .http
+        .get(app.url("/t/home/userinfo"))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["sub"], claims["sub"]);
+    assert_eq!(info["preferred_username"], "alice");
+    let r = app
+        .http
+        .post(app.url("/t/home/userinfo"))
+        .form(&[("access_token", at)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
+async fn client_credentials_and_access_token_revocation(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    let c = app
+        .svc
+        .create_client(
+            &t,
+            ma_idp::services::ClientSpec {
+                name: "Skill backend".into(),
+                client_id: Some("backend".into()),
+                client_credentials: true,
+                scopes: Some(vec!["music.read".into(), "music.control".into()]),
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let secret = c.secret.unwrap().expose().to_string();
+    let (s, tok, _) = app
+        .token(
+            "/t/home/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "music.read"),
+            ],
+            Some(("backend", &secret)),
+        )
+        .await;
+    assert_eq!(s, 200, "{tok}");
+    assert!(tok.get("refresh_token").is_none());
+    assert_eq!(tok["scope"], "music.read");
+    let claims = app
+        .verify_access_token("home", tok["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(claims["sub"], "backend");
+    let (s, e, _) = app
+        .token(
+            "/t/home/token",
+            &[("grant_type", "client_credentials"), ("scope", "openid")],
+            Some(("backend", &secret)),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
+    let setup = Setup {
+        slug: "home".into(),
+        client_id: "backend".into(),
+        client_secret: secret.clone(),
+    };
+    let at = tok["access_token"].as_str().unwrap();
+    assert_eq!(app.introspect(&setup, at).await["active"], true);
+    let (s, _, _) = app
+        .token(
+            "/t/home/revoke",
+            &[("token", at)],
+            Some(("backend", &secret)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(app.introspect(&setup, at).await["active"], false);
+    app.stop().await;
+}
+
+async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (_, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    let old_kid = jsonwebtoken::decode_header(tok["access_token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+    let before: Vec<String> = app.jwks("home").await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    let t = app.svc.tenant("home").await.unwrap();
+    let new_kids = app.svc.rotate_keys(&t, "test").await.unwrap();
+    // The key that signs now was published before the rotation.
+    for k in &new_kids {
+        assert!(
+            before.contains(k),
+            "new signing key {k} was already in the JWKS"
+        );
+    }
+    app.clock.advance(10); // past the server's key cache
+    let (s, r) = app
+        .refresh(&setup, tok["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200);
+    let new_kid = jsonwebtoken::decode_header(r["access_token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+    assert_ne!(new_kid, old_kid);
+    assert!(new_kids.contains(&new_kid));
+    // The old token still verifies and is still active.
+    app.verify_access_token("home", tok["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        app.introspect(&setup, tok["access_token"].as_str().unwrap())
+            .await["active"],
+        true
+    );
+    // After its lifetime the old key leaves the JWKS.
+    app.clock.advance(3600 + 400);
+    let after: Vec<String> = app.jwks("home").await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !after.contains(&old_kid),
+        "retired key dropped after its tokens expired"
+    );
+    assert!(after.contains(&new_kid));
+    app.stop().await;
+}
+
+async fn consent_is_remembered_and_pages_are_safe(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = alexa_redirects()[0].clone();
+    let b = app.browser();
+    let q = vec![
+        ("client_id", setup.client_id.clone()),
+        ("response_type", "code".into()),
+        ("redirect_uri", redirect.clone()),
+        ("state", "one".into()),
+        ("scope", "music.control".into()),
+    ];
+    let url = reqwest::Url::parse_with_params(&app.url("/alexa/authorize"), &q).unwrap();
+    let r = b.http.get(url.clone()).send().await.unwrap();
+    for h in [
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+        "x-content-type-options",
+    ] {
+        assert!(r.headers().get(h).is_some(), "missing {h}");
+    }
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    let html = r.text().await.unwrap();
+    assert!(html.contains("name=\"csrf\""));
+    assert!(html.contains("name=\"viewport\""));
+    assert!(!html.contains("<script>alert"), "no JavaScript alerts");
+    // A wrong password shows an inline error.
+    let csrf = hidden(&html, "csrf");
+    let rid = hidden(&html, "rid");
+    let r = b
+        .post(
+            "/alexa/authorize",
+            &[
+                ("csrf", &csrf),
+                ("rid", &rid),
+                ("action", "login"),
+                ("username", "alice"),
+                ("password", "nope"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Wrong username or password."));
+    assert!(html.contains("value=\"alice\""));
+    // A missing or wrong CSRF token is refused.
+    let r = b
+        .post(
+            "/alexa/authorize",
+            &[
+                ("csrf", "forged"),
+                ("rid", &rid),
+                ("action", "login"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    // Sign in; the consent page names the client, the scopes in plain words and the account.
+    let r = b
+        .post(
+            "/alexa/authorize",
+            &[
+                ("csrf", &csrf),
+                ("rid", &rid),
+                ("action", "login"),
+                ("username", "Alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let html = b.get(&location(&r)).await.text().await.unwrap();
+    assert!(html.contains("Alexa"));
+    assert!(html.contains("alice"));
+    assert!(html.contains("Play, pause and choose music"));
+    let csrf = hidden(&html, "csrf");
+    let rid = hidden(&html, "rid");
+    // Deny: back to Alexa with access_denied.
+    let r = b
+        .post(
+            "/alexa/authorize",
+            &[("csrf", &csrf), ("rid", &rid), ("action", "deny")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let q2 = query_of(&location(&r));
+    assert_eq!(q2["error"], "access_denied");
+    assert_eq!(q2["state"], "one");
+    // Approve on a second attempt (still signed in: straight to consent); a third attempt
+    // skips consent (remembered).
+    let html = b
+        .http
+        .get(url.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Allow"), "{html}");
+    let r = b
+        .post(
+            "/alexa/authorize",
+            &[
+                ("csrf", &hidden(&html, "csrf")),
+                ("rid", &hidden(&html, "rid")),
+                ("action", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    parse_code(&location(&r), &redirect, "one");
+    let r = b.http.get(url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        302,
+        "consent remembered: straight back to Alexa"
+    );
+    parse_code(&location(&r), &redirect, "one");
+    // Cookies are __Host- and Secure behind https.
+    let app2 = TestApp::start_with(backend, |s| s.public_url = "https://idp.example".into())
+        .await
+        .unwrap();
+    app2.setup("home").await;
+    let r = app2
+        .browser()
+        .get(&format!("/alexa/authorize?{}", url_query(&q)))
+        .await;
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("__Host-ma-idp=") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    assert!(r.headers().get("strict-transport-security").is_some());
+    app2.stop().await;
+    app.stop().await;
+}
+
+fn url_query(q: &[(&str, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(q.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
+}
+
+async fn account_page_revokes_a_link(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (_, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    let b = app.browser();
+    let r = b.get("/t/home/account").await;
+    assert_eq!(r.status(), 302);
+    let html = b.get("/t/home/login").await.text().await.unwrap();
+    let csrf = hidden(&html, "csrf");
+    let r = b
+        .post(
+            "/t/home/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let html = b.get("/t/home/account").await.text().await.unwrap();
+    assert!(html.contains("Alexa"), "{html}");
+    let re = regex::Regex::new(r#"action="([^"]*grants[^"]*)""#).unwrap();
+    let action = re.captures(&html).unwrap()[1].replace("&#x2F;", "/");
+    let csrf = hidden(&html, "csrf");
+    let r = b.post(&action, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let (s, e) = app
+        .refresh(&setup, tok["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        app.introspect(&setup, tok["access_token"].as_str().unwrap())
+            .await["active"],
+        false
+    );
+    // Sign out ends the browser session.
+    let r = b.post("/t/home/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(b.get("/t/home/account").await.status(), 302);
+    app.stop().await;
+}
+
+async fn health_ready_metrics(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    assert_eq!(
+        app.http
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r: Value = app
+        .http
+        .get(app.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "ready");
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    exchange(&app, &setup, &code, redirect, true, None).await;
+    let m = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("ma_idp_token_grants_total"), "{m}");
+    assert!(m.contains("ma_idp_http_requests_total"));
+    assert!(m.contains("ma_idp_sign_ins_total"));
+    app.stop().await;
+}

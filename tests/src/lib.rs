@@ -60,7 +60,7 @@ fn require_postgres() -> bool {
 }
 
 /// A fresh PostgreSQL database, or `None` (skip) when no server runs and it is not required.
-async fn fresh_pg_database() -> Option<String> {
+pub async fn fresh_pg_database() -> Option<String> {
     let admin = pg_admin_url();
     let conn = match Database::connect(&admin).await {
         Ok(c) => c,
@@ -500,4 +500,27 @@ impl Browser {
             location(&resp)
         }
     }
+}
+
+/// The `ma-idp` binary of this workspace (built on demand).
+pub fn binary() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let bin = target.join("debug").join("ma-idp");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "ma-idp", "--bin", "ma-idp"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building the ma-idp binary failed");
+    });
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
 }

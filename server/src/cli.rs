@@ -59,6 +59,25 @@ pub enum Cmd {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Work with tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Check an access token offline against the issuer's JWKS: exit 0 and print its claims,
+    /// or exit 1 with the reason.
+    Verify {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        audience: String,
+        /// A scope the token must carry.
+        #[arg(long)]
+        scope: Option<String>,
+        token: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,6 +220,15 @@ fn settings_for(cli: &Cli) -> anyhow::Result<Settings> {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Token(TokenCmd::Verify {
+        issuer,
+        audience,
+        scope,
+        token,
+    }) = &cli.cmd
+    {
+        return verify_token(issuer, audience, scope.as_deref(), token);
+    }
     let settings = settings_for(&cli)?;
     init_logging(&settings);
     if let Cmd::Serve { no_migrate, .. } = cli.cmd {
@@ -216,6 +244,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         services.store.clone().close().await.ok();
         out
     })
+}
+
+fn verify_token(
+    issuer: &str,
+    audience: &str,
+    scope: Option<&str>,
+    token: &str,
+) -> anyhow::Result<()> {
+    let mut cfg = ma_idp_validator::Config::new(issuer, audience);
+    cfg.required_scope = scope.map(str::to_string);
+    let v = ma_idp_validator::Validator::new(cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let claims = rt
+        .block_on(v.validate(token.trim()))
+        .map_err(|e| anyhow::anyhow!("token rejected: {e}"))?;
+    println!("{}", serde_json::to_string_pretty(&claims)?);
+    Ok(())
 }
 
 async fn serve(settings: Settings, no_migrate: bool) -> anyhow::Result<()> {
@@ -253,7 +300,7 @@ fn print(json_out: bool, value: serde_json::Value, text: String) {
 
 async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Serve { .. } => Ok(()),
+        Cmd::Serve { .. } | Cmd::Token(_) => Ok(()),
         Cmd::Migrate => {
             eprintln!("migrations applied");
             Ok(())

@@ -326,6 +326,19 @@ impl TestApp {
         state: &str,
         pkce: Option<&str>,
     ) -> (String, String) {
+        self.authorize_code_at("/alexa/authorize", setup, redirect_uri, state, pkce)
+            .await
+    }
+
+    /// The same at a given authorization endpoint path.
+    pub async fn authorize_code_at(
+        &self,
+        path: &str,
+        setup: &Setup,
+        redirect_uri: &str,
+        state: &str,
+        pkce: Option<&str>,
+    ) -> (String, String) {
         let b = self.browser();
         let mut q = vec![
             ("client_id", setup.client_id.clone()),
@@ -338,9 +351,7 @@ impl TestApp {
             q.push(("code_challenge", pkce_challenge(v)));
             q.push(("code_challenge_method", "S256".into()));
         }
-        let loc = b
-            .sign_in_and_consent("/alexa/authorize", &q, "alice", PASSWORD)
-            .await;
+        let loc = b.sign_in_and_consent(path, &q, "alice", PASSWORD).await;
         parse_code(&loc, redirect_uri, state)
     }
 }

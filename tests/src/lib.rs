@@ -467,6 +467,14 @@ impl Browser {
         password: &str,
     ) -> String {
         let url = reqwest::Url::parse_with_params(&self.url(path), query).unwrap();
+        self.sign_in_and_consent_url(url.as_str(), user, password)
+            .await
+    }
+
+    /// The same, from a complete authorization URL (as a client library builds it).
+    pub async fn sign_in_and_consent_url(&self, url: &str, user: &str, password: &str) -> String {
+        let path = reqwest::Url::parse(url).unwrap().path().to_string();
+        let path = path.as_str();
         let resp = self.http.get(url).send().await.unwrap();
         assert_eq!(resp.status(), 200, "authorize shows the sign-in page");
         let html = resp.text().await.unwrap();

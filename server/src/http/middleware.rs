@@ -94,3 +94,53 @@ impl RootSpanBuilder for QuietRootSpan {
         }
     }
 }
+
+/// On browser pages, a database outage or internal error is shown as a page, not JSON.
+pub async fn html_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let http_req = req.request().clone();
+    let res = match next.call(req).await {
+        Ok(r) => r,
+        // The session store failing (the database is down) ends here.
+        Err(e) => {
+            tracing::warn!(error = %e, "page request failed");
+            let mut p = super::pages::error_page(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The sign-in service cannot reach its database right now. Please try again in a minute.",
+            );
+            p.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return Ok(ServiceResponse::new(http_req, p));
+        }
+    };
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json && status.is_server_error() {
+        let (req, _) = res.into_parts();
+        let page = if status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
+            let mut p = super::pages::error_page(
+                status,
+                "Temporarily unavailable",
+                "The sign-in service cannot reach its database right now. Please try again in a minute.",
+            );
+            p.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            p
+        } else {
+            super::pages::error_page(
+                status,
+                "Something went wrong",
+                "Please try again. If it keeps happening, tell your admin.",
+            )
+        };
+        return Ok(ServiceResponse::new(req, page));
+    }
+    Ok(res.map_into_boxed_body())
+}

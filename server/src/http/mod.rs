@@ -159,6 +159,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &Services) {
         .service(
             web::scope("")
                 .wrap(session_middleware(svc))
+                .wrap(actix_web::middleware::from_fn(middleware::html_errors))
                 .service(
                     web::resource("/t/{t}/authorize")
                         .route(web::get().to(authorize::authorize_get))

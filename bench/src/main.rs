@@ -1,1 +1,581 @@
-fn main() {}
+//! `ma-idp-bench`: builds the release `ma-idp`, runs it as a child process on SQLite and/or
+//! PostgreSQL, loads it over loopback scenario by scenario, measures floors (a durable
+//! transaction, an ES256 signature, an argon2id hash) in the same run, and writes a markdown
+//! report.
+//!
+//! ```text
+//! cargo run --release -p ma-idp-bench -- --backend both --duration 10 --concurrency 32 --out BENCHMARKS.md
+//! ```
+mod floors;
+mod load;
+mod report;
+mod server;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Parser, ValueEnum};
+use sea_orm::{ConnectionTrait, Database, DbBackend};
+
+use crate::floors::TxnFloor;
+use crate::load::{Ctx, Kind, PhaseResult};
+use crate::server::{Env, PgAdmin, PgDb, Server};
+
+/// ma-idp's password hashing cost (server/src/config.rs defaults).
+pub const ARGON2_M_KIB: u32 = 19456;
+pub const ARGON2_T: u32 = 2;
+pub const ARGON2_P: u32 = 1;
+
+const TENANT: &str = "bench";
+const VENDOR: &str = "MBENCH0000001";
+const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ma-idp-bench",
+    about = "Load benchmark of the release ma-idp binary over loopback"
+)]
+struct Args {
+    /// Which database(s) to run ma-idp on.
+    #[arg(long, value_enum, default_value = "both")]
+    backend: BackendArg,
+    /// Seconds per scenario (and per floor).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent clients (tokio tasks, each with its own keep-alive connection).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Also write the markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// PostgreSQL admin URL; a scratch database is created there and dropped at the end.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Users to create (worker i signs in as user i mod N); default: one per worker, as in
+    /// many households each linking their own account.
+    #[arg(long)]
+    users: Option<usize>,
+    /// Only these scenarios (comma-separated): discovery, jwks, client-credentials,
+    /// introspect, authorize-page, sign-in, refresh, authorize-redirect, code-exchange.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Record a `perf` profile of ma-idp during this scenario (timed part only), to
+    /// perf-<backend>-<scenario>.data and a text summary beside it.
+    #[arg(long)]
+    perf: Option<String>,
+    /// Do not run `cargo build --release -p ma-idp` first.
+    #[arg(long)]
+    no_build: bool,
+    /// The ma-idp binary (default: target/release/ma-idp).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = rt.block_on(async {
+        tokio::select! {
+            r = run(args) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Dropping the run's future above killed ma-idp and dropped the scratch database.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match out {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// target/release/ma-idp next to this binary's target directory.
+fn default_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir).join("release").join("ma-idp");
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        .map(|target| target.join("release").join("ma-idp"))
+        .unwrap_or_else(|| workspace_root().join("target/release/ma-idp"))
+}
+
+/// Machine and run facts for the report header.
+pub struct RunInfo {
+    pub command: String,
+    pub date: String,
+    pub commit: String,
+    pub cores: usize,
+    pub cpu: String,
+    pub ram_gib: Option<f64>,
+    pub kernel: String,
+    pub rustc: String,
+    pub load_start: String,
+    pub load_end: String,
+    pub duration: Duration,
+    pub concurrency: usize,
+    pub users: usize,
+    pub es256_per_core: Option<f64>,
+    pub argon2_secs: Option<f64>,
+    pub perf_note: Option<String>,
+    pub binary: String,
+}
+
+/// Everything measured on one backend.
+pub struct BackendResult {
+    pub backend: Backend,
+    pub version: String,
+    pub settings: String,
+    pub ready_fresh: Duration,
+    pub ready_existing: Duration,
+    pub stop_after: Option<Duration>,
+    pub rss_idle_fresh_kib: Option<u64>,
+    pub rss_idle_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub hwm_kib: Option<u64>,
+    pub phases: Vec<PhaseResult>,
+    pub floor: Option<TxnFloor>,
+    pub floor_alt: Option<TxnFloor>,
+    pub notes: Vec<String>,
+    pub log_problems: Vec<String>,
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.concurrency == 0 || args.duration == 0 {
+        bail!("--concurrency and --duration must be positive");
+    }
+    let kinds: Vec<Kind> = if args.scenarios.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        let mut v = Vec::new();
+        for s in &args.scenarios {
+            v.push(Kind::parse(s).with_context(|| format!("unknown scenario {s}"))?);
+        }
+        Kind::ALL.into_iter().filter(|k| v.contains(k)).collect()
+    };
+    if let Some(p) = &args.perf
+        && Kind::parse(p).is_none()
+    {
+        bail!("unknown scenario for --perf: {p}");
+    }
+    let load_start = sys::loadavg();
+    let root = workspace_root();
+    if !args.no_build && args.bin.is_none() {
+        eprintln!("== cargo build --release -p ma-idp");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "ma-idp"])
+            .current_dir(&root)
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .status()
+            .context("cannot run cargo")?;
+        if !status.success() {
+            bail!("cargo build --release -p ma-idp failed");
+        }
+    }
+    let bin = args.bin.clone().unwrap_or_else(default_bin);
+    if !bin.exists() {
+        bail!(
+            "{} not found; build it with cargo build --release -p ma-idp",
+            bin.display()
+        );
+    }
+    let backends: Vec<Backend> = match args.backend {
+        BackendArg::Sqlite => vec![Backend::Sqlite],
+        BackendArg::Postgres => vec![Backend::Postgres],
+        BackendArg::Both => vec![Backend::Sqlite, Backend::Postgres],
+    };
+    let duration = Duration::from_secs(args.duration);
+    let users = args.users.unwrap_or(args.concurrency).max(1);
+
+    eprintln!("== floors: ES256 signing (2 s, one thread), argon2id hash");
+    let es256 = tokio::task::spawn_blocking(|| floors::es256_per_core(Duration::from_secs(2)))
+        .await?
+        .map_err(|e| eprintln!("ES256 floor failed: {e:#}"))
+        .ok();
+    let argon2 = tokio::task::spawn_blocking(|| {
+        floors::argon2_hash_secs(ARGON2_M_KIB, ARGON2_T, ARGON2_P, 5)
+    })
+    .await?
+    .map_err(|e| eprintln!("argon2 floor failed: {e:#}"))
+    .ok();
+
+    let mut results = Vec::new();
+    for b in backends {
+        eprintln!("== {}", b.name());
+        results.push(bench_backend(b, &args, &bin, &kinds, users, duration).await?);
+    }
+
+    let info = RunInfo {
+        command: format!(
+            "cargo run --release -p ma-idp-bench -- {}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        ),
+        date: sys::cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
+        commit: git_commit(&root),
+        cores: sys::cores(),
+        cpu: sys::cpu_model(),
+        ram_gib: sys::mem_total_gib(),
+        kernel: sys::cmd_out("uname", &["-r"]).unwrap_or_default(),
+        rustc: sys::cmd_out("rustc", &["-V"]).unwrap_or_default(),
+        load_start,
+        load_end: sys::loadavg(),
+        duration,
+        concurrency: args.concurrency,
+        users,
+        es256_per_core: es256,
+        argon2_secs: argon2,
+        perf_note: args.perf.clone(),
+        binary: match (&args.bin, args.no_build) {
+            (Some(b), _) => format!("{} (given with --bin)", b.display()),
+            (None, true) => format!("{} (not rebuilt: --no-build)", bin.display()),
+            (None, false) => format!(
+                "{} (built by this command: cargo build --release -p ma-idp)",
+                bin.display()
+            ),
+        },
+    };
+    let md = report::render(&info, &results);
+    println!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &md).with_context(|| format!("cannot write {}", out.display()))?;
+        eprintln!("== wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn git_commit(root: &Path) -> String {
+    let root = root.to_string_lossy().to_string();
+    let hash = sys::cmd_out("git", &["-C", &root, "rev-parse", "--short=12", "HEAD"])
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = sys::cmd_out(
+        "git",
+        &["-C", &root, "status", "--porcelain", "--untracked-files=no"],
+    )
+    .is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!(
+            "{hash} + uncommitted changes in the working tree (the binary was built from the working tree)"
+        )
+    } else {
+        hash
+    }
+}
+
+fn random_key() -> String {
+    let mut k = [0u8; 32];
+    let _ = SystemRandom::new().fill(&mut k);
+    STANDARD.encode(k)
+}
+
+async fn db_version(url: &str, backend: Backend) -> Option<String> {
+    let db = Database::connect(url).await.ok()?;
+    let sql = match backend {
+        Backend::Sqlite => "SELECT sqlite_version() AS v",
+        Backend::Postgres => "SELECT current_setting('server_version') AS v",
+    };
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .ok()??;
+    let v: String = row.try_get("", "v").ok()?;
+    let _ = db.close().await;
+    Some(v)
+}
+
+async fn bench_backend(
+    backend: Backend,
+    args: &Args,
+    bin: &Path,
+    kinds: &[Kind],
+    users: usize,
+    duration: Duration,
+) -> Result<BackendResult> {
+    let tmp = tempfile::Builder::new().prefix("ma-idp-bench-").tempdir()?;
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let admin = PgAdmin::parse(&args.pg_url)?;
+    // Declared before the server so that it is dropped after it.
+    let pg = match backend {
+        Backend::Postgres => Some(PgDb::create(&admin)?),
+        Backend::Sqlite => None,
+    };
+    let mut vars = vec![
+        ("MA_IDP_DATA_DIR".to_string(), data.display().to_string()),
+        ("MA_IDP_MASTER_KEY".to_string(), random_key()),
+    ];
+    if let Some(pg) = &pg {
+        vars.push(("MA_IDP_DATABASE_URL".into(), pg.url()));
+    }
+    let env = Env {
+        bin: bin.to_path_buf(),
+        vars,
+    };
+    let log = tmp.path().join("ma-idp.log");
+    let mut notes = Vec::new();
+
+    // First start: an empty database, so start-up includes the migrations.
+    let s = Server::start(&env, server::free_port()?, &log).await?;
+    let ready_fresh = s.ready_after;
+    eprintln!("   start to /ready on an empty database: {ready_fresh:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle_fresh_kib = sys::proc_status_kib(s.pid, "VmRSS");
+    s.stop().await?;
+
+    eprintln!("   set-up: tenant, {users} users, client (CLI)");
+    env.cli(
+        &["tenant", "create", TENANT, "--name", "Bench home", "--json"],
+        None,
+    )?;
+    let user_names: Vec<String> = (0..users).map(|i| format!("member{i}")).collect();
+    for u in &user_names {
+        env.cli(
+            &["user", "create", "--tenant", TENANT, u, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        )?;
+    }
+    let out = env.cli(
+        &[
+            "client",
+            "create",
+            "--tenant",
+            TENANT,
+            "--name",
+            "Alexa (bench)",
+            "--client-id",
+            "bench-alexa",
+            "--alexa",
+            VENDOR,
+            "--client-credentials",
+            "--json",
+        ],
+        None,
+    )?;
+    let client: serde_json::Value =
+        serde_json::from_str(out.trim()).context("client create --json output")?;
+    let client_id = client["client_id"]
+        .as_str()
+        .context("no client_id")?
+        .to_string();
+    let client_secret = client["client_secret"]
+        .as_str()
+        .context("no client_secret")?
+        .to_string();
+    let redirect_uri = client["redirect_uris"][0]
+        .as_str()
+        .context("no redirect_uri")?
+        .to_string();
+
+    // Second start: the existing database.
+    let port = server::free_port()?;
+    let server = Server::start(&env, port, &log).await?;
+    let ready_existing = server.ready_after;
+    eprintln!("   start to /ready on the existing database: {ready_existing:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle_kib = sys::proc_status_kib(server.pid, "VmRSS");
+
+    let ctx = Arc::new(Ctx {
+        base: format!("http://127.0.0.1:{port}"),
+        slug: TENANT.into(),
+        client_id,
+        client_secret,
+        redirect_uri,
+        users: user_names,
+        password: PASSWORD.into(),
+        access_token: Mutex::new(String::new()),
+        codes: Mutex::new(Vec::new()),
+    });
+    let (at, _) = load::user_tokens(&ctx, &ctx.users[0], "prepare").await?;
+    if let Ok(mut t) = ctx.access_token.lock() {
+        *t = at;
+    }
+
+    let mut phases = Vec::new();
+    for &kind in kinds {
+        if kind == Kind::CodeExchange && !kinds.contains(&Kind::AuthorizeRedirect) {
+            notes.push(
+                "code exchange skipped: it needs the authorize-redirect scenario's codes".into(),
+            );
+            continue;
+        }
+        let perf = (args.perf.as_deref() == Some(kind.key())).then(|| {
+            std::env::current_dir().unwrap_or_default().join(format!(
+                "perf-{}-{}.data",
+                backend.name().to_lowercase(),
+                kind.key()
+            ))
+        });
+        eprint!("   {:<20} ", kind.key());
+        let r = load::run_phase(
+            kind,
+            ctx.clone(),
+            args.concurrency,
+            duration,
+            server.pid,
+            perf,
+        )
+        .await;
+        eprintln!(
+            "{:>8.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}",
+            r.rate(),
+            r.quantile_ms(0.5).unwrap_or(f64::NAN),
+            r.quantile_ms(0.99).unwrap_or(f64::NAN),
+            r.error_count()
+        );
+        for s in &r.samples {
+            eprintln!("      {s}");
+        }
+        if kind == Kind::CodeExchange {
+            let left = ctx.codes.lock().map(|q| q.len()).unwrap_or(0);
+            if left > 0 {
+                notes.push(format!(
+                    "code exchange: {left} collected codes were left unexchanged when the time was up"
+                ));
+            }
+        }
+        phases.push(r);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let rss_after_kib = sys::proc_status_kib(server.pid, "VmRSS");
+    let hwm_kib = sys::proc_status_kib(server.pid, "VmHWM");
+    drop(ctx);
+    let stop_after = match server.stop().await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            notes.push(format!("stopping ma-idp: {e:#}"));
+            None
+        }
+    };
+    let log_problems = server::log_problems(&log);
+
+    // The database floor, with ma-idp stopped.
+    eprintln!("   transaction floor");
+    let (version, settings, floor, floor_alt) = match backend {
+        Backend::Sqlite => {
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                tmp.path().join("floor.db").display()
+            );
+            let version = db_version(&url, backend).await.unwrap_or_default();
+            let f = floors::txn_floor_seaorm(
+                &url,
+                DbBackend::Sqlite,
+                args.concurrency,
+                args.concurrency as u32,
+                duration,
+            )
+            .await
+            .map_err(|e| notes.push(format!("SQLite transaction floor failed: {e:#}")))
+            .ok();
+            (
+                version,
+                "WAL, synchronous=FULL (as ma-idp's store sets them)".to_string(),
+                f,
+                None,
+            )
+        }
+        Backend::Postgres => {
+            let pg = pg.as_ref().context("no database")?;
+            let version = db_version(&pg.url(), backend).await.unwrap_or_default();
+            let settings = admin
+                .psql(
+                    &pg.name,
+                    "SELECT 'synchronous_commit=' || current_setting('synchronous_commit') || ', fsync=' || current_setting('fsync') || ', shared_buffers=' || current_setting('shared_buffers') || ', max_connections=' || current_setting('max_connections')",
+                )
+                .unwrap_or_default();
+            let f = if sys::cmd_out("which", &["pgbench"]).is_some() {
+                floors::txn_floor_pgbench(&admin, &pg.name, tmp.path(), args.concurrency, duration)
+                    .map_err(|e| notes.push(format!("pgbench floor failed: {e:#}")))
+                    .ok()
+            } else {
+                notes.push("pgbench not installed: only the sea-orm floor".into());
+                None
+            };
+            let alt = floors::txn_floor_seaorm(
+                &pg.url(),
+                DbBackend::Postgres,
+                args.concurrency,
+                args.concurrency as u32,
+                duration,
+            )
+            .await
+            .map_err(|e| notes.push(format!("sea-orm PostgreSQL floor failed: {e:#}")))
+            .ok();
+            (version, settings, f, alt)
+        }
+    };
+    // pgbench missing: the sea-orm floor is the floor.
+    let (floor, floor_alt) = match (floor, floor_alt) {
+        (None, Some(a)) => (Some(a), None),
+        x => x,
+    };
+    drop(pg);
+    Ok(BackendResult {
+        backend,
+        version,
+        settings,
+        ready_fresh,
+        ready_existing,
+        stop_after,
+        rss_idle_fresh_kib,
+        rss_idle_kib,
+        rss_after_kib,
+        hwm_kib,
+        phases,
+        floor,
+        floor_alt,
+        notes,
+        log_problems,
+    })
+}

@@ -53,7 +53,12 @@ pub fn build_server(
 /// Delete expired codes, tokens and sessions every hour.
 pub async fn housekeeping(services: Arc<Services>) {
     loop {
-        if let Err(e) = services.store.purge_expired(services.now()).await {
+        let now = services.now();
+        let purged = async {
+            services.store.purge_expired(now).await?;
+            services.store.purge_ceremonies(now).await
+        };
+        if let Err(e) = purged.await {
             tracing::warn!(error = %e, "housekeeping failed");
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -90,6 +90,17 @@ pub enum TenantCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change a tenant's settings.
+    Set {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Refuse password sign-in; members sign in with passkeys.
+        #[arg(long, value_name = "BOOL")]
+        passkeys_required: Option<bool>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -103,6 +114,14 @@ pub enum UserCmd {
         password_stdin: bool,
         #[arg(long)]
         admin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a one-time link with which a member enrolls a passkey (no password needed).
+    EnrollLink {
+        #[arg(long)]
+        tenant: String,
+        username: String,
         #[arg(long)]
         json: bool,
     },
@@ -313,6 +332,49 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
                 json!({"id": t.id, "slug": t.slug, "name": t.name, "issuer": issuer,
                        "discovery": format!("{issuer}/.well-known/openid-configuration")}),
                 format!("created tenant {} ({})\nissuer: {issuer}", t.slug, t.name),
+            );
+            Ok(())
+        }
+        Cmd::Tenant(TenantCmd::Set {
+            slug,
+            name,
+            passkeys_required,
+            json,
+        }) => {
+            let t = svc.tenant(&slug).await?;
+            let t = svc
+                .update_tenant(&t, name.as_deref(), passkeys_required, "cli")
+                .await?;
+            print(
+                json,
+                json!({"slug": t.slug, "name": t.name, "passkeys_required": t.passkeys_required}),
+                format!(
+                    "tenant {}: name {:?}, passkeys required: {}",
+                    t.slug, t.name, t.passkeys_required
+                ),
+            );
+            Ok(())
+        }
+        Cmd::User(UserCmd::EnrollLink {
+            tenant,
+            username,
+            json,
+        }) => {
+            let t = svc.tenant(&tenant).await?;
+            let u = svc
+                .store
+                .user_by_username(&t.id, &crate::login::normalize_username(&username))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user {username:?} in tenant {tenant}"))?;
+            let (url, expires_at) = svc.create_enrollment_link(&t, &u, "cli").await?;
+            print(
+                json,
+                json!({"tenant": t.slug, "username": u.username, "url": url, "expires_at": expires_at}),
+                format!(
+                    "enrollment link for {} (works once, expires {}):\n{url}",
+                    u.username,
+                    crate::http::pages::format_time(expires_at)
+                ),
             );
             Ok(())
         }

@@ -24,8 +24,8 @@ pub struct Settings {
     /// Tenant served under `/alexa/authorize` and `/alexa/token`. When unset and exactly one
     /// tenant exists, that tenant.
     pub default_tenant: Option<String>,
-    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (IP
-    /// addresses).
+    /// Reverse proxies (exact IP addresses) whose `X-Forwarded-For` is believed for client
+    /// addresses. The scheme and host always come from `public_url`.
     pub trusted_proxies: Vec<String>,
     /// HTTP worker threads; defaults to the number of cores.
     pub workers: Option<usize>,

@@ -16,6 +16,7 @@ pub mod http;
 pub mod login;
 pub mod oauth;
 pub mod oidc;
+pub mod passkeys;
 pub mod secrets;
 pub mod services;
 pub mod store;

@@ -21,6 +21,7 @@ pub struct Services {
     pub secret_hasher: SecretHasher,
     pub passwords: PasswordHasher,
     pub cookie_key: Vec<u8>,
+    pub webauthn: webauthn_rs::prelude::Webauthn,
 }
 
 impl std::fmt::Debug for Services {
@@ -114,6 +115,7 @@ impl Services {
             passwords: PasswordHasher::new(&settings.argon2)?,
             secret_hasher: master.secret_hasher(),
             cookie_key: master.cookie_key(),
+            webauthn: crate::passkeys::build_webauthn(&settings)?,
             settings: Arc::new(settings),
             store,
             clock,
@@ -197,6 +199,39 @@ impl Services {
             )
             .await?;
         Ok(t)
+    }
+
+    pub async fn update_tenant(
+        &self,
+        tenant: &tenant::Model,
+        name: Option<&str>,
+        passkeys_required: Option<bool>,
+        actor: &str,
+    ) -> Result<tenant::Model> {
+        let name = name.map(str::trim).unwrap_or(&tenant.name);
+        if name.is_empty() || name.len() > 200 {
+            return Err(Error::invalid_request("a tenant name has 1-200 characters"));
+        }
+        let pk = passkeys_required.unwrap_or(tenant.passkeys_required);
+        self.store.update_tenant(&tenant.id, name, pk).await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new(
+                    "tenant_updated",
+                    "ok",
+                    Some(&tenant.id),
+                    &RequestInfo::default(),
+                )
+                .actor(actor)
+                .detail(serde_json::json!({"name": name, "passkeys_required": pk})),
+                self.now(),
+            )
+            .await?;
+        Ok(tenant::Model {
+            name: name.to_string(),
+            passkeys_required: pk,
+            ..tenant.clone()
+        })
     }
 
     pub async fn create_user(

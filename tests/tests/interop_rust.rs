@@ -5,7 +5,6 @@
 
 use ma_idp::services::ClientSpec;
 use ma_idp_tests::*;
-use oauth2::TokenResponse as _;
 use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType, CoreUserInfoClaims};
 use openidconnect::{
     AccessTokenHash, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,

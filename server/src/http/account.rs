@@ -22,6 +22,9 @@ pub async fn login_get(
     let csrf = login::csrf_token(&session)?;
     pages::login(pages::LoginView {
         tenant_name: &tenant.name,
+        slug: &tenant.slug,
+        via_alexa: false,
+        passkeys_only: tenant.passkeys_required,
         client_name: None,
         action: &format!("/t/{}/login", tenant.slug),
         rid: None,
@@ -43,29 +46,32 @@ pub async fn login_post(
     login::check_csrf(&session, params.get("csrf"))?;
     let username = params.get("username").unwrap_or("");
     let password = Secret::new(params.get("password").unwrap_or(""));
-    match svc
+    let msg = match svc
         .password_sign_in(&tenant, username, &password, &request_info(&req, &svc))
         .await?
     {
-        Some(user) => {
+        login::PasswordOutcome::Ok(user) => {
             login::sign_in(&session, &tenant, &user, &["pwd"], svc.now())?;
-            Ok(redirect(&format!("/t/{}/account", tenant.slug), true))
+            return Ok(redirect(&format!("/t/{}/account", tenant.slug), true));
         }
-        None => {
-            let csrf = login::csrf_token(&session)?;
-            let mut resp = pages::login(pages::LoginView {
-                tenant_name: &tenant.name,
-                client_name: None,
-                action: &format!("/t/{}/login", tenant.slug),
-                rid: None,
-                csrf: &csrf,
-                username,
-                error: Some("Wrong username or password."),
-            })?;
-            *resp.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
-            Ok(resp)
-        }
-    }
+        login::PasswordOutcome::Wrong => "Wrong username or password.",
+        login::PasswordOutcome::PasskeyRequired => login::PASSKEY_REQUIRED,
+    };
+    let csrf = login::csrf_token(&session)?;
+    let mut resp = pages::login(pages::LoginView {
+        tenant_name: &tenant.name,
+        slug: &tenant.slug,
+        via_alexa: false,
+        passkeys_only: tenant.passkeys_required,
+        client_name: None,
+        action: &format!("/t/{}/login", tenant.slug),
+        rid: None,
+        csrf: &csrf,
+        username,
+        error: Some(msg),
+    })?;
+    *resp.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
+    Ok(resp)
 }
 
 pub async fn logout_get(
@@ -123,6 +129,7 @@ pub async fn account(
     let csrf = login::csrf_token(&session)?;
     let grants = svc.my_grants(&tenant, &s.user.id).await?;
     let sessions = svc.my_sessions(&tenant, &s.user.id).await?;
+    let passkeys = svc.my_passkeys(&tenant, &s.user.id).await?;
     let notice = crate::oauth::Params::parse(req.query_string().as_bytes())
         .ok()
         .and_then(|p| p.get("done").map(str::to_string));
@@ -133,6 +140,7 @@ pub async fn account(
         csrf: &csrf,
         grants: &grants,
         sessions: &sessions,
+        passkeys: &passkeys,
         notice: notice.as_deref(),
     })
 }

@@ -218,6 +218,9 @@ async fn login_page(
     let name = client_name(cx, areq).await?;
     pages::login(pages::LoginView {
         tenant_name: &cx.tenant.name,
+        slug: &cx.tenant.slug,
+        via_alexa: cx.base.starts_with("/alexa/"),
+        passkeys_only: cx.tenant.passkeys_required,
         client_name: Some(&name),
         action: &cx.base,
         rid: Some(rid),
@@ -268,28 +271,21 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
         Some("login") => {
             let username = params.get("username").unwrap_or("");
             let password = Secret::new(params.get("password").unwrap_or(""));
-            match cx
+            let msg = match cx
                 .svc
                 .password_sign_in(cx.tenant, username, &password, &info)
                 .await?
             {
-                Some(user) => {
+                login::PasswordOutcome::Ok(user) => {
                     login::sign_in(cx.session, cx.tenant, &user, &["pwd"], now)?;
-                    Ok(redirect(&format!("{}?rid={}", cx.base, rid), true))
+                    return Ok(redirect(&format!("{}?rid={}", cx.base, rid), true));
                 }
-                None => {
-                    let mut resp = login_page(
-                        &cx,
-                        &rid,
-                        &areq,
-                        Some(username),
-                        Some("Wrong username or password."),
-                    )
-                    .await?;
-                    *resp.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
-                    Ok(resp)
-                }
-            }
+                login::PasswordOutcome::Wrong => "Wrong username or password.",
+                login::PasswordOutcome::PasskeyRequired => login::PASSKEY_REQUIRED,
+            };
+            let mut resp = login_page(&cx, &rid, &areq, Some(username), Some(msg)).await?;
+            *resp.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
+            Ok(resp)
         }
         Some("approve") => {
             let Some(signed) = login::signed_in(cx.svc, cx.session, cx.tenant).await? else {

@@ -100,10 +100,9 @@ pub async fn html_errors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let http_req = req.request().clone();
     let res = match next.call(req).await {
         Ok(r) => r,
-        // The session store failing (the database is down) ends here.
+        // The session store failing (the database is down) ends here: answer with a page.
         Err(e) => {
             tracing::warn!(error = %e, "page request failed");
             let mut p = super::pages::error_page(
@@ -113,7 +112,7 @@ pub async fn html_errors(
             );
             p.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return Ok(ServiceResponse::new(http_req, p));
+            return Err(actix_web::error::InternalError::from_response(e, p).into());
         }
     };
     let status = res.status();

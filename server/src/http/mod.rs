@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod middleware;
 pub mod ops;
 pub mod pages;
+pub mod passkeys;
 
 use std::net::IpAddr;
 
@@ -160,6 +161,45 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &Services) {
             web::scope("")
                 .wrap(session_middleware(svc))
                 .wrap(actix_web::middleware::from_fn(middleware::html_errors))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(MAX_BODY * 4)
+                        .error_handler(|e, _| {
+                            Error::invalid_request(format!("malformed request: {e}")).into()
+                        }),
+                )
+                .service(
+                    web::resource("/t/{t}/passkeys/login/start")
+                        .route(web::post().to(passkeys::login_start)),
+                )
+                .service(
+                    web::resource("/t/{t}/passkeys/login/finish")
+                        .route(web::post().to(passkeys::login_finish)),
+                )
+                .service(
+                    web::resource("/t/{t}/passkeys/register/start")
+                        .route(web::post().to(passkeys::register_start)),
+                )
+                .service(
+                    web::resource("/t/{t}/passkeys/register/finish")
+                        .route(web::post().to(passkeys::register_finish)),
+                )
+                .service(
+                    web::resource("/t/{t}/enroll/{token}")
+                        .route(web::get().to(passkeys::enroll_page)),
+                )
+                .service(
+                    web::resource("/t/{t}/enroll/{token}/start")
+                        .route(web::post().to(passkeys::enroll_start)),
+                )
+                .service(
+                    web::resource("/t/{t}/enroll/{token}/finish")
+                        .route(web::post().to(passkeys::enroll_finish)),
+                )
+                .service(
+                    web::resource("/t/{t}/account/passkeys/{id}/{action}")
+                        .route(web::post().to(passkeys::account_passkey_action)),
+                )
                 .service(
                     web::resource("/t/{t}/authorize")
                         .route(web::get().to(authorize::authorize_get))

@@ -28,6 +28,7 @@ static TERA: LazyLock<std::result::Result<Tera, String>> = LazyLock::new(|| {
         template!("error.html"),
         template!("message.html"),
         template!("account.html"),
+        template!("enroll.html"),
     ])
     .map_err(|e| format!("{e:?}"))?;
     t.register_filter("datetime", datetime_filter);
@@ -100,6 +101,11 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpRespons
 
 pub struct LoginView<'a> {
     pub tenant_name: &'a str,
+    pub slug: &'a str,
+    /// The page is served under `/alexa/authorize`.
+    pub via_alexa: bool,
+    /// The tenant refuses passwords.
+    pub passkeys_only: bool,
     pub client_name: Option<&'a str>,
     pub action: &'a str,
     pub rid: Option<&'a str>,
@@ -118,6 +124,9 @@ pub fn login(v: LoginView<'_>) -> Result<HttpResponse> {
     ctx.insert("csrf", v.csrf);
     ctx.insert("username", v.username);
     ctx.insert("error", &v.error);
+    ctx.insert("slug", v.slug);
+    ctx.insert("via", if v.via_alexa { "alexa" } else { "tenant" });
+    ctx.insert("passkeys_only", &v.passkeys_only);
     render("login.html", &ctx)
 }
 
@@ -198,6 +207,7 @@ pub struct AccountView<'a> {
     pub csrf: &'a str,
     pub grants: &'a [GrantView],
     pub sessions: &'a [browser_session::Model],
+    pub passkeys: &'a [crate::passkeys::PasskeyView],
     pub notice: Option<&'a str>,
 }
 
@@ -233,6 +243,7 @@ pub fn account(v: AccountView<'_>) -> Result<HttpResponse> {
         })
         .collect();
     ctx.insert("sessions", &sessions);
+    ctx.insert("passkeys", v.passkeys);
     ctx.insert(
         "notice",
         &match v.notice {
@@ -240,8 +251,28 @@ pub fn account(v: AccountView<'_>) -> Result<HttpResponse> {
                 Some("Access revoked. That application can no longer use your account.")
             }
             Some("ended") => Some("Session ended."),
+            Some("passkey") => Some("Passkey added. You can now sign in with it."),
+            Some("passkey-rename") => Some("Passkey renamed."),
+            Some("passkey-remove") => Some("Passkey removed. It can no longer sign in."),
             _ => None,
         },
     );
     render("account.html", &ctx)
+}
+
+pub fn enroll(
+    tenant_name: &str,
+    slug: &str,
+    username: &str,
+    token: &str,
+    csrf: &str,
+) -> Result<HttpResponse> {
+    let mut ctx = Context::new();
+    ctx.insert("title", "Create a passkey");
+    ctx.insert("tenant_name", tenant_name);
+    ctx.insert("slug", slug);
+    ctx.insert("username", username);
+    ctx.insert("token", token);
+    ctx.insert("csrf", csrf);
+    render("enroll.html", &ctx)
 }

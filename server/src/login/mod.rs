@@ -87,6 +87,9 @@ pub async fn signed_in(
     }))
 }
 
+pub const PASSKEY_REQUIRED: &str =
+    "This household signs in with passkeys only. Use \u{201c}Sign in with a passkey\u{201d}.";
+
 /// Record a sign-in in the session. The session key is renewed (no fixation); pending
 /// authorization requests and the CSRF token are kept.
 pub fn sign_in(
@@ -156,6 +159,16 @@ pub fn remove_pending(session: &Session, id: &str) {
     session.remove(&format!("ar.{id}"));
 }
 
+/// How a password sign-in ended.
+#[derive(Debug)]
+pub enum PasswordOutcome {
+    Ok(user::Model),
+    /// Unknown user, wrong password or disabled account: one answer for all.
+    Wrong,
+    /// The tenant accepts passkeys only.
+    PasskeyRequired,
+}
+
 impl Services {
     /// Check a username and password. Unknown users, wrong passwords and disabled accounts
     /// take the same time and give the same answer. Audited.
@@ -165,8 +178,21 @@ impl Services {
         username: &str,
         password: &Secret,
         req: &RequestInfo,
-    ) -> Result<Option<user::Model>> {
+    ) -> Result<PasswordOutcome> {
         let username = normalize_username(username);
+        if tenant.passkeys_required {
+            self.store
+                .insert_audit(
+                    AuditEvent::new("sign_in", "failed", Some(&tenant.id), req)
+                        .actor(&username)
+                        .detail(
+                            serde_json::json!({"method": "password", "reason": "passkey required"}),
+                        ),
+                    self.now(),
+                )
+                .await?;
+            return Ok(PasswordOutcome::PasskeyRequired);
+        }
         let user = if username.is_empty() || username.len() > 128 {
             None
         } else {
@@ -192,7 +218,10 @@ impl Services {
             ev = ev.user(&u.id);
         }
         self.store.insert_audit(ev, now).await?;
-        Ok(result)
+        Ok(match result {
+            Some(u) => PasswordOutcome::Ok(u),
+            None => PasswordOutcome::Wrong,
+        })
     }
 }
 

@@ -11,6 +11,7 @@ mod clients;
 mod codes;
 mod grants;
 mod keys;
+mod passkeys;
 mod refresh;
 mod sessions;
 mod tenants;

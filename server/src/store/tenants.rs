@@ -43,3 +43,20 @@ impl Store {
         Ok(tenant::Entity::find().count(&self.db).await?)
     }
 }
+
+impl Store {
+    /// Change a tenant's name and passkey policy.
+    pub async fn update_tenant(&self, id: &str, name: &str, passkeys_required: bool) -> Result<()> {
+        use sea_orm::sea_query::Expr;
+        tenant::Entity::update_many()
+            .col_expr(tenant::Column::Name, Expr::value(name))
+            .col_expr(
+                tenant::Column::PasskeysRequired,
+                Expr::value(passkeys_required),
+            )
+            .filter(tenant::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! The markdown report.
+use std::fmt::Write as _;
+
+use crate::floors::TxnFloor;
+use crate::load::Kind;
+use crate::{ARGON2_M_KIB, ARGON2_P, ARGON2_T, BackendResult, RunInfo};
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x < 10.0 => format!("{x:.2}"),
+        Some(x) => format!("{x:.1}"),
+        None => "–".into(),
+    }
+}
+
+fn rate(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn floor_line(f: &TxnFloor) -> String {
+    let mut s = format!(
+        "{} tx/s, p50 {} ms, p99 {} ms ({})",
+        rate(f.tps),
+        ms(f.p50_ms),
+        ms(f.p99_ms),
+        f.how
+    );
+    if f.errors > 0 {
+        let _ = write!(s, "; {} failed", f.errors);
+        if let Some(e) = &f.error_sample {
+            let _ = write!(s, " (e.g. {e})");
+        }
+    }
+    s
+}
+
+/// The floor a scenario is compared with, as (value per second, what it is).
+fn floor_for(kind: Kind, info: &RunInfo, b: &BackendResult) -> Option<(f64, String)> {
+    match kind {
+        Kind::Refresh | Kind::CodeExchange => b
+            .floor
+            .as_ref()
+            .map(|f| (f.tps, format!("{} tx/s transaction floor", rate(f.tps)))),
+        Kind::ClientCredentials => info.es256_per_core.map(|e| {
+            let v = e * info.cores as f64;
+            (
+                v,
+                format!("{} ES256 signs/s ({} cores)", rate(v), info.cores),
+            )
+        }),
+        Kind::SignIn => info.argon2_secs.map(|s| {
+            let v = info.cores as f64 / s;
+            (v, format!("{} argon2id/s ceiling", rate(v)))
+        }),
+        _ => None,
+    }
+}
+
+pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# ma-idp benchmarks\n");
+    let _ = writeln!(
+        o,
+        "Produced by the `ma-idp-bench` workspace member (`bench/`): it builds the release binary, \
+         runs `ma-idp serve` as a child process on each database, drives it over loopback, and \
+         measures the floors below in the same run. Re-run with:\n\n```sh\n{}\n```\n",
+        info.command
+    );
+    let _ = writeln!(o, "## Run\n");
+    let _ = writeln!(o, "| | |\n| --- | --- |");
+    let _ = writeln!(o, "| date | {} |", info.date);
+    let _ = writeln!(o, "| git commit | {} |", info.commit);
+    let _ = writeln!(o, "| ma-idp binary | {} |", info.binary);
+    let _ = writeln!(
+        o,
+        "| machine | {}, {} cores (nproc), {} RAM, Linux {} |",
+        info.cpu,
+        info.cores,
+        info.ram_gib
+            .map(|g| format!("{g:.1} GiB"))
+            .unwrap_or_else(|| "?".into()),
+        info.kernel
+    );
+    let _ = writeln!(o, "| toolchain | {} |", info.rustc);
+    let _ = writeln!(
+        o,
+        "| load average (1, 5, 15 min) | at start {}; at end {} |",
+        info.load_start, info.load_end
+    );
+    let _ = writeln!(
+        o,
+        "| load | {} concurrent clients (tokio tasks, each with its own keep-alive connection), {} s per scenario, on the same machine as the server |",
+        info.concurrency,
+        info.duration.as_secs()
+    );
+    let _ = writeln!(
+        o,
+        "| ma-idp configuration | defaults: HTTP workers = cores, database pool 16, argon2id m={ARGON2_M_KIB} KiB t={ARGON2_T} p={ARGON2_P} with hashes at once = cores, `RUST_LOG=warn`, plain HTTP on 127.0.0.1 |"
+    );
+    let _ = writeln!(
+        o,
+        "| data | tenant `bench`, {} members (worker *i* signs in as member *i*), one confidential Alexa client (`--alexa`, `--client-credentials`) |",
+        info.users
+    );
+    let _ = writeln!(
+        o,
+        "\n**Noise.** The machine has {} cores and other engineers were compiling and running tests on it \
+         during this run; the load generator also runs on the same cores as ma-idp and the database. \
+         Treat the numbers as a lower bound and as relative, not as capacity planning. \
+         \"ma-idp CPU\" (from /proc/PID/stat) is less sensitive to this than req/s; \"host busy\" \
+         is the whole machine's CPU use during the scenario (100% = all cores busy).\n",
+        info.cores
+    );
+
+    let _ = writeln!(o, "## Floors (same run)\n");
+    let _ = writeln!(o, "| floor | measured |\n| --- | --- |");
+    match info.es256_per_core {
+        Some(e) => {
+            let _ = writeln!(
+                o,
+                "| ES256 signature (aws-lc-rs, P-256 fixed, 300-byte message, one thread, 2 s) | {} signs/s per core; × {} cores = {} /s |",
+                rate(e),
+                info.cores,
+                rate(e * info.cores as f64)
+            );
+        }
+        None => {
+            let _ = writeln!(o, "| ES256 signature | failed |");
+        }
+    }
+    match info.argon2_secs {
+        Some(s) => {
+            let _ = writeln!(
+                o,
+                "| argon2id hash (argon2 0.5, m={ARGON2_M_KIB} KiB, t={ARGON2_T}, p={ARGON2_P}; median of 5) | {:.1} ms → password sign-in ceiling = {} cores / {:.1} ms = {} /s |",
+                s * 1000.0,
+                info.cores,
+                s * 1000.0,
+                rate(info.cores as f64 / s)
+            );
+        }
+        None => {
+            let _ = writeln!(o, "| argon2id hash | failed |");
+        }
+    }
+    for b in results {
+        if let Some(f) = &b.floor {
+            let _ = writeln!(
+                o,
+                "| {} durable transaction (BEGIN; UPDATE 1 row; INSERT 1 row; COMMIT), {} concurrent | {} |",
+                b.backend.name(),
+                info.concurrency,
+                floor_line(f)
+            );
+        }
+        if let Some(f) = &b.floor_alt {
+            let _ = writeln!(
+                o,
+                "| {} same transaction through sea-orm/sqlx (ma-idp's driver) | {} |",
+                b.backend.name(),
+                floor_line(f)
+            );
+        }
+    }
+    let _ = writeln!(o);
+
+    for b in results {
+        let _ = writeln!(o, "## {} {}\n", b.backend.name(), b.version);
+        if !b.settings.is_empty() {
+            let _ = writeln!(o, "Database settings: {}.\n", b.settings);
+        }
+        let _ = writeln!(
+            o,
+            "| scenario | req/s | p50 ms | p99 ms | errors | ma-idp CPU ms/req | host busy | vs floor |"
+        );
+        let _ = writeln!(o, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        for p in &b.phases {
+            let vs = match floor_for(p.kind, info, b) {
+                Some((v, what)) if v > 0.0 => format!("{:.2} of {what}", p.rate() / v),
+                _ => "–".into(),
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
+                p.kind.label(),
+                rate(p.rate()),
+                ms(p.quantile_ms(0.5)),
+                ms(p.quantile_ms(0.99)),
+                p.error_count(),
+                ms(p.cpu_ms_per_request()),
+                p.host_busy * 100.0,
+                vs
+            );
+        }
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "- start to /ready (spawn → first 200, polled every 2 ms): empty database (runs the migrations) **{:.0} ms**; existing database **{:.0} ms**",
+            b.ready_fresh.as_secs_f64() * 1000.0,
+            b.ready_existing.as_secs_f64() * 1000.0
+        );
+        if let Some(d) = b.stop_after {
+            let _ = writeln!(
+                o,
+                "- SIGTERM to exit after the load: {:.0} ms",
+                d.as_secs_f64() * 1000.0
+            );
+        }
+        let _ = writeln!(
+            o,
+            "- RSS (VmRSS): idle after the first start {}; idle after the second start {}; after the load {}; peak (VmHWM) {}",
+            mib(b.rss_idle_fresh_kib),
+            mib(b.rss_idle_kib),
+            mib(b.rss_after_kib),
+            mib(b.hwm_kib)
+        );
+        for p in &b.phases {
+            if p.error_count() > 0 {
+                let kinds: Vec<String> =
+                    p.errors.iter().map(|(k, v)| format!("{v} × {k}")).collect();
+                let _ = writeln!(o, "- errors in {}: {}", p.kind.key(), kinds.join(", "));
+                for s in &p.samples {
+                    let _ = writeln!(o, "  - `{}`", s.replace('`', "'"));
+                }
+            }
+        }
+        for n in &b.notes {
+            let _ = writeln!(o, "- {n}");
+        }
+        if b.log_problems.is_empty() {
+            let _ = writeln!(o, "- ma-idp logged no warnings or errors (RUST_LOG=warn).");
+        } else {
+            let _ = writeln!(
+                o,
+                "- ma-idp logged {} warning/error lines; the first ones:",
+                b.log_problems.len()
+            );
+            for l in b.log_problems.iter().take(5) {
+                let l: String = l.chars().take(300).collect();
+                let _ = writeln!(o, "  - `{}`", l.replace('`', "'"));
+            }
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(
+        o,
+        "Scenario notes: the refresh scenario gives each worker its own chain, started through a real \
+         authorize → sign-in → consent → code → token flow before the clock starts, and always presents \
+         the token the previous answer returned. The authorize-redirect scenario signs each worker's \
+         browser in once, then repeats the same authorization request; consent is remembered, so every \
+         request issues a code (collected). The code-exchange scenario then redeems those codes (32 workers \
+         sharing the queue; it ends early if the codes run out). The signed-out authorize page is \
+         fetched without cookies, as a first visit, so each request also creates a browser session. \
+         Password sign-in repeats `action=login` on one pending request per worker. Latencies are of \
+         successful requests; req/s counts successful requests; requests still in flight when the time \
+         is up are not counted."
+    );
+    if let Some(p) = &info.perf_note {
+        let _ = writeln!(
+            o,
+            "\nA `perf record` profile of ma-idp was taken during the `{p}` scenario (see perf-*.txt)."
+        );
+    }
+    o
+}

@@ -1,0 +1,117 @@
+//! What the machine and a process look like: /proc, a few shell commands.
+use std::process::Command;
+
+/// Standard output of a command, trimmed, or `None` when it cannot run or fails.
+pub fn cmd_out(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The three load averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Total RAM in GiB.
+pub fn mem_total_gib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: f64 = s
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0 / 1024.0)
+}
+
+/// A `kB` field of /proc/PID/status (VmRSS, VmHWM), in KiB.
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// User + system CPU time of a process, in clock ticks.
+pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+pub fn clk_tck() -> u64 {
+    cmd_out("getconf", &["CLK_TCK"])
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+}
+
+/// Busy and total jiffies of the whole machine, from the first line of /proc/stat.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl HostCpu {
+    pub fn now() -> HostCpu {
+        let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+            return HostCpu::default();
+        };
+        let Some(line) = s.lines().next() else {
+            return HostCpu::default();
+        };
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        HostCpu {
+            busy: total.saturating_sub(idle),
+            total,
+        }
+    }
+
+    /// Share of the machine's CPU time that was busy since `earlier`, 0..=1.
+    pub fn busy_since(&self, earlier: &HostCpu) -> f64 {
+        let t = self.total.saturating_sub(earlier.total);
+        if t == 0 {
+            return 0.0;
+        }
+        self.busy.saturating_sub(earlier.busy) as f64 / t as f64
+    }
+}

@@ -1,0 +1,256 @@
+//! Passkey ceremonies over JSON (called by `static/passkeys.js`), the enrollment-link page,
+//! and the account page's passkey forms.
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use entity::tenant;
+use serde::Deserialize;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use super::authorize::redirect;
+use super::pages;
+use super::{Svc, read_form, request_info};
+use crate::error::{Error, Result};
+use crate::login;
+
+fn forbidden(msg: &str) -> Error {
+    Error::OAuth {
+        code: "invalid_request",
+        description: msg.to_string(),
+        status: StatusCode::FORBIDDEN,
+        basic_challenge: false,
+        bearer_challenge: false,
+    }
+}
+
+/// JSON endpoints take the session's CSRF token in `X-CSRF-Token`.
+fn check_csrf(req: &HttpRequest, session: &Session) -> Result<()> {
+    let header = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok());
+    login::check_csrf(session, header)
+        .map_err(|_| forbidden("This page has expired. Reload it and try again."))
+}
+
+async fn json_tenant(svc: &Svc, slug: &str) -> Result<tenant::Model> {
+    svc.tenant(slug).await.map_err(|e| match e {
+        Error::Page { .. } => forbidden("unknown tenant"),
+        other => other,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct LoginStart {
+    #[serde(default)]
+    username: Option<String>,
+}
+
+pub async fn login_start(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    path: web::Path<String>,
+    body: web::Json<LoginStart>,
+) -> Result<HttpResponse> {
+    let tenant = json_tenant(&svc, &path).await?;
+    check_csrf(&req, &session)?;
+    let (ceremony, options) = svc
+        .passkey_login_start(&tenant, body.username.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ceremony": ceremony, "options": options})))
+}
+
+#[derive(Deserialize)]
+pub struct LoginFinish {
+    ceremony: String,
+    credential: PublicKeyCredential,
+    #[serde(default)]
+    rid: Option<String>,
+    /// `alexa` when the sign-in page was served under `/alexa/authorize`.
+    #[serde(default)]
+    via: Option<String>,
+}
+
+pub async fn login_finish(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    path: web::Path<String>,
+    body: web::Json<LoginFinish>,
+) -> Result<HttpResponse> {
+    let tenant = json_tenant(&svc, &path).await?;
+    check_csrf(&req, &session)?;
+    let (user, amr) = svc
+        .passkey_login_finish(
+            &tenant,
+            &body.ceremony,
+            &body.credential,
+            &request_info(&req, &svc),
+        )
+        .await?;
+    login::sign_in(&session, &tenant, &user, &amr, svc.now())?;
+    let next = match body.rid.as_deref().filter(|r| {
+        !r.is_empty()
+            && r.len() < 64
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    }) {
+        Some(rid) if body.via.as_deref() == Some("alexa") => format!("/alexa/authorize?rid={rid}"),
+        Some(rid) => format!("/t/{}/authorize?rid={rid}", tenant.slug),
+        None => format!("/t/{}/account", tenant.slug),
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({"redirect": next})))
+}
+
+pub async fn register_start(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = json_tenant(&svc, &path).await?;
+    check_csrf(&req, &session)?;
+    let signed = login::signed_in(&svc, &session, &tenant)
+        .await?
+        .ok_or_else(|| forbidden("Sign in first."))?;
+    let (ceremony, options) = svc.passkey_register_start(&tenant, &signed.user).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ceremony": ceremony, "options": options})))
+}
+
+#[derive(Deserialize)]
+pub struct RegisterFinish {
+    ceremony: String,
+    credential: RegisterPublicKeyCredential,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub async fn register_finish(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    path: web::Path<String>,
+    body: web::Json<RegisterFinish>,
+) -> Result<HttpResponse> {
+    let tenant = json_tenant(&svc, &path).await?;
+    check_csrf(&req, &session)?;
+    let signed = login::signed_in(&svc, &session, &tenant)
+        .await?
+        .ok_or_else(|| forbidden("Sign in first."))?;
+    let pk = svc
+        .passkey_register_finish(
+            &tenant,
+            &signed.user,
+            &body.ceremony,
+            &body.credential,
+            body.name.as_deref(),
+            &request_info(&req, &svc),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"id": pk.id, "name": pk.name, "redirect": format!("/t/{}/account?done=passkey", tenant.slug)})))
+}
+
+pub async fn enroll_page(
+    svc: Svc,
+    session: Session,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let (slug, token) = path.into_inner();
+    let tenant = svc.tenant(&slug).await?;
+    let (_, user) = svc.enrollment_target(&tenant, &token).await?;
+    let csrf = login::csrf_token(&session)?;
+    pages::enroll(&tenant.name, &tenant.slug, &user.username, &token, &csrf)
+}
+
+pub async fn enroll_start(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let (slug, token) = path.into_inner();
+    let tenant = json_tenant(&svc, &slug).await?;
+    check_csrf(&req, &session)?;
+    let (_, user) = svc
+        .enrollment_target(&tenant, &token)
+        .await
+        .map_err(|_| forbidden("This enrollment link has expired or was already used."))?;
+    let (ceremony, options) = svc.passkey_register_start(&tenant, &user).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ceremony": ceremony, "options": options})))
+}
+
+pub async fn enroll_finish(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    path: web::Path<(String, String)>,
+    body: web::Json<RegisterFinish>,
+) -> Result<HttpResponse> {
+    let (slug, token) = path.into_inner();
+    let tenant = json_tenant(&svc, &slug).await?;
+    check_csrf(&req, &session)?;
+    let gone = || forbidden("This enrollment link has expired or was already used.");
+    let (link, user) = svc
+        .enrollment_target(&tenant, &token)
+        .await
+        .map_err(|_| gone())?;
+    // The link works once: use it up before the credential is stored.
+    if !svc
+        .store
+        .consume_enrollment_link(&link.id, svc.now())
+        .await?
+    {
+        return Err(gone());
+    }
+    let info = request_info(&req, &svc);
+    svc.passkey_register_finish(
+        &tenant,
+        &user,
+        &body.ceremony,
+        &body.credential,
+        body.name.as_deref(),
+        &info,
+    )
+    .await?;
+    // Enrolling with the link proves possession of the new passkey: sign in with it.
+    login::sign_in(&session, &tenant, &user, &["hwk", "user", "mfa"], svc.now())?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"redirect": format!("/t/{}/account?done=passkey", tenant.slug)})))
+}
+
+pub async fn account_passkey_action(
+    svc: Svc,
+    req: HttpRequest,
+    session: Session,
+    payload: web::Payload,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse> {
+    let (slug, id, action) = path.into_inner();
+    let tenant = svc.tenant(&slug).await?;
+    let params = read_form(&req, payload).await.map_err(Error::into_page)?;
+    login::check_csrf(&session, params.get("csrf"))?;
+    let Some(s) = login::signed_in(&svc, &session, &tenant).await? else {
+        return Ok(redirect(&format!("/t/{}/login", tenant.slug), true));
+    };
+    let done = match action.as_str() {
+        "rename" => svc
+            .rename_passkey(&tenant, &s.user.id, &id, params.get("name").unwrap_or(""))
+            .await
+            .map_err(Error::into_page)?,
+        "remove" => {
+            svc.remove_passkey(&tenant, &s.user.id, &id, "self", &request_info(&req, &svc))
+                .await?
+        }
+        _ => return Err(Error::not_found("No such action.")),
+    };
+    if !done {
+        return Err(Error::not_found(
+            "There is no such passkey on your account.",
+        ));
+    }
+    Ok(redirect(
+        &format!("/t/{}/account?done=passkey-{action}", tenant.slug),
+        true,
+    ))
+}

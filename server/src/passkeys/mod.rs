@@ -1,0 +1,478 @@
+//! Passkeys with webauthn-rs: enrollment (from the account page or a one-time link), sign-in
+//! with a discoverable credential (no username; conditional mediation where offered) or
+//! username-first, server-side ceremony state that expires and is single use.
+//!
+//! One RP ID (the public host) serves every tenant; a credential belongs to one user of one
+//! tenant, so a passkey registered in tenant A is refused at tenant B.
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use entity::{enrollment_link, passkey, tenant, user, webauthn_ceremony};
+use serde::{Deserialize, Serialize};
+use webauthn_rs::prelude::{
+    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse, Url, Uuid, Webauthn, WebauthnBuilder,
+};
+
+use webauthn_rs_proto::ResidentKeyRequirement;
+
+use crate::audit::{AuditEvent, RequestInfo};
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::secrets::{random_id, random_token, token_hash};
+use crate::services::Services;
+use crate::store::new_id_pub;
+
+/// How long a challenge may be answered.
+pub const CEREMONY_TTL: i64 = 300;
+/// How long an enrollment link works.
+pub const ENROLL_TTL: i64 = 72 * 3600;
+
+pub fn build_webauthn(settings: &Settings) -> anyhow::Result<Webauthn> {
+    let url = Url::parse(&settings.public_url)?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("public_url has no host"))?
+        .to_string();
+    let mut origin = url.clone();
+    origin.set_path("");
+    Ok(WebauthnBuilder::new(&host, &origin)?
+        .rp_name("ma-idp")
+        .build()?)
+}
+
+#[derive(Serialize, Deserialize)]
+enum AuthState {
+    Discoverable(DiscoverableAuthentication),
+    Known(PasskeyAuthentication),
+}
+
+fn refused(msg: &str) -> Error {
+    Error::invalid_request(msg.to_string())
+}
+
+/// What the account page shows of a passkey.
+#[derive(Debug, Clone, Serialize)]
+pub struct PasskeyView {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub synced: bool,
+}
+
+fn cred_flags(pk: &Passkey) -> (bool, bool, i64) {
+    let v = serde_json::to_value(pk).unwrap_or_default();
+    let c = &v["cred"];
+    (
+        c["backup_eligible"].as_bool().unwrap_or(false),
+        c["backup_state"].as_bool().unwrap_or(false),
+        c["counter"].as_i64().unwrap_or(0),
+    )
+}
+
+impl Services {
+    fn user_uuid(user: &user::Model) -> Result<Uuid> {
+        Uuid::parse_str(&user.id).map_err(|_| Error::internal("user id is not a UUID"))
+    }
+
+    async fn save_ceremony(
+        &self,
+        tenant: &tenant::Model,
+        kind: &str,
+        user_id: Option<&str>,
+        state: String,
+    ) -> Result<String> {
+        let id = random_id();
+        self.store
+            .insert_ceremony(webauthn_ceremony::Model {
+                id: id.clone(),
+                tenant_id: tenant.id.clone(),
+                kind: kind.to_string(),
+                user_id: user_id.map(str::to_string),
+                state,
+                expires_at: self.now() + CEREMONY_TTL,
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// Start enrolling a passkey for this user (signed in, or holding an enrollment link).
+    pub async fn passkey_register_start(
+        &self,
+        tenant: &tenant::Model,
+        user: &user::Model,
+    ) -> Result<(String, CreationChallengeResponse)> {
+        let existing = self.store.passkeys_of_user(&tenant.id, &user.id).await?;
+        let exclude: Vec<_> = existing
+            .iter()
+            .filter_map(|p| URL_SAFE_NO_PAD.decode(&p.cred_id).ok())
+            .collect();
+        let display = user
+            .display_name
+            .clone()
+            .unwrap_or_else(|| user.username.clone());
+        let (mut ccr, state) = self
+            .webauthn
+            .start_passkey_registration(
+                Self::user_uuid(user)?,
+                &user.username,
+                &display,
+                Some(exclude),
+            )
+            .map_err(|e| Error::internal(format!("webauthn: {e}")))?;
+        // Discoverable credentials: sign in without typing a name.
+        if let Some(sel) = ccr.public_key.authenticator_selection.as_mut() {
+            sel.resident_key = Some(ResidentKeyRequirement::Required);
+            sel.require_resident_key = true;
+        }
+        let state = serde_json::to_string(&state).map_err(Error::internal)?;
+        let id = self
+            .save_ceremony(tenant, "register", Some(&user.id), state)
+            .await?;
+        Ok((id, ccr))
+    }
+
+    /// Finish enrolling: verify the attestation against the stored challenge and store the
+    /// credential. Audited.
+    pub async fn passkey_register_finish(
+        &self,
+        tenant: &tenant::Model,
+        user: &user::Model,
+        ceremony: &str,
+        cred: &RegisterPublicKeyCredential,
+        name: Option<&str>,
+        info: &RequestInfo,
+    ) -> Result<passkey::Model> {
+        let now = self.now();
+        let c = self
+            .store
+            .take_ceremony(&tenant.id, ceremony, "register", now)
+            .await?
+            .filter(|c| c.user_id.as_deref() == Some(user.id.as_str()))
+            .ok_or_else(|| {
+                refused("This passkey request expired or was already used. Try again.")
+            })?;
+        let state: PasskeyRegistration = serde_json::from_str(&c.state).map_err(Error::internal)?;
+        let pk = self
+            .webauthn
+            .finish_passkey_registration(cred, &state)
+            .map_err(|e| {
+                tracing::info!(error = %e, "passkey registration refused");
+                refused(&format!("The passkey could not be verified ({e})."))
+            })?;
+        let cred_id = URL_SAFE_NO_PAD.encode(pk.cred_id());
+        if self.store.passkey_by_cred_id(&cred_id).await?.is_some() {
+            return Err(refused("This passkey is already registered."));
+        }
+        let (be, bs, counter) = cred_flags(&pk);
+        let count = self
+            .store
+            .passkeys_of_user(&tenant.id, &user.id)
+            .await?
+            .len();
+        let name = name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| n.chars().take(100).collect::<String>())
+            .unwrap_or_else(|| format!("Passkey {}", count + 1));
+        let model = passkey::Model {
+            id: new_id_pub(),
+            tenant_id: tenant.id.clone(),
+            user_id: user.id.clone(),
+            cred_id,
+            name,
+            passkey: serde_json::to_string(&pk).map_err(Error::internal)?,
+            sign_count: counter,
+            backup_eligible: be,
+            backup_state: bs,
+            created_at: now,
+            last_used_at: None,
+        };
+        self.store.insert_passkey(model.clone()).await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new("passkey_enrolled", "ok", Some(&tenant.id), info)
+                    .user(&user.id)
+                    .detail(serde_json::json!({"passkey": model.id, "name": model.name})),
+                now,
+            )
+            .await?;
+        Ok(model)
+    }
+
+    /// Start a passkey sign-in: discoverable (no username) or for a named user. An unknown
+    /// name gets discoverable options, so the answer does not tell whether it exists.
+    pub async fn passkey_login_start(
+        &self,
+        tenant: &tenant::Model,
+        username: Option<&str>,
+    ) -> Result<(String, RequestChallengeResponse)> {
+        let known = match username
+            .map(crate::login::normalize_username)
+            .filter(|u| !u.is_empty())
+        {
+            Some(u) => match self.store.user_by_username(&tenant.id, &u).await? {
+                Some(user) if !user.disabled => {
+                    let keys: Vec<Passkey> = self
+                        .store
+                        .passkeys_of_user(&tenant.id, &user.id)
+                        .await?
+                        .iter()
+                        .filter_map(|p| serde_json::from_str(&p.passkey).ok())
+                        .collect();
+                    (!keys.is_empty()).then_some(keys)
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let (rcr, state) = match known {
+            Some(keys) => {
+                let (rcr, st) = self
+                    .webauthn
+                    .start_passkey_authentication(&keys)
+                    .map_err(|e| Error::internal(format!("webauthn: {e}")))?;
+                (rcr, AuthState::Known(st))
+            }
+            None => {
+                let (rcr, st) = self
+                    .webauthn
+                    .start_discoverable_authentication()
+                    .map_err(|e| Error::internal(format!("webauthn: {e}")))?;
+                (rcr, AuthState::Discoverable(st))
+            }
+        };
+        let state = serde_json::to_string(&state).map_err(Error::internal)?;
+        let id = self
+            .save_ceremony(tenant, "authenticate", None, state)
+            .await?;
+        Ok((id, rcr))
+    }
+
+    /// Finish a passkey sign-in. Refuses expired or replayed challenges, wrong origins or RP
+    /// IDs, removed credentials and credentials of another tenant. Returns the user and the
+    /// RFC 8176 `amr` values. Audited.
+    pub async fn passkey_login_finish(
+        &self,
+        tenant: &tenant::Model,
+        ceremony: &str,
+        cred: &PublicKeyCredential,
+        info: &RequestInfo,
+    ) -> Result<(user::Model, Vec<&'static str>)> {
+        let result = self.passkey_login_check(tenant, ceremony, cred).await;
+        let now = self.now();
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!("ma_idp_sign_ins_total", "method" => "passkey", "outcome" => outcome)
+            .increment(1);
+        let mut ev = AuditEvent::new("sign_in", outcome, Some(&tenant.id), info);
+        ev = match &result {
+            Ok((u, _)) => ev
+                .user(&u.id)
+                .actor(&u.username)
+                .detail(serde_json::json!({"method": "passkey"})),
+            Err(e) => ev.detail(serde_json::json!({"method": "passkey", "reason": e.to_string()})),
+        };
+        self.store.insert_audit(ev, now).await?;
+        result
+    }
+
+    async fn passkey_login_check(
+        &self,
+        tenant: &tenant::Model,
+        ceremony: &str,
+        cred: &PublicKeyCredential,
+    ) -> Result<(user::Model, Vec<&'static str>)> {
+        let now = self.now();
+        let c = self
+            .store
+            .take_ceremony(&tenant.id, ceremony, "authenticate", now)
+            .await?
+            .ok_or_else(|| {
+                refused("This sign-in request expired or was already used. Try again.")
+            })?;
+        let state: AuthState = serde_json::from_str(&c.state).map_err(Error::internal)?;
+        let cred_id = URL_SAFE_NO_PAD.encode(cred.get_credential_id());
+        let stored = self
+            .store
+            .passkey_by_cred_id(&cred_id)
+            .await?
+            .filter(|p| p.tenant_id == tenant.id)
+            .ok_or_else(|| refused("This passkey is not registered here. Sign in with your password, or ask an admin."))?;
+        let mut pk: Passkey = serde_json::from_str(&stored.passkey).map_err(Error::internal)?;
+        let verified = match state {
+            AuthState::Discoverable(st) => {
+                let (uuid, _) = self
+                    .webauthn
+                    .identify_discoverable_authentication(cred)
+                    .map_err(|_| refused("The passkey did not say whose it is."))?;
+                if uuid.to_string() != stored.user_id {
+                    return Err(refused("This passkey is not registered here."));
+                }
+                self.webauthn
+                    .finish_discoverable_authentication_v2(cred, st, &pk)
+            }
+            AuthState::Known(st) => self.webauthn.finish_passkey_authentication(cred, &st),
+        }
+        .map_err(|e| {
+            tracing::info!(error = %e, "passkey sign-in refused");
+            refused(&format!("The passkey could not be verified ({e})."))
+        })?;
+        if !verified.user_verified() {
+            return Err(refused(
+                "The passkey did not verify you (fingerprint, face or PIN).",
+            ));
+        }
+        let user = self
+            .store
+            .user_by_id(&tenant.id, &stored.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or_else(|| refused("This account is disabled."))?;
+        pk.update_credential(&verified);
+        let (_, bs, counter) = cred_flags(&pk);
+        self.store
+            .record_passkey_use(
+                &stored.id,
+                serde_json::to_string(&pk).map_err(Error::internal)?,
+                counter,
+                bs,
+                now,
+            )
+            .await?;
+        let kind = if stored.backup_eligible || verified.backup_eligible() {
+            "swk"
+        } else {
+            "hwk"
+        };
+        Ok((user, vec![kind, "user", "mfa"]))
+    }
+
+    pub async fn my_passkeys(
+        &self,
+        tenant: &tenant::Model,
+        user_id: &str,
+    ) -> Result<Vec<PasskeyView>> {
+        Ok(self
+            .store
+            .passkeys_of_user(&tenant.id, user_id)
+            .await?
+            .into_iter()
+            .map(|p| PasskeyView {
+                id: p.id,
+                name: p.name,
+                created_at: p.created_at,
+                last_used_at: p.last_used_at,
+                synced: p.backup_eligible,
+            })
+            .collect())
+    }
+
+    pub async fn rename_passkey(
+        &self,
+        tenant: &tenant::Model,
+        user_id: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<bool> {
+        let name: String = name.trim().chars().take(100).collect();
+        if name.is_empty() {
+            return Err(refused("A passkey needs a name."));
+        }
+        self.store
+            .rename_passkey(&tenant.id, user_id, id, &name)
+            .await
+    }
+
+    pub async fn remove_passkey(
+        &self,
+        tenant: &tenant::Model,
+        user_id: &str,
+        id: &str,
+        actor: &str,
+        info: &RequestInfo,
+    ) -> Result<bool> {
+        let done = self.store.delete_passkey(&tenant.id, user_id, id).await?;
+        if done {
+            self.store
+                .insert_audit(
+                    AuditEvent::new("passkey_removed", "ok", Some(&tenant.id), info)
+                        .user(user_id)
+                        .actor(actor)
+                        .detail(serde_json::json!({"passkey": id})),
+                    self.now(),
+                )
+                .await?;
+        }
+        Ok(done)
+    }
+
+    /// A one-time link that lets a member enroll a passkey without a password.
+    pub async fn create_enrollment_link(
+        &self,
+        tenant: &tenant::Model,
+        user: &user::Model,
+        actor: &str,
+    ) -> Result<(String, i64)> {
+        let token = random_token();
+        let now = self.now();
+        let expires_at = now + ENROLL_TTL;
+        self.store
+            .insert_enrollment_link(enrollment_link::Model {
+                id: new_id_pub(),
+                token_hash: token_hash(token.expose()),
+                tenant_id: tenant.id.clone(),
+                user_id: user.id.clone(),
+                created_at: now,
+                expires_at,
+                used_at: None,
+            })
+            .await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new(
+                    "enrollment_link_created",
+                    "ok",
+                    Some(&tenant.id),
+                    &RequestInfo::default(),
+                )
+                .user(&user.id)
+                .actor(actor),
+                now,
+            )
+            .await?;
+        Ok((
+            format!("{}/enroll/{}", self.issuer(tenant), token.expose()),
+            expires_at,
+        ))
+    }
+
+    /// The link's user, if the link is usable.
+    pub async fn enrollment_target(
+        &self,
+        tenant: &tenant::Model,
+        token: &str,
+    ) -> Result<(enrollment_link::Model, user::Model)> {
+        let expired = || {
+            Error::bad_page(
+                "This enrollment link does not work",
+                "It has expired or was already used. Ask your admin for a new link.",
+            )
+        };
+        if token.len() > 100 {
+            return Err(expired());
+        }
+        let link = self
+            .store
+            .enrollment_link(&tenant.id, &token_hash(token), self.now())
+            .await?
+            .ok_or_else(expired)?;
+        let user = self
+            .store
+            .user_by_id(&tenant.id, &link.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or_else(expired)?;
+        Ok((link, user))
+    }
+}

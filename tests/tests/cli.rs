@@ -159,6 +159,26 @@ async fn cli_sets_up_alexa_and_serve_links_it(backend: Backend) {
         None,
     );
     assert!(public["client_secret"].is_null());
+    let link = cli.json(
+        &["user", "enroll-link", "--tenant", "home", "bob", "--json"],
+        None,
+    );
+    assert!(
+        link["url"].as_str().unwrap().contains("/t/home/enroll/"),
+        "{link}"
+    );
+    let pol = cli.json(
+        &[
+            "tenant",
+            "set",
+            "home",
+            "--passkeys-required",
+            "false",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(pol["passkeys_required"], false);
     let keys = cli.json(&["keys", "rotate", "--tenant", "home", "--json"], None);
     assert_eq!(keys["active_kids"].as_array().unwrap().len(), 3);
 

@@ -7,6 +7,7 @@ pub mod client;
 pub mod client_redirect_uri;
 pub mod enrollment_link;
 pub mod grant;
+pub mod login_throttle;
 pub mod passkey;
 pub mod password_credential;
 pub mod refresh_family;

@@ -58,6 +58,7 @@ pub async fn housekeeping(services: Arc<Services>) {
             services.store.purge_expired(now).await?;
             services.store.purge_ceremonies(now).await
         };
+        services.ip_limits.shrink();
         if let Err(e) = purged.await {
             tracing::warn!(error = %e, "housekeeping failed");
         }

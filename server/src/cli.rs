@@ -62,6 +62,17 @@ pub enum Cmd {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Copy the SQLite database to FILE while ma-idp runs (a consistent snapshot). For
+    /// PostgreSQL use pg_dump (see the README).
+    Backup {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the SQLite database with a backup. Stop ma-idp first.
+    Restore {
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +261,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let settings = settings_for(&cli)?;
     init_logging(&settings);
+    if let Cmd::Restore { from } = &cli.cmd {
+        return restore(&settings, from);
+    }
     if let Cmd::Serve { no_migrate, .. } = cli.cmd {
         return actix_web::rt::System::new().block_on(serve(settings, no_migrate));
     }
@@ -263,6 +277,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         services.store.clone().close().await.ok();
         out
     })
+}
+
+/// The SQLite file behind the configured database URL.
+fn sqlite_path(settings: &Settings) -> anyhow::Result<PathBuf> {
+    let url = settings.database_url();
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("restore is for SQLite; for PostgreSQL use pg_restore (see the README)")
+        })?;
+    Ok(PathBuf::from(rest.split('?').next().unwrap_or(rest)))
+}
+
+fn restore(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
+    let target = sqlite_path(settings)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Check the backup is an ma-idp database before touching anything.
+    rt.block_on(async {
+        let url = format!("sqlite://{}?mode=ro", from.display());
+        let store = crate::store::Store::connect(&url, 1).await?;
+        let ok = store.has_table("tenants").await?;
+        store.close().await.ok();
+        if !ok {
+            anyhow::bail!("{} is not an ma-idp database", from.display());
+        }
+        Ok(())
+    })?;
+    let tmp = target.with_extension("db.restoring");
+    std::fs::copy(from, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    for ext in ["db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(target.with_extension(ext));
+    }
+    std::fs::rename(&tmp, &target)?;
+    eprintln!("restored {} from {}", target.display(), from.display());
+    Ok(())
 }
 
 fn verify_token(
@@ -319,7 +372,19 @@ fn print(json_out: bool, value: serde_json::Value, text: String) {
 
 async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Serve { .. } | Cmd::Token(_) => Ok(()),
+        Cmd::Serve { .. } | Cmd::Token(_) | Cmd::Restore { .. } => Ok(()),
+        Cmd::Backup { out } => {
+            if out.exists() {
+                anyhow::bail!("{} already exists; choose a new file", out.display());
+            }
+            svc.store.backup_sqlite(&out).await?;
+            eprintln!(
+                "backed up the database to {}\nAlso keep a copy of the master key ({} or MA_IDP_MASTER_KEY): without it the backup's keys and client secrets are useless.",
+                out.display(),
+                svc.settings.data_dir.join("master.key").display()
+            );
+            Ok(())
+        }
         Cmd::Migrate => {
             eprintln!("migrations applied");
             Ok(())

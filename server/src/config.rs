@@ -38,6 +38,39 @@ pub struct Settings {
     /// Browser session lifetime in seconds.
     pub session_ttl: i64,
     pub argon2: Argon2Settings,
+    pub limits: Limits,
+}
+
+/// Brute-force limits. Per account (in the database, shared by every instance) and per
+/// client IP (in memory, per instance).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Wrong passwords in a row before an account locks.
+    pub login_max_attempts: i64,
+    /// The first lockout, in seconds; each further one doubles.
+    pub login_lockout_seconds: i64,
+    /// The longest lockout.
+    pub login_lockout_max_seconds: i64,
+    /// Sign-in attempts (password or passkey) per client IP per minute; 0 turns it off.
+    pub sign_ins_per_ip_per_minute: u32,
+    /// Token and revocation requests per client IP per minute; 0 turns it off.
+    pub token_per_ip_per_minute: u32,
+    /// Introspection requests per client IP per minute; 0 turns it off.
+    pub introspect_per_ip_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            login_max_attempts: 5,
+            login_lockout_seconds: 60,
+            login_lockout_max_seconds: 3600,
+            sign_ins_per_ip_per_minute: 30,
+            token_per_ip_per_minute: 600,
+            introspect_per_ip_per_minute: 3000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +111,7 @@ impl Default for Settings {
             log_json: false,
             session_ttl: 24 * 3600,
             argon2: Argon2Settings::default(),
+            limits: Limits::default(),
         }
     }
 }

@@ -82,6 +82,10 @@ impl Error {
             bearer_challenge: true,
         }
     }
+    /// Too many requests from this client: 429 with `Retry-After`.
+    pub fn too_many(d: impl Into<String>) -> Self {
+        Self::oauth("temporarily_unavailable", StatusCode::TOO_MANY_REQUESTS, d)
+    }
     pub fn not_found(what: impl Into<String>) -> Self {
         Error::Page {
             status: StatusCode::NOT_FOUND,
@@ -170,6 +174,10 @@ impl ResponseError for Error {
                 bearer_challenge,
             } => {
                 let mut resp = json_error(*status, code, description);
+                if *status == StatusCode::TOO_MANY_REQUESTS {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                }
                 if *basic_challenge {
                     resp.headers_mut().insert(
                         header::WWW_AUTHENTICATE,

@@ -22,6 +22,7 @@ pub struct Services {
     pub passwords: PasswordHasher,
     pub cookie_key: Vec<u8>,
     pub webauthn: webauthn_rs::prelude::Webauthn,
+    pub ip_limits: crate::login::limits::IpLimits,
 }
 
 impl std::fmt::Debug for Services {
@@ -116,6 +117,7 @@ impl Services {
             secret_hasher: master.secret_hasher(),
             cookie_key: master.cookie_key(),
             webauthn: crate::passkeys::build_webauthn(&settings)?,
+            ip_limits: crate::login::limits::IpLimits::new(&settings.limits),
             settings: Arc::new(settings),
             store,
             clock,

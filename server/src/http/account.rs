@@ -4,10 +4,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::authorize::redirect;
 use super::pages;
-use super::{Svc, read_form, request_info};
+use super::{Svc, TOO_MANY, client_ip, read_form, request_info};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::login;
+use crate::login::limits::Bucket;
 use crate::secrets::Secret;
 
 pub async fn login_get(
@@ -46,16 +47,23 @@ pub async fn login_post(
     login::check_csrf(&session, params.get("csrf"))?;
     let username = params.get("username").unwrap_or("");
     let password = Secret::new(params.get("password").unwrap_or(""));
-    let msg = match svc
-        .password_sign_in(&tenant, username, &password, &request_info(&req, &svc))
-        .await?
-    {
-        login::PasswordOutcome::Ok(user) => {
+    let (msg, status) = if svc.ip_limits.check(Bucket::SignIn, client_ip(&req, &svc)) {
+        let outcome = svc
+            .password_sign_in(&tenant, username, &password, &request_info(&req, &svc))
+            .await?;
+        if let login::PasswordOutcome::Ok(user) = outcome {
             login::sign_in(&session, &tenant, &user, &["pwd"], svc.now())?;
             return Ok(redirect(&format!("/t/{}/account", tenant.slug), true));
         }
-        login::PasswordOutcome::Wrong => "Wrong username or password.",
-        login::PasswordOutcome::PasskeyRequired => login::PASSKEY_REQUIRED,
+        (
+            outcome.message(svc.now()).unwrap_or_default(),
+            outcome.status(),
+        )
+    } else {
+        (
+            TOO_MANY.to_string(),
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+        )
     };
     let csrf = login::csrf_token(&session)?;
     let mut resp = pages::login(pages::LoginView {
@@ -68,9 +76,9 @@ pub async fn login_post(
         rid: None,
         csrf: &csrf,
         username,
-        error: Some(msg),
+        error: Some(&msg),
     })?;
-    *resp.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
+    *resp.status_mut() = status;
     Ok(resp)
 }
 

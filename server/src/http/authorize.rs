@@ -5,9 +5,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use entity::tenant;
 
 use super::pages::{self, ScopeLine};
-use super::{Svc, read_form, read_query, request_info};
+use super::{Svc, TOO_MANY, client_ip, read_form, read_query, request_info, too_many_page};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
+use crate::login::limits::Bucket;
 use crate::login::{self, SignedIn};
 use crate::oauth::authorize::{AuthzError, AuthzRequest};
 use crate::oauth::scopes;
@@ -271,20 +272,26 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
         Some("login") => {
             let username = params.get("username").unwrap_or("");
             let password = Secret::new(params.get("password").unwrap_or(""));
-            let msg = match cx
+            let outcome = if cx
                 .svc
-                .password_sign_in(cx.tenant, username, &password, &info)
-                .await?
+                .ip_limits
+                .check(Bucket::SignIn, client_ip(cx.req, cx.svc))
             {
-                login::PasswordOutcome::Ok(user) => {
-                    login::sign_in(cx.session, cx.tenant, &user, &["pwd"], now)?;
-                    return Ok(redirect(&format!("{}?rid={}", cx.base, rid), true));
-                }
-                login::PasswordOutcome::Wrong => "Wrong username or password.",
-                login::PasswordOutcome::PasskeyRequired => login::PASSKEY_REQUIRED,
+                cx.svc
+                    .password_sign_in(cx.tenant, username, &password, &info)
+                    .await?
+            } else {
+                return too_many_page(
+                    login_page(&cx, &rid, &areq, Some(username), Some(TOO_MANY)).await?,
+                );
             };
-            let mut resp = login_page(&cx, &rid, &areq, Some(username), Some(msg)).await?;
-            *resp.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
+            if let login::PasswordOutcome::Ok(user) = outcome {
+                login::sign_in(cx.session, cx.tenant, &user, &["pwd"], now)?;
+                return Ok(redirect(&format!("{}?rid={}", cx.base, rid), true));
+            }
+            let msg = outcome.message(now).unwrap_or_default();
+            let mut resp = login_page(&cx, &rid, &areq, Some(username), Some(&msg)).await?;
+            *resp.status_mut() = outcome.status();
             Ok(resp)
         }
         Some("approve") => {

@@ -5,8 +5,9 @@ use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, web};
 use entity::tenant;
 
-use super::{Svc, read_form, request_info};
+use super::{Svc, client_ip, read_form, request_info};
 use crate::error::{Error, Result};
+use crate::login::limits::Bucket;
 use crate::oauth::client_auth;
 use crate::oauth::scopes;
 
@@ -52,6 +53,16 @@ pub async fn jwks(svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
         .body(keys.jwks.clone()))
 }
 
+fn limit(svc: &Svc, req: &HttpRequest, bucket: Bucket) -> Result<()> {
+    if svc.ip_limits.check(bucket, client_ip(req, svc)) {
+        Ok(())
+    } else {
+        Err(Error::too_many(
+            "too many requests from this address; retry later",
+        ))
+    }
+}
+
 fn authorization(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(header::AUTHORIZATION)
@@ -64,6 +75,7 @@ async fn token_for(
     payload: web::Payload,
     tenant: tenant::Model,
 ) -> Result<HttpResponse> {
+    limit(&svc, &req, Bucket::Token)?;
     let params = read_form(&req, payload).await?;
     let grant_type = params.required("grant_type")?.to_string();
     let creds = client_auth::extract(&params, authorization(&req))?;
@@ -136,6 +148,7 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let tenant = api_tenant(&svc, &path).await?;
+    limit(&svc, &req, Bucket::Token)?;
     let params = read_form(&req, payload).await?;
     let creds = client_auth::extract(&params, authorization(&req))?;
     let client = svc.authenticate_client(&tenant, &creds).await?;
@@ -151,6 +164,7 @@ pub async fn introspect(
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let tenant = api_tenant(&svc, &path).await?;
+    limit(&svc, &req, Bucket::Introspect)?;
     let params = read_form(&req, payload).await?;
     let creds = client_auth::extract(&params, authorization(&req))?;
     let client = svc.authenticate_client(&tenant, &creds).await?;

@@ -65,9 +65,20 @@ pub fn read_query(req: &HttpRequest) -> Result<Params> {
     Params::parse(req.query_string().as_bytes())
 }
 
-/// The client address (from `X-Forwarded-For` only when the peer is a trusted proxy) and
-/// user agent, for audit events.
-pub fn request_info(req: &HttpRequest, svc: &Services) -> RequestInfo {
+pub const TOO_MANY: &str =
+    "Too many sign-in attempts from your network. Wait a minute and try again.";
+
+pub fn too_many_page(mut resp: actix_web::HttpResponse) -> Result<actix_web::HttpResponse> {
+    *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    resp.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        actix_web::http::header::HeaderValue::from_static("60"),
+    );
+    Ok(resp)
+}
+
+/// The client address: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy.
+pub fn client_ip(req: &HttpRequest, svc: &Services) -> Option<IpAddr> {
     let peer = req.peer_addr().map(|a| a.ip());
     let trusted = |ip: &IpAddr| {
         svc.settings
@@ -95,6 +106,12 @@ pub fn request_info(req: &HttpRequest, svc: &Services) -> RequestInfo {
             }
         }
     }
+    ip
+}
+
+/// The client address and user agent, for audit events.
+pub fn request_info(req: &HttpRequest, svc: &Services) -> RequestInfo {
+    let ip = client_ip(req, svc);
     RequestInfo {
         ip: ip.map(|i| i.to_string()),
         user_agent: req

@@ -9,9 +9,10 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::authorize::redirect;
 use super::pages;
-use super::{Svc, read_form, request_info};
+use super::{Svc, client_ip, read_form, request_info};
 use crate::error::{Error, Result};
 use crate::login;
+use crate::login::limits::Bucket;
 
 fn forbidden(msg: &str) -> Error {
     Error::OAuth {
@@ -81,6 +82,9 @@ pub async fn login_finish(
 ) -> Result<HttpResponse> {
     let tenant = json_tenant(&svc, &path).await?;
     check_csrf(&req, &session)?;
+    if !svc.ip_limits.check(Bucket::SignIn, client_ip(&req, &svc)) {
+        return Err(Error::too_many(super::TOO_MANY));
+    }
     let (user, amr) = svc
         .passkey_login_finish(
             &tenant,

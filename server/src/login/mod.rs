@@ -1,5 +1,6 @@
 //! Browser sign-in: password verification, browser sessions, CSRF tokens.
 pub mod account;
+pub mod limits;
 pub mod passwords;
 pub mod session_store;
 
@@ -167,6 +168,33 @@ pub enum PasswordOutcome {
     Wrong,
     /// The tenant accepts passkeys only.
     PasskeyRequired,
+    /// Too many failures: locked until this time.
+    Locked(i64),
+}
+
+impl PasswordOutcome {
+    /// What the sign-in page says.
+    pub fn message(&self, now: i64) -> Option<String> {
+        match self {
+            PasswordOutcome::Ok(_) => None,
+            PasswordOutcome::Wrong => Some("Wrong username or password.".into()),
+            PasswordOutcome::PasskeyRequired => Some(PASSKEY_REQUIRED.into()),
+            PasswordOutcome::Locked(until) => {
+                let mins = ((until - now).max(1) + 59) / 60;
+                Some(format!(
+                    "Too many failed attempts for this account. Try again in {mins} minute{}.",
+                    if mins == 1 { "" } else { "s" }
+                ))
+            }
+        }
+    }
+
+    pub fn status(&self) -> actix_web::http::StatusCode {
+        match self {
+            PasswordOutcome::Locked(_) => actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            _ => actix_web::http::StatusCode::UNAUTHORIZED,
+        }
+    }
 }
 
 impl Services {
@@ -193,6 +221,35 @@ impl Services {
                 .await?;
             return Ok(PasswordOutcome::PasskeyRequired);
         }
+        // Count the attempt before checking it: parallel guesses cannot overtake the limit.
+        let key = format!(
+            "{}:{}",
+            tenant.id,
+            username.chars().take(128).collect::<String>()
+        );
+        let lim = &self.settings.limits;
+        if let crate::store::Claim::Locked(until) = self
+            .store
+            .claim_attempt(
+                &key,
+                self.now(),
+                lim.login_max_attempts.max(1),
+                lim.login_lockout_seconds.max(1),
+                lim.login_lockout_max_seconds.max(1),
+            )
+            .await?
+        {
+            metrics::counter!("ma_idp_sign_ins_total", "method" => "password", "outcome" => "locked").increment(1);
+            self.store
+                .insert_audit(
+                    AuditEvent::new("sign_in", "failed", Some(&tenant.id), req)
+                        .actor(&username)
+                        .detail(serde_json::json!({"method": "password", "reason": "locked"})),
+                    self.now(),
+                )
+                .await?;
+            return Ok(PasswordOutcome::Locked(until));
+        }
         let user = if username.is_empty() || username.len() > 128 {
             None
         } else {
@@ -218,6 +275,9 @@ impl Services {
             ev = ev.user(&u.id);
         }
         self.store.insert_audit(ev, now).await?;
+        if result.is_some() {
+            self.store.clear_attempts(&key, now).await?;
+        }
         Ok(match result {
             Some(u) => PasswordOutcome::Ok(u),
             None => PasswordOutcome::Wrong,

@@ -15,11 +15,13 @@ mod passkeys;
 mod refresh;
 mod sessions;
 mod tenants;
+mod throttle;
 mod users;
 
 pub use clients::{ClientWithUris, NewClient};
 pub use codes::{CodeOutcome, NewCode};
 pub use refresh::{NewRefresh, RefreshOutcome};
+pub use throttle::Claim;
 
 #[derive(Clone)]
 pub struct Store {
@@ -73,6 +75,50 @@ impl Store {
     pub async fn ready(&self) -> Result<bool, DbErr> {
         self.db.ping().await?;
         Ok(Migrator::get_pending_migrations(&self.db).await?.is_empty())
+    }
+
+    /// (connections open, of which idle) in the pool.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let p = self.db.get_postgres_connection_pool();
+                (p.size(), p.num_idle())
+            }
+            _ => {
+                let p = self.db.get_sqlite_connection_pool();
+                (p.size(), p.num_idle())
+            }
+        }
+    }
+
+    /// A consistent copy of a SQLite database, taken while it is in use (`VACUUM INTO`).
+    pub async fn backup_sqlite(&self, out: &std::path::Path) -> Result<(), DbErr> {
+        use sea_orm::ConnectionTrait;
+        if self.backend() != DbBackend::Sqlite {
+            return Err(DbErr::Custom(
+                "backup is for SQLite; for PostgreSQL use pg_dump (see the README)".into(),
+            ));
+        }
+        let path = out.to_string_lossy().replace('\'', "''");
+        self.db
+            .execute_unprepared(&format!("VACUUM INTO '{path}'"))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn has_table(&self, name: &str) -> Result<bool, DbErr> {
+        use sea_orm::ConnectionTrait;
+        let sql = match self.backend() {
+            DbBackend::Postgres => {
+                format!("SELECT 1 FROM information_schema.tables WHERE table_name = '{name}'")
+            }
+            _ => format!("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{name}'"),
+        };
+        Ok(self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(self.backend(), sql))
+            .await?
+            .is_some())
     }
 
     pub async fn close(self) -> Result<(), DbErr> {

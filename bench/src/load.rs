@@ -221,10 +221,35 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
     )
 }
 
+/// A short, one-line version of an answer for the report: for an HTML page, its title and
+/// text without tags.
 fn short(s: &str) -> String {
-    let s = s.trim();
+    let text;
+    let mut s = s.trim();
+    let lower = s.get(..15).unwrap_or(s).to_ascii_lowercase();
+    if lower.starts_with("<!doctype") || lower.starts_with("<html") {
+        let body = s.find("<body").map(|i| &s[i..]).unwrap_or(s);
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in body.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => {
+                    in_tag = false;
+                    out.push(' ');
+                }
+                _ if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        text = format!(
+            "[HTML] {}",
+            out.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        s = &text;
+    }
     let mut out: String = s.chars().take(300).collect();
-    if out.len() < s.len() {
+    if s.chars().count() > 300 {
         out.push('…');
     }
     out.replace('\n', " ")
@@ -530,6 +555,8 @@ impl Worker {
     }
 }
 
+const SETUP_ATTEMPTS: usize = 5;
+
 fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
 }
@@ -542,6 +569,9 @@ struct WorkerOut {
     /// When this worker stopped: the deadline, or when it ran out of work.
     finished: Instant,
     ran_out: bool,
+    setup_failures: Vec<String>,
+    /// Set-up failed every time: this worker did not take part.
+    gave_up: bool,
 }
 
 impl WorkerOut {
@@ -553,6 +583,8 @@ impl WorkerOut {
             samples: Vec::new(),
             finished: now,
             ran_out: false,
+            setup_failures: Vec::new(),
+            gave_up: false,
         }
     }
 
@@ -574,9 +606,19 @@ pub struct PhaseResult {
     pub samples: Vec<String>,
     /// ma-idp's CPU time during the scenario.
     pub server_cpu: Duration,
+    /// This load generator's CPU time during the scenario.
+    pub client_cpu: Duration,
     /// Share of the machine's CPU that was busy (everything: ma-idp, the load generator,
     /// the database, other users).
     pub host_busy: f64,
+    /// Failed set-up attempts (untimed), with a sample of each kind.
+    pub setup_failures: BTreeMap<String, u64>,
+    /// Workers whose set-up never succeeded.
+    pub workers_missing: usize,
+    /// ma-idp's VmRSS right after the scenario, KiB.
+    pub rss_after_kib: Option<u64>,
+    /// ma-idp's thread count right after the scenario.
+    pub threads_after: Option<u64>,
 }
 
 impl PhaseResult {
@@ -599,6 +641,12 @@ impl PhaseResult {
         let n = self.ok + self.error_count();
         (n > 0).then(|| self.server_cpu.as_secs_f64() * 1000.0 / n as f64)
     }
+
+    /// Load-generator CPU per completed request, in milliseconds.
+    pub fn client_cpu_ms_per_request(&self) -> Option<f64> {
+        let n = self.ok + self.error_count();
+        (n > 0).then(|| self.client_cpu.as_secs_f64() * 1000.0 / n as f64)
+    }
 }
 
 /// Run one scenario for `duration` with `concurrency` workers against the server `pid`.
@@ -616,15 +664,28 @@ pub async fn run_phase(
         let ctx = ctx.clone();
         let barrier = barrier.clone();
         handles.push(tokio::spawn(async move {
-            let setup = Worker::setup(kind, &ctx, i).await;
+            // Set-up (untimed) is retried: a failure here is a finding, reported apart from
+            // the timed requests, but should not leave the scenario short of workers.
+            let mut setup_failures = Vec::new();
+            let mut setup = Worker::setup(kind, &ctx, i).await;
+            for attempt in 1..SETUP_ATTEMPTS {
+                match &setup {
+                    Ok(_) => break,
+                    Err(e) => setup_failures.push(short(&format!("{e:#}"))),
+                }
+                tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                setup = Worker::setup(kind, &ctx, i).await;
+            }
             barrier.wait().await;
             let start = Instant::now();
             let deadline = start + duration;
             let mut out = WorkerOut::new(start);
+            out.setup_failures = setup_failures;
             let mut w = match setup {
                 Ok(w) => w,
                 Err(e) => {
-                    out.error("set-up failed".into(), short(&format!("{e:#}")));
+                    out.setup_failures.push(short(&format!("{e:#}")));
+                    out.gave_up = true;
                     return out;
                 }
             };
@@ -671,6 +732,8 @@ pub async fn run_phase(
     let profiler = perf.as_deref().and_then(|p| start_perf(pid, p));
     let t0 = Instant::now();
     let cpu0 = sys::proc_cpu_ticks(pid);
+    let me = std::process::id();
+    let own0 = sys::proc_cpu_ticks(me);
     let host0 = sys::HostCpu::now();
     let mut result = PhaseResult {
         kind,
@@ -680,7 +743,12 @@ pub async fn run_phase(
         errors: BTreeMap::new(),
         samples: Vec::new(),
         server_cpu: Duration::ZERO,
+        client_cpu: Duration::ZERO,
         host_busy: 0.0,
+        setup_failures: BTreeMap::new(),
+        workers_missing: 0,
+        rss_after_kib: None,
+        threads_after: None,
     };
     // Sample CPU at the deadline (or when every worker ran out of work), not after the
     // requests still in flight at the deadline have finished.
@@ -689,13 +757,17 @@ pub async fn run_phase(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let cpu1 = sys::proc_cpu_ticks(pid);
+    let own1 = sys::proc_cpu_ticks(me);
     if let (Some(child), Some(p)) = (profiler, perf.as_deref()) {
         stop_perf(child, p);
     }
     result.host_busy = sys::HostCpu::now().busy_since(&host0);
+    let tck = sys::clk_tck() as f64;
     if let (Some(a), Some(b)) = (cpu0, cpu1) {
-        result.server_cpu =
-            Duration::from_secs_f64(b.saturating_sub(a) as f64 / sys::clk_tck() as f64);
+        result.server_cpu = Duration::from_secs_f64(b.saturating_sub(a) as f64 / tck);
+    }
+    if let (Some(a), Some(b)) = (own0, own1) {
+        result.client_cpu = Duration::from_secs_f64(b.saturating_sub(a) as f64 / tck);
     }
     let mut any_ran_out = false;
     let mut last_finish = t0;
@@ -712,6 +784,10 @@ pub async fn run_phase(
                         result.samples.push(s);
                     }
                 }
+                for f in out.setup_failures {
+                    *result.setup_failures.entry(f).or_default() += 1;
+                }
+                result.workers_missing += usize::from(out.gave_up);
                 any_ran_out |= out.ran_out;
                 last_finish = last_finish.max(out.finished);
             }
@@ -721,6 +797,8 @@ pub async fn run_phase(
             }
         }
     }
+    result.rss_after_kib = sys::proc_status_kib(pid, "VmRSS");
+    result.threads_after = sys::proc_status_kib(pid, "Threads");
     if any_ran_out {
         result.elapsed = last_finish.duration_since(t0).min(duration);
     }

@@ -34,6 +34,12 @@ pub const ARGON2_T: u32 = 2;
 pub const ARGON2_P: u32 = 1;
 
 const TENANT: &str = "bench";
+/// ma-idp's per-client-IP limits (server/src/config.rs `Limits`); 0 turns one off.
+pub const IP_LIMITS: [&str; 3] = [
+    "MA_IDP_LIMITS__SIGN_INS_PER_IP_PER_MINUTE",
+    "MA_IDP_LIMITS__TOKEN_PER_IP_PER_MINUTE",
+    "MA_IDP_LIMITS__INTROSPECT_PER_IP_PER_MINUTE",
+];
 const VENDOR: &str = "MBENCH0000001";
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -92,12 +98,24 @@ struct Args {
     /// perf-<backend>-<scenario>.data and a text summary beside it.
     #[arg(long)]
     perf: Option<String>,
+    /// Benchmark this git commit instead of the working tree: it is exported with
+    /// `git archive` to target/bench-src/<sha> and built there (target dir
+    /// target/bench-build), so edits in progress elsewhere in the tree do not matter.
+    #[arg(long, value_name = "REF")]
+    git_ref: Option<String>,
     /// Do not run `cargo build --release -p ma-idp` first.
     #[arg(long)]
     no_build: bool,
     /// The ma-idp binary (default: target/release/ma-idp).
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// Keep ma-idp's per-client-IP rate limits on. By default the benchmark turns them off,
+    /// since all of its load comes from one address (127.0.0.1) and would only measure 429s.
+    #[arg(long)]
+    keep_ip_limits: bool,
+    /// Extra environment for ma-idp (repeat), e.g. MA_IDP_WORKERS=4 or MALLOC_ARENA_MAX=2.
+    #[arg(long, value_name = "KEY=VALUE")]
+    server_env: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -167,6 +185,8 @@ pub struct RunInfo {
     pub argon2_secs: Option<f64>,
     pub perf_note: Option<String>,
     pub binary: String,
+    pub server_env: Vec<String>,
+    pub ip_limits_off: bool,
 }
 
 /// Everything measured on one backend.
@@ -208,7 +228,11 @@ async fn run(args: Args) -> Result<()> {
     }
     let load_start = sys::loadavg();
     let root = workspace_root();
-    if !args.no_build && args.bin.is_none() {
+    let from_ref = match &args.git_ref {
+        Some(r) if args.bin.is_none() => Some(build_git_ref(&root, r)?),
+        _ => None,
+    };
+    if !args.no_build && args.bin.is_none() && from_ref.is_none() {
         eprintln!("== cargo build --release -p ma-idp");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "-p", "ma-idp"])
@@ -221,7 +245,11 @@ async fn run(args: Args) -> Result<()> {
             bail!("cargo build --release -p ma-idp failed");
         }
     }
-    let bin = args.bin.clone().unwrap_or_else(default_bin);
+    let bin = args
+        .bin
+        .clone()
+        .or_else(|| from_ref.as_ref().map(|(_, b)| b.clone()))
+        .unwrap_or_else(default_bin);
     if !bin.exists() {
         bail!(
             "{} not found; build it with cargo build --release -p ma-idp",
@@ -260,7 +288,10 @@ async fn run(args: Args) -> Result<()> {
             std::env::args().skip(1).collect::<Vec<_>>().join(" ")
         ),
         date: sys::cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
-        commit: git_commit(&root),
+        commit: match &from_ref {
+            Some((sha, _)) => format!("{sha} (exported with git archive and built on its own)"),
+            None => git_commit(&root),
+        },
         cores: sys::cores(),
         cpu: sys::cpu_model(),
         ram_gib: sys::mem_total_gib(),
@@ -274,8 +305,15 @@ async fn run(args: Args) -> Result<()> {
         es256_per_core: es256,
         argon2_secs: argon2,
         perf_note: args.perf.clone(),
+        server_env: args.server_env.clone(),
+        ip_limits_off: !args.keep_ip_limits,
         binary: match (&args.bin, args.no_build) {
             (Some(b), _) => format!("{} (given with --bin)", b.display()),
+            (None, _) if from_ref.is_some() => format!(
+                "{} (built by this command from --git-ref {})",
+                bin.display(),
+                args.git_ref.as_deref().unwrap_or_default()
+            ),
             (None, true) => format!("{} (not rebuilt: --no-build)", bin.display()),
             (None, false) => format!(
                 "{} (built by this command: cargo build --release -p ma-idp)",
@@ -290,6 +328,63 @@ async fn run(args: Args) -> Result<()> {
         eprintln!("== wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Export `git_ref` to target/bench-src/<sha> and build its release ma-idp in
+/// target/bench-build. Returns the full commit hash and the binary.
+fn build_git_ref(root: &Path, git_ref: &str) -> Result<(String, PathBuf)> {
+    let r = root.to_string_lossy().to_string();
+    let sha = sys::cmd_out(
+        "git",
+        &[
+            "-C",
+            &r,
+            "rev-parse",
+            "--verify",
+            &format!("{git_ref}^{{commit}}"),
+        ],
+    )
+    .with_context(|| format!("{git_ref} is not a commit"))?;
+    let target = default_bin()
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join("target"));
+    let src = target.join("bench-src").join(&sha);
+    if !src.join("Cargo.toml").exists() {
+        eprintln!("== git archive {sha} → {}", src.display());
+        std::fs::create_dir_all(&src)?;
+        let archive = Command::new("git")
+            .args(["-C", &r, "archive", "--format=tar", &sha])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot run git archive")?;
+        let status = Command::new("tar")
+            .arg("-x")
+            .arg("-C")
+            .arg(&src)
+            .stdin(archive.stdout.context("no pipe from git archive")?)
+            .status()
+            .context("cannot run tar")?;
+        if !status.success() {
+            let _ = std::fs::remove_dir_all(&src);
+            bail!("extracting {sha} failed");
+        }
+    }
+    let build_dir = target.join("bench-build");
+    eprintln!("== cargo build --release -p ma-idp (commit {sha})");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "ma-idp", "--manifest-path"])
+        .arg(src.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &build_dir)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building commit {sha} failed");
+    }
+    Ok((sha, build_dir.join("release").join("ma-idp")))
 }
 
 fn git_commit(root: &Path) -> String {
@@ -343,7 +438,31 @@ async fn bench_backend(
     duration: Duration,
 ) -> Result<BackendResult> {
     let tmp = tempfile::Builder::new().prefix("ma-idp-bench-").tempdir()?;
-    let data = tmp.path().join("data");
+    let log = tmp.path().join("ma-idp.log");
+    let r = bench_backend_in(backend, args, bin, kinds, users, duration, tmp.path(), &log).await;
+    if r.is_err() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!(
+            "ma-idp's log (last lines):\n{}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        );
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench_backend_in(
+    backend: Backend,
+    args: &Args,
+    bin: &Path,
+    kinds: &[Kind],
+    users: usize,
+    duration: Duration,
+    tmp: &Path,
+    log: &Path,
+) -> Result<BackendResult> {
+    let data = tmp.join("data");
     std::fs::create_dir_all(&data)?;
     let admin = PgAdmin::parse(&args.pg_url)?;
     // Declared before the server so that it is dropped after it.
@@ -358,15 +477,25 @@ async fn bench_backend(
     if let Some(pg) = &pg {
         vars.push(("MA_IDP_DATABASE_URL".into(), pg.url()));
     }
+    if !args.keep_ip_limits {
+        for k in IP_LIMITS {
+            vars.push((k.to_string(), "0".into()));
+        }
+    }
+    for kv in &args.server_env {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--server-env {kv}: expected KEY=VALUE"))?;
+        vars.push((k.to_string(), v.to_string()));
+    }
     let env = Env {
         bin: bin.to_path_buf(),
         vars,
     };
-    let log = tmp.path().join("ma-idp.log");
     let mut notes = Vec::new();
 
     // First start: an empty database, so start-up includes the migrations.
-    let s = Server::start(&env, server::free_port()?, &log).await?;
+    let s = Server::start(&env, server::free_port()?, log).await?;
     let ready_fresh = s.ready_after;
     eprintln!("   start to /ready on an empty database: {ready_fresh:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -419,7 +548,7 @@ async fn bench_backend(
 
     // Second start: the existing database.
     let port = server::free_port()?;
-    let server = Server::start(&env, port, &log).await?;
+    let server = Server::start(&env, port, log).await?;
     let ready_existing = server.ready_after;
     eprintln!("   start to /ready on the existing database: {ready_existing:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -467,11 +596,14 @@ async fn bench_backend(
         )
         .await;
         eprintln!(
-            "{:>8.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}",
+            "{:>8.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}  cpu {:.2} ms/req  rss {} KiB  threads {}",
             r.rate(),
             r.quantile_ms(0.5).unwrap_or(f64::NAN),
             r.quantile_ms(0.99).unwrap_or(f64::NAN),
-            r.error_count()
+            r.error_count(),
+            r.cpu_ms_per_request().unwrap_or(f64::NAN),
+            r.rss_after_kib.unwrap_or(0),
+            r.threads_after.unwrap_or(0)
         );
         for s in &r.samples {
             eprintln!("      {s}");
@@ -497,16 +629,13 @@ async fn bench_backend(
             None
         }
     };
-    let log_problems = server::log_problems(&log);
+    let log_problems = server::log_problems(log);
 
     // The database floor, with ma-idp stopped.
     eprintln!("   transaction floor");
     let (version, settings, floor, floor_alt) = match backend {
         Backend::Sqlite => {
-            let url = format!(
-                "sqlite://{}?mode=rwc",
-                tmp.path().join("floor.db").display()
-            );
+            let url = format!("sqlite://{}?mode=rwc", tmp.join("floor.db").display());
             let version = db_version(&url, backend).await.unwrap_or_default();
             let f = floors::txn_floor_seaorm(
                 &url,
@@ -535,7 +664,7 @@ async fn bench_backend(
                 )
                 .unwrap_or_default();
             let f = if sys::cmd_out("which", &["pgbench"]).is_some() {
-                floors::txn_floor_pgbench(&admin, &pg.name, tmp.path(), args.concurrency, duration)
+                floors::txn_floor_pgbench(&admin, &pg.name, tmp, args.concurrency, duration)
                     .map_err(|e| notes.push(format!("pgbench floor failed: {e:#}")))
                     .ok()
             } else {

@@ -106,6 +106,20 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         o,
         "| ma-idp configuration | defaults: HTTP workers = cores, database pool 16, argon2id m={ARGON2_M_KIB} KiB t={ARGON2_T} p={ARGON2_P} with hashes at once = cores, `RUST_LOG=warn`, plain HTTP on 127.0.0.1 |"
     );
+    if info.ip_limits_off {
+        let _ = writeln!(
+            o,
+            "| per-client-IP rate limits | off (`{}` = 0): all the load comes from 127.0.0.1 and would otherwise measure 429s; the per-account lockout stays on (the benchmark never sends a wrong password) |",
+            crate::IP_LIMITS.join("`, `")
+        );
+    }
+    if !info.server_env.is_empty() {
+        let _ = writeln!(
+            o,
+            "| extra environment for ma-idp | `{}` |",
+            info.server_env.join(" ")
+        );
+    }
     let _ = writeln!(
         o,
         "| data | tenant `bench`, {} members (worker *i* signs in as member *i*), one confidential Alexa client (`--alexa`, `--client-credentials`) |",
@@ -116,8 +130,10 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         "\n**Noise.** The machine has {} cores and other engineers were compiling and running tests on it \
          during this run; the load generator also runs on the same cores as ma-idp and the database. \
          Treat the numbers as a lower bound and as relative, not as capacity planning. \
-         \"ma-idp CPU\" (from /proc/PID/stat) is less sensitive to this than req/s; \"host busy\" \
-         is the whole machine's CPU use during the scenario (100% = all cores busy).\n",
+         \"ma-idp CPU\" (user + system time of the ma-idp process from /proc/PID/stat, per \
+         completed request) is less sensitive to this than req/s; \"load-gen CPU\" is the same for \
+         this benchmark's own process; \"host busy\" is the whole machine's CPU use during the \
+         scenario (100% = all cores busy), which includes the database and other users.\n",
         info.cores
     );
 
@@ -180,9 +196,12 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         }
         let _ = writeln!(
             o,
-            "| scenario | req/s | p50 ms | p99 ms | errors | ma-idp CPU ms/req | host busy | vs floor |"
+            "| scenario | req/s | p50 ms | p99 ms | errors | ma-idp CPU ms/req | load-gen CPU ms/req | host busy | ma-idp RSS after | vs floor |"
         );
-        let _ = writeln!(o, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        let _ = writeln!(
+            o,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        );
         for p in &b.phases {
             let vs = match floor_for(p.kind, info, b) {
                 Some((v, what)) if v > 0.0 => format!("{:.2} of {what}", p.rate() / v),
@@ -190,14 +209,16 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
                 p.kind.label(),
                 rate(p.rate()),
                 ms(p.quantile_ms(0.5)),
                 ms(p.quantile_ms(0.99)),
                 p.error_count(),
                 ms(p.cpu_ms_per_request()),
+                ms(p.client_cpu_ms_per_request()),
                 p.host_busy * 100.0,
+                mib(p.rss_after_kib),
                 vs
             );
         }
@@ -233,6 +254,27 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
                 }
             }
         }
+        for p in &b.phases {
+            if !p.setup_failures.is_empty() {
+                let n: u64 = p.setup_failures.values().sum();
+                let _ = writeln!(
+                    o,
+                    "- set-up of {} (untimed, retried up to 5 times per worker): {n} failed attempts{}",
+                    p.kind.key(),
+                    if p.workers_missing > 0 {
+                        format!(
+                            "; {} of the workers never got going, so this scenario ran with fewer clients",
+                            p.workers_missing
+                        )
+                    } else {
+                        "; every worker got going".into()
+                    }
+                );
+                for (s, c) in p.setup_failures.iter().take(3) {
+                    let _ = writeln!(o, "  - {c} × `{}`", s.replace('`', "'"));
+                }
+            }
+        }
         for n in &b.notes {
             let _ = writeln!(o, "- {n}");
         }
@@ -241,12 +283,22 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         } else {
             let _ = writeln!(
                 o,
-                "- ma-idp logged {} warning/error lines; the first ones:",
+                "- ma-idp logged {} warning/error lines (RUST_LOG=warn), by message:",
                 b.log_problems.len()
             );
-            for l in b.log_problems.iter().take(5) {
-                let l: String = l.chars().take(300).collect();
-                let _ = writeln!(o, "  - `{}`", l.replace('`', "'"));
+            // Grouped by message, without the timestamp.
+            let mut groups: Vec<(String, usize)> = Vec::new();
+            for l in &b.log_problems {
+                let l = strip_ansi(l);
+                let msg = l.split_once(' ').map(|(_, m)| m.trim()).unwrap_or(&l);
+                let msg: String = msg.chars().take(300).collect();
+                match groups.iter_mut().find(|(m, _)| *m == msg) {
+                    Some((_, n)) => *n += 1,
+                    None => groups.push((msg, 1)),
+                }
+            }
+            for (m, n) in groups.iter().take(8) {
+                let _ = writeln!(o, "  - {n} × `{}`", m.replace('`', "'"));
             }
         }
         let _ = writeln!(o);
@@ -271,4 +323,22 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         );
     }
     o
+}
+
+/// Without terminal colour escapes (ESC [ ... m).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

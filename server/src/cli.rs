@@ -299,7 +299,7 @@ fn restore(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
     // Check the backup is an ma-idp database before touching anything.
     rt.block_on(async {
         let url = format!("sqlite://{}?mode=ro", from.display());
-        let store = crate::store::Store::connect(&url, 1).await?;
+        let store = crate::store::Store::from_connection(sea_orm::Database::connect(&url).await?);
         let ok = store.has_table("tenants").await?;
         store.close().await.ok();
         if !ok {

@@ -183,6 +183,13 @@ impl TestApp {
         );
     }
 
+    /// Stop the server but keep the database and data directory (see `restart`).
+    pub async fn stop_server(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.stop().await;

@@ -127,6 +127,10 @@ pub fn login(v: LoginView<'_>) -> Result<HttpResponse> {
     ctx.insert("slug", v.slug);
     ctx.insert("via", if v.via_alexa { "alexa" } else { "tenant" });
     ctx.insert("passkeys_only", &v.passkeys_only);
+    ctx.insert(
+        "focus_password",
+        &(v.error.is_some() && !v.username.is_empty()),
+    );
     render("login.html", &ctx)
 }
 

@@ -159,7 +159,7 @@ impl Services {
             .finish_passkey_registration(cred, &state)
             .map_err(|e| {
                 tracing::info!(error = %e, "passkey registration refused");
-                refused(&format!("The passkey could not be verified ({e})."))
+                refused("The passkey could not be verified. Try again, or use another device.")
             })?;
         let cred_id = URL_SAFE_NO_PAD.encode(pk.cred_id());
         if self.store.passkey_by_cred_id(&cred_id).await?.is_some() {
@@ -316,7 +316,7 @@ impl Services {
         }
         .map_err(|e| {
             tracing::info!(error = %e, "passkey sign-in refused");
-            refused(&format!("The passkey could not be verified ({e})."))
+            refused("The passkey could not be verified. Try again, or sign in another way.")
         })?;
         if !verified.user_verified() {
             return Err(refused(

@@ -1,0 +1,399 @@
+//! Brute force, trusted proxies, backup and restore — on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use ma_idp_tests::*;
+use serde_json::Value;
+
+both_backends!(
+    hundred_parallel_wrong_passwords_lock_exactly,
+    per_ip_limits_answer_429,
+    forwarded_for_is_believed_only_from_trusted_proxies,
+    backup_wipe_restore_keeps_tokens,
+);
+
+/// A browser that has the sign-in page open: (browser, csrf).
+async fn at_login(app: &TestApp) -> (Browser, String) {
+    let b = app.browser();
+    let html = b.get("/t/home/login").await.text().await.unwrap();
+    let csrf = hidden(&html, "csrf");
+    (b, csrf)
+}
+
+async fn hundred_parallel_wrong_passwords_lock_exactly(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |s| {
+        s.limits.sign_ins_per_ip_per_minute = 0;
+        s.limits.login_max_attempts = 5;
+        s.limits.login_lockout_seconds = 60;
+    })
+    .await
+    else {
+        return;
+    };
+    app.setup("home").await;
+    let mut browsers = Vec::new();
+    for _ in 0..100 {
+        browsers.push(at_login(&app).await);
+    }
+    let tasks: Vec<_> = browsers
+        .into_iter()
+        .map(|(b, csrf)| {
+            tokio::spawn(async move {
+                let r = b
+                    .post(
+                        "/t/home/login",
+                        &[
+                            ("csrf", &csrf),
+                            ("username", "alice"),
+                            ("password", "wrong guess"),
+                        ],
+                    )
+                    .await;
+                let s = r.status().as_u16();
+                (s, r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let (mut wrong, mut locked) = (0, 0);
+    for t in tasks {
+        let (s, body) = t.await.unwrap();
+        match s {
+            401 => {
+                assert!(body.contains("Wrong username or password."));
+                wrong += 1
+            }
+            429 => {
+                assert!(body.contains("Too many failed attempts"), "{body}");
+                locked += 1
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(wrong, 5, "exactly the threshold of guesses was checked");
+    assert_eq!(locked, 95);
+    // Locked: even the right password is refused, without checking it.
+    let (b, csrf) = at_login(&app).await;
+    let r = b
+        .post(
+            "/t/home/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+    // The lockout ends by itself.
+    app.clock.advance(61);
+    let r = b
+        .post(
+            "/t/home/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "unlocked after a minute");
+    // A success resets the count; the next lockout after a failed round lasts twice as long.
+    for _ in 0..5 {
+        let (b, csrf) = at_login(&app).await;
+        let r = b
+            .post(
+                "/t/home/login",
+                &[("csrf", &csrf), ("username", "alice"), ("password", "nope")],
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    app.clock.advance(61);
+    for _ in 0..5 {
+        let (b, csrf) = at_login(&app).await;
+        assert_eq!(
+            b.post(
+                "/t/home/login",
+                &[("csrf", &csrf), ("username", "alice"), ("password", "nope")]
+            )
+            .await
+            .status(),
+            401
+        );
+    }
+    app.clock.advance(61);
+    let (b, csrf) = at_login(&app).await;
+    let r = b
+        .post(
+            "/t/home/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 429, "the second lockout is longer (120 s)");
+    app.clock.advance(60);
+    let r = b
+        .post(
+            "/t/home/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    // Unknown accounts lock the same way: the answer does not tell who exists.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (b, csrf) = at_login(&app).await;
+        statuses.push(
+            b.post(
+                "/t/home/login",
+                &[("csrf", &csrf), ("username", "nobody"), ("password", "x")],
+            )
+            .await
+            .status()
+            .as_u16(),
+        );
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429]);
+    app.stop().await;
+}
+
+async fn per_ip_limits_answer_429(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |s| {
+        s.limits.sign_ins_per_ip_per_minute = 3;
+        s.limits.token_per_ip_per_minute = 5;
+        s.limits.introspect_per_ip_per_minute = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let (b, csrf) = at_login(&app).await;
+        let user = format!("user{i}");
+        statuses.push(
+            b.post(
+                "/t/home/login",
+                &[("csrf", &csrf), ("username", &user), ("password", "x")],
+            )
+            .await
+            .status()
+            .as_u16(),
+        );
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 429]);
+    let mut last = None;
+    for _ in 0..6 {
+        last = Some(app.refresh(&setup, "unknown").await);
+    }
+    let (s, body) = last.unwrap();
+    assert_eq!(s, 429);
+    assert_eq!(body["error"], "temporarily_unavailable");
+    let r = app
+        .http
+        .post(app.url("/t/home/introspect"))
+        .header(
+            "authorization",
+            basic_header(&setup.client_id, &setup.client_secret),
+        )
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.http
+        .post(app.url("/t/home/introspect"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    let r = app
+        .http
+        .post(app.url("/t/home/introspect"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
+    app.stop().await;
+}
+
+async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
+    for trusted in [false, true] {
+        let Some(app) = TestApp::start_with(backend, |s| {
+            if trusted {
+                s.trusted_proxies = vec!["127.0.0.1".into()];
+            }
+        })
+        .await
+        else {
+            return;
+        };
+        app.setup("home").await;
+        let (b, csrf) = at_login(&app).await;
+        let r = b
+            .http
+            .post(b.url("/t/home/login"))
+            .header("x-forwarded-for", "198.51.100.9, 203.0.113.7")
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", "alice"),
+                ("password", "bad"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let t = app.svc.tenant("home").await.unwrap();
+        let ev = app
+            .svc
+            .store
+            .audit_events(&t.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == "sign_in")
+            .unwrap();
+        let expected = if trusted { "203.0.113.7" } else { "127.0.0.1" };
+        assert_eq!(ev.ip.as_deref(), Some(expected), "trusted={trusted}");
+        app.stop().await;
+    }
+}
+
+async fn backup_wipe_restore_keeps_tokens(backend: Backend) {
+    let Some(mut app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "b", None).await;
+    let (s, tok, _) = app
+        .token(
+            "/alexa/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+            ],
+            Some((&setup.client_id, &setup.client_secret)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let backup = app.dir.path().join("backup.db");
+    let (data_dir, master, db_url) = (
+        app.dir.path().to_path_buf(),
+        app.settings.master_key.clone().unwrap(),
+        app.settings.database_url.clone(),
+    );
+    let env = |c: &mut Command| {
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MA_IDP_DATA_DIR", &data_dir)
+            .env("MA_IDP_MASTER_KEY", &master);
+        if let Some(db) = &db_url {
+            c.env("MA_IDP_DATABASE_URL", db);
+        }
+    };
+    match backend {
+        Backend::Sqlite => {
+            // Online backup while the server runs.
+            let mut c = Command::new(binary());
+            env(&mut c);
+            let out = c.args(["backup", "--out"]).arg(&backup).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            app.stop_server().await;
+            // Wipe.
+            for f in ["ma-idp.db", "ma-idp.db-wal", "ma-idp.db-shm"] {
+                let _ = std::fs::remove_file(app.dir.path().join(f));
+            }
+            let mut c = Command::new(binary());
+            env(&mut c);
+            let out = c.args(["restore", "--from"]).arg(&backup).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Restoring from something that is not a backup is refused.
+            let junk = app.dir.path().join("junk.db");
+            std::fs::write(&junk, b"not a database").unwrap();
+            let mut c = Command::new(binary());
+            env(&mut c);
+            assert!(
+                !c.args(["restore", "--from"])
+                    .arg(&junk)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            );
+        }
+        Backend::Postgres => {
+            let db = app.settings.database_url.clone().unwrap();
+            if Command::new("pg_dump").arg("--version").output().is_err() {
+                panic!("pg_dump is needed for the PostgreSQL backup procedure");
+            }
+            let out = Command::new("pg_dump")
+                .args(["--format=custom", "--file"])
+                .arg(&backup)
+                .arg(&db)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            app.stop_server().await;
+            let out = Command::new("psql")
+                .args([
+                    &db,
+                    "-q",
+                    "-c",
+                    "DROP SCHEMA public CASCADE; CREATE SCHEMA public;",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = Command::new("pg_restore")
+                .args(["--no-owner", "--dbname", &db])
+                .arg(&backup)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    app.restart().await;
+    let (s, r): (_, Value) = app
+        .refresh(&setup, tok["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        s, 200,
+        "a token issued before the backup still refreshes: {r}"
+    );
+    app.verify_access_token("home", r["access_token"].as_str().unwrap())
+        .await;
+    app.stop().await;
+}

@@ -153,6 +153,29 @@ pub async fn account(
     })
 }
 
+/// A form POST from the account page: the tenant, the signed-in member and the form — or the
+/// redirect to sign in first.
+pub(super) async fn member_form(
+    svc: &Svc,
+    req: &HttpRequest,
+    session: &Session,
+    payload: web::Payload,
+    slug: &str,
+) -> Result<
+    std::result::Result<
+        (entity::tenant::Model, login::SignedIn, crate::oauth::Params),
+        HttpResponse,
+    >,
+> {
+    let tenant = svc.tenant(slug).await?;
+    let params = read_form(req, payload).await.map_err(Error::into_page)?;
+    login::check_csrf(session, params.get("csrf"))?;
+    match login::signed_in(svc, session, &tenant).await? {
+        Some(s) => Ok(Ok((tenant, s, params))),
+        None => Ok(Err(redirect(&format!("/t/{}/login", tenant.slug), true))),
+    }
+}
+
 pub async fn revoke_grant(
     svc: Svc,
     req: HttpRequest,
@@ -161,11 +184,9 @@ pub async fn revoke_grant(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
     let (slug, id) = path.into_inner();
-    let tenant = svc.tenant(&slug).await?;
-    let params = read_form(&req, payload).await.map_err(Error::into_page)?;
-    login::check_csrf(&session, params.get("csrf"))?;
-    let Some(s) = login::signed_in(&svc, &session, &tenant).await? else {
-        return Ok(redirect(&format!("/t/{}/login", tenant.slug), true));
+    let (tenant, s, _) = match member_form(&svc, &req, &session, payload, &slug).await? {
+        Ok(x) => x,
+        Err(to_login) => return Ok(to_login),
     };
     if !svc
         .revoke_my_grant(&tenant, &s.user.id, &id, &request_info(&req, &svc))
@@ -187,11 +208,9 @@ pub async fn end_session(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
     let (slug, id) = path.into_inner();
-    let tenant = svc.tenant(&slug).await?;
-    let params = read_form(&req, payload).await.map_err(Error::into_page)?;
-    login::check_csrf(&session, params.get("csrf"))?;
-    let Some(s) = login::signed_in(&svc, &session, &tenant).await? else {
-        return Ok(redirect(&format!("/t/{}/login", tenant.slug), true));
+    let (tenant, s, _) = match member_form(&svc, &req, &session, payload, &slug).await? {
+        Ok(x) => x,
+        Err(to_login) => return Ok(to_login),
     };
     if !svc
         .end_my_session(&tenant, &s.user.id, &id, &request_info(&req, &svc))

@@ -8,8 +8,9 @@ use entity::tenant;
 use super::{Svc, client_ip, read_form, request_info};
 use crate::error::{Error, Result};
 use crate::login::limits::Bucket;
-use crate::oauth::client_auth;
 use crate::oauth::scopes;
+use crate::oauth::{Params, client_auth};
+use crate::store::ClientWithUris;
 
 /// The tenant of an API path; unknown tenants answer JSON 404.
 async fn api_tenant(svc: &Svc, slug: &str) -> Result<tenant::Model> {
@@ -63,6 +64,22 @@ fn limit(svc: &Svc, req: &HttpRequest, bucket: Bucket) -> Result<()> {
     }
 }
 
+/// The common start of the client-authenticated endpoints: rate limit, strict form body,
+/// client authentication.
+async fn authenticated(
+    svc: &Svc,
+    req: &HttpRequest,
+    payload: web::Payload,
+    tenant: &tenant::Model,
+    bucket: Bucket,
+) -> Result<(Params, ClientWithUris)> {
+    limit(svc, req, bucket)?;
+    let params = read_form(req, payload).await?;
+    let creds = client_auth::extract(&params, authorization(req))?;
+    let client = svc.authenticate_client(tenant, &creds).await?;
+    Ok((params, client))
+}
+
 fn authorization(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(header::AUTHORIZATION)
@@ -75,11 +92,8 @@ async fn token_for(
     payload: web::Payload,
     tenant: tenant::Model,
 ) -> Result<HttpResponse> {
-    limit(&svc, &req, Bucket::Token)?;
-    let params = read_form(&req, payload).await?;
+    let (params, client) = authenticated(&svc, &req, payload, &tenant, Bucket::Token).await?;
     let grant_type = params.required("grant_type")?.to_string();
-    let creds = client_auth::extract(&params, authorization(&req))?;
-    let client = svc.authenticate_client(&tenant, &creds).await?;
     let info = request_info(&req, &svc);
     let allowed = scopes::split(&client.client.grant_types);
     let result = match grant_type.as_str() {
@@ -148,10 +162,7 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let tenant = api_tenant(&svc, &path).await?;
-    limit(&svc, &req, Bucket::Token)?;
-    let params = read_form(&req, payload).await?;
-    let creds = client_auth::extract(&params, authorization(&req))?;
-    let client = svc.authenticate_client(&tenant, &creds).await?;
+    let (params, client) = authenticated(&svc, &req, payload, &tenant, Bucket::Token).await?;
     svc.revoke(&tenant, &client, &params, &request_info(&req, &svc))
         .await?;
     Ok(no_store(HttpResponse::Ok()).finish())
@@ -164,10 +175,7 @@ pub async fn introspect(
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let tenant = api_tenant(&svc, &path).await?;
-    limit(&svc, &req, Bucket::Introspect)?;
-    let params = read_form(&req, payload).await?;
-    let creds = client_auth::extract(&params, authorization(&req))?;
-    let client = svc.authenticate_client(&tenant, &creds).await?;
+    let (params, client) = authenticated(&svc, &req, payload, &tenant, Bucket::Introspect).await?;
     if client.client.public {
         return Err(Error::unauthorized_client(
             "public clients may not introspect",

@@ -9,7 +9,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::authorize::redirect;
 use super::pages;
-use super::{Svc, client_ip, read_form, request_info};
+use super::{Svc, client_ip, request_info};
 use crate::error::{Error, Result};
 use crate::login;
 use crate::login::limits::Bucket;
@@ -231,12 +231,11 @@ pub async fn account_passkey_action(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse> {
     let (slug, id, action) = path.into_inner();
-    let tenant = svc.tenant(&slug).await?;
-    let params = read_form(&req, payload).await.map_err(Error::into_page)?;
-    login::check_csrf(&session, params.get("csrf"))?;
-    let Some(s) = login::signed_in(&svc, &session, &tenant).await? else {
-        return Ok(redirect(&format!("/t/{}/login", tenant.slug), true));
-    };
+    let (tenant, s, params) =
+        match super::account::member_form(&svc, &req, &session, payload, &slug).await? {
+            Ok(x) => x,
+            Err(to_login) => return Ok(to_login),
+        };
     let done = match action.as_str() {
         "rename" => svc
             .rename_passkey(&tenant, &s.user.id, &id, params.get("name").unwrap_or(""))

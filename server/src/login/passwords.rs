@@ -1,12 +1,13 @@
-//! Password hashing with argon2id (OWASP parameters), run on the blocking pool behind a
-//! semaphore so that at most `concurrency` hashes run at once (threads × memory cost fits in
-//! RAM) and the async workers never stall.
+//! Password hashing with argon2id (OWASP parameters), run on a dedicated pool of
+//! `concurrency` threads, so at most that many hashes run at once (threads × memory cost fits
+//! in RAM), the async workers never stall, and the memory a hash needs is reused by the same
+//! few threads instead of piling up in the allocator arenas of many blocking threads.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, oneshot};
 
 use crate::config::Argon2Settings;
 use crate::error::{Error, Result};
@@ -14,7 +15,7 @@ use crate::secrets::{Secret, random_bytes};
 
 pub struct PasswordHasher {
     params: Params,
-    permits: Arc<Semaphore>,
+    pool: rayon::ThreadPool,
     waiting: Arc<AtomicUsize>,
     /// A hash of a random password, verified against when the user does not exist, so a
     /// failed sign-in takes as long either way.
@@ -33,9 +34,16 @@ impl PasswordHasher {
                     .unwrap_or(2)
             })
             .max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("argon2-{i}"))
+            // A panicking job must not abort the process: its caller gets an error instead.
+            .panic_handler(|_| tracing::error!("a password hash job panicked"))
+            .build()
+            .map_err(|e| Error::internal(format!("password hash pool: {e}")))?;
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(n)),
+            pool,
             waiting: Arc::new(AtomicUsize::new(0)),
             dummy: OnceCell::new(),
         })
@@ -49,23 +57,18 @@ impl PasswordHasher {
         &self,
         f: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T> {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("ma_idp_password_hash_queue")
-            .set(self.waiting.load(Ordering::Relaxed) as f64);
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!("ma_idp_password_hash_queue")
-            .set(self.waiting.load(Ordering::Relaxed) as f64);
-        let permit = permit.map_err(|_| Error::internal("password hasher closed"))?;
+        let queued = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("ma_idp_password_hash_queue").set(queued as f64);
+        let waiting = self.waiting.clone();
         let a = self.argon2();
-        let out = tokio::task::spawn_blocking(move || {
-            let r = f(a);
-            drop(permit);
-            r
-        })
-        .await
-        .map_err(|e| Error::internal(format!("password hash task: {e}")))?;
-        Ok(out)
+        let (tx, rx) = oneshot::channel();
+        self.pool.spawn(move || {
+            let left = waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+            metrics::gauge!("ma_idp_password_hash_queue").set(left as f64);
+            let _ = tx.send(f(a));
+        });
+        rx.await
+            .map_err(|_| Error::internal("password hash task ended"))
     }
 
     pub async fn hash(&self, password: &Secret) -> Result<String> {

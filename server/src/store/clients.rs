@@ -1,7 +1,5 @@
 use entity::{client, client_redirect_uri};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{Store, new_id};
 use crate::error::Result;
@@ -19,7 +17,7 @@ pub struct NewClient {
 
 impl Store {
     pub async fn insert_client(&self, c: NewClient) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         let m = c.client;
         let pk = m.id.clone();
         client::Entity::insert(client::ActiveModel {

@@ -1,6 +1,6 @@
 use entity::{authorization_code, refresh_family, refresh_token};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::Store;
 use super::audit::insert_audit;
@@ -61,7 +61,7 @@ impl Store {
     where
         F: FnOnce(&authorization_code::Model) -> Result<(Option<NewRefresh>, Option<AuditEvent>)>,
     {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         // Write first: takes the row (PostgreSQL) or database (SQLite) write lock before any
         // read, so a concurrent redemption waits for our commit.
         let won = authorization_code::Entity::update_many()

@@ -1,8 +1,6 @@
 use entity::{grant, refresh_family};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{Store, new_id};
 use crate::error::Result;
@@ -32,7 +30,7 @@ impl Store {
         scope: &str,
         now: i64,
     ) -> Result<String> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         let existing = grant::Entity::find()
             .filter(grant::Column::UserId.eq(user_id))
             .filter(grant::Column::ClientId.eq(client_pk))
@@ -98,7 +96,7 @@ impl Store {
         user_id: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         let mut q = grant::Entity::update_many()
             .col_expr(grant::Column::RevokedAt, Expr::value(now))
             .filter(grant::Column::Id.eq(grant_id))

@@ -1,8 +1,6 @@
 use entity::signing_key;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::Store;
 use crate::error::Result;
@@ -39,7 +37,7 @@ impl Store {
         keys: Vec<(NewKey, &str)>,
         now: i64,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         for (k, state) in keys {
             signing_key::Entity::insert(active_model(tenant_id, k, state, now))
                 .exec_without_returning(&txn)
@@ -57,7 +55,7 @@ impl Store {
         publish_until: i64,
         new_next: Vec<NewKey>,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         signing_key::Entity::update_many()
             .col_expr(signing_key::Column::State, Expr::value("retired"))
             .col_expr(signing_key::Column::RetiredAt, Expr::value(now))

@@ -67,6 +67,21 @@ impl Store {
         &self.db
     }
 
+    /// A transaction that writes. On SQLite it starts `IMMEDIATE`: it takes the write lock at
+    /// once (waiting up to `busy_timeout`) instead of failing with "database is locked" when a
+    /// read is later upgraded to a write under contention.
+    pub(crate) async fn write_txn(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        let opts = match self.backend() {
+            DbBackend::Sqlite => TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            },
+            _ => TransactionOptions::default(),
+        };
+        self.db.begin_with_options(opts).await
+    }
+
     pub async fn migrate(&self) -> Result<(), DbErr> {
         Migrator::up(&self.db, None).await
     }

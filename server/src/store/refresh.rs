@@ -1,8 +1,6 @@
 use entity::{grant, refresh_family, refresh_token, revoked_access_token, user};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::audit::insert_audit;
 use super::{Store, new_id};
@@ -82,7 +80,7 @@ impl Store {
         successor: impl FnOnce(&refresh_family::Model) -> Result<NewRefresh>,
         audit: AuditEvent,
     ) -> Result<RefreshOutcome> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         let fresh = refresh_token::Entity::update_many()
             .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
             .filter(refresh_token::Column::TokenHash.eq(token_hash))
@@ -220,7 +218,7 @@ impl Store {
         jti: &str,
         expires_at: i64,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         let exists = revoked_access_token::Entity::find_by_id(jti.to_string())
             .one(&txn)
             .await?;

@@ -1,6 +1,6 @@
 use entity::login_throttle;
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::Store;
 use crate::error::Result;
@@ -42,7 +42,7 @@ impl Store {
         )
         .exec_without_returning(&self.db)
         .await?;
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         // Write first: takes the row (PostgreSQL) or database (SQLite) lock, so parallel
         // attempts line up here.
         login_throttle::Entity::update_many()

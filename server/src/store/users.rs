@@ -1,5 +1,5 @@
 use entity::{password_credential, user};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::Store;
 use crate::error::Result;
@@ -7,7 +7,7 @@ use crate::error::Result;
 impl Store {
     /// Insert a user and, when given, their password hash, in one transaction.
     pub async fn insert_user(&self, u: user::Model, phc: Option<String>) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         let id = u.id.clone();
         let created = u.created_at;
         user::Entity::insert(user::ActiveModel {

@@ -102,10 +102,20 @@ impl Services {
     /// Connect to the database and load the master key. Does not migrate.
     pub async fn init(settings: Settings, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
         settings.validate().map_err(|e| anyhow::anyhow!(e))?;
-        if settings.database_url.as_deref().is_none_or(str::is_empty) {
+        if settings.database_url.as_deref().is_none_or(str::is_empty) && !settings.data_dir.exists()
+        {
             std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
                 anyhow::anyhow!("cannot create {}: {e}", settings.data_dir.display())
             })?;
+            // The database holds sealed keys and hashes: only its owner may enter.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(
+                    &settings.data_dir,
+                    std::fs::Permissions::from_mode(0o700),
+                );
+            }
         }
         let master = MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)
             .map_err(|e| anyhow::anyhow!(e))?;

@@ -148,10 +148,11 @@ pub async fn alexa_token(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let tenant = svc
-        .default_tenant()
-        .await
-        .map_err(|_| Error::invalid_request("no default tenant is configured"))?;
+    let tenant = svc.default_tenant().await.map_err(|e| match e {
+        // A database outage stays a 503; only a missing tenant is the caller's problem.
+        Error::Page { .. } => Error::invalid_request("no default tenant is configured"),
+        other => other,
+    })?;
     token_for(svc, req, payload, tenant).await
 }
 

@@ -199,24 +199,29 @@ pub async fn enroll_finish(
         .enrollment_target(&tenant, &token)
         .await
         .map_err(|_| gone())?;
-    // The link works once: use it up before the credential is stored.
+    let info = request_info(&req, &svc);
+    // Verify and store the credential first (a failed attempt leaves the link usable), then
+    // use the link up; if another request used it meanwhile, the new passkey is withdrawn.
+    let pk = svc
+        .passkey_register_finish(
+            &tenant,
+            &user,
+            &body.ceremony,
+            &body.credential,
+            body.name.as_deref(),
+            &info,
+        )
+        .await?;
     if !svc
         .store
         .consume_enrollment_link(&link.id, svc.now())
         .await?
     {
+        svc.store
+            .delete_passkey(&tenant.id, &user.id, &pk.id)
+            .await?;
         return Err(gone());
     }
-    let info = request_info(&req, &svc);
-    svc.passkey_register_finish(
-        &tenant,
-        &user,
-        &body.ceremony,
-        &body.credential,
-        body.name.as_deref(),
-        &info,
-    )
-    .await?;
     // Enrolling with the link proves possession of the new passkey: sign in with it.
     login::sign_in(&session, &tenant, &user, &["hwk", "user", "mfa"], svc.now())?;
     Ok(HttpResponse::Ok()

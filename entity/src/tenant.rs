@@ -12,6 +12,10 @@ pub struct Model {
     pub refresh_grace: i64,
     pub code_ttl: i64,
     pub passkeys_required: bool,
+    /// Create a member on the first sign-in of an unlinked upstream identity (any provider).
+    pub fed_auto_create: bool,
+    /// Link an unlinked upstream identity to the member with the same, verified e-mail.
+    pub fed_link_by_email: bool,
     pub created_at: i64,
 }
 

@@ -29,6 +29,8 @@ pub fn build_server(
                 .unwrap_or(2)
         })
         .max(1);
+    let with_admin = services.settings.admin_listen().is_none();
+    let svc = services.clone();
     let server = HttpServer::new(move || {
         let d = data.clone();
         App::new()
@@ -36,11 +38,38 @@ pub fn build_server(
             .wrap(from_fn(middleware::security_headers))
             .wrap(from_fn(middleware::record_metrics))
             .wrap(TracingLogger::<middleware::QuietRootSpan>::new())
-            .configure(|cfg| http::configure(cfg, &d))
+            .configure(|cfg| http::configure(cfg, &svc, with_admin))
     })
     .workers(workers)
     .backlog(2048)
     .max_connection_rate(1024)
+    .keep_alive(Duration::from_secs(30))
+    .client_request_timeout(Duration::from_secs(10))
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .shutdown_timeout(20)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// The admin listener: only `/admin` and the static files it uses.
+pub fn build_admin_server(
+    services: Arc<Services>,
+    listener: TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::from(services.clone());
+    let svc = services.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(from_fn(middleware::security_headers))
+            .wrap(from_fn(middleware::record_metrics))
+            .wrap(TracingLogger::<middleware::QuietRootSpan>::new())
+            .configure(|cfg| http::configure_admin(cfg, &svc))
+            .service(web::resource("/static/{file}").route(web::get().to(ops::static_file)))
+            .default_service(web::to(ops::not_found))
+    })
+    .workers(1)
     .keep_alive(Duration::from_secs(30))
     .client_request_timeout(Duration::from_secs(10))
     .client_disconnect_timeout(Duration::from_secs(5))
@@ -69,13 +98,19 @@ pub async fn housekeeping(services: Arc<Services>) {
 /// A server running on its own thread (tests and embedding).
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The admin listener, when started with one.
+    pub admin_addr: Option<SocketAddr>,
     handle: ServerHandle,
+    admin_handle: Option<ServerHandle>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// Stop gracefully (in-flight requests finish) and wait for the thread.
     pub async fn stop(mut self) {
+        if let Some(h) = &self.admin_handle {
+            h.stop(true).await;
+        }
         self.handle.stop(true).await;
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -89,22 +124,49 @@ pub fn start_server(
     clock: SharedClock,
     listener: TcpListener,
 ) -> anyhow::Result<RunningServer> {
+    start_server_with_admin(settings, clock, listener, None)
+}
+
+/// Like [`start_server`], with the admin UI on its own listener when one is given (the
+/// settings' `admin_listen` must then be set, so the public listener hides `/admin`).
+pub fn start_server_with_admin(
+    settings: Settings,
+    clock: SharedClock,
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
-    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<ServerHandle>>();
+    let admin_addr = match &admin_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    type Handles = (ServerHandle, Option<ServerHandle>);
+    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<Handles>>();
     let thread = std::thread::spawn(move || {
         let sys = actix_web::rt::System::new();
         sys.block_on(async move {
             let started = async {
                 let services = Services::init(settings, clock).await?;
                 services.store.migrate().await?;
+                let admin = match admin_listener {
+                    Some(l) => Some(build_admin_server(services.clone(), l)?),
+                    None => None,
+                };
                 let server = build_server(services, listener)?;
-                Ok::<_, anyhow::Error>(server)
+                Ok::<_, anyhow::Error>((server, admin))
             }
             .await;
             match started {
-                Ok(server) => {
-                    let _ = tx.send(Ok(server.handle()));
-                    let _ = server.await;
+                Ok((server, admin)) => {
+                    let _ = tx.send(Ok((server.handle(), admin.as_ref().map(|a| a.handle()))));
+                    match admin {
+                        Some(a) => {
+                            let _ = futures_util::future::join(server, a).await;
+                        }
+                        None => {
+                            let _ = server.await;
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -112,12 +174,14 @@ pub fn start_server(
             }
         });
     });
-    let handle = rx
+    let (handle, admin_handle) = rx
         .recv()
         .map_err(|_| anyhow::anyhow!("server thread ended early"))??;
     Ok(RunningServer {
         addr,
+        admin_addr,
         handle,
+        admin_handle,
         thread: Some(thread),
     })
 }

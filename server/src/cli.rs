@@ -34,6 +34,65 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum ProviderCmd {
+    /// Add a provider to a tenant; prints the redirect URI to register at the upstream.
+    /// The client secret is read from standard input with --client-secret-stdin.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// `amazon` (Login with Amazon) or `oidc` (any OpenID Connect provider).
+        #[arg(long)]
+        kind: String,
+        /// The name in URLs; defaults to the kind.
+        #[arg(long)]
+        slug: Option<String>,
+        /// The name on the sign-in button, e.g. "Amazon".
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        client_secret_stdin: bool,
+        /// Amazon: NA, EU or FE (default NA).
+        #[arg(long)]
+        region: Option<String>,
+        /// OIDC: the issuer URL (discovery).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Scopes, space-separated (Amazon: profile or profile:user_id).
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        authorization_endpoint: Option<String>,
+        #[arg(long)]
+        token_endpoint: Option<String>,
+        /// Amazon: the profile endpoint; OIDC: userinfo.
+        #[arg(long)]
+        userinfo_endpoint: Option<String>,
+        #[arg(long)]
+        jwks_uri: Option<String>,
+        /// Create a member on the first sign-in of an unlinked identity (off by default).
+        #[arg(long)]
+        auto_create: bool,
+        /// Link an unlinked identity to the member with the same e-mail when the upstream
+        /// says it is verified (off by default).
+        #[arg(long)]
+        link_by_email: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a tenant's providers.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run the server (migrates first unless --no-migrate).
@@ -59,6 +118,9 @@ pub enum Cmd {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Manage upstream sign-in providers (Login with Amazon, OpenID Connect).
+    #[command(subcommand)]
+    Provider(ProviderCmd),
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -123,8 +185,12 @@ pub enum UserCmd {
         username: String,
         #[arg(long)]
         password_stdin: bool,
-        #[arg(long)]
+        /// An operator: signs in to the admin UI and manages every tenant.
+        #[arg(long, conflicts_with = "tenant_admin")]
         admin: bool,
+        /// An admin of this tenant only.
+        #[arg(long)]
+        tenant_admin: bool,
         #[arg(long)]
         json: bool,
     },
@@ -356,9 +422,32 @@ async fn serve(settings: Settings, no_migrate: bool) -> anyhow::Result<()> {
     for t in &tenants {
         eprintln!("tenant {:<16} issuer {}", t.slug, services.issuer(t));
     }
+    let admin = match services.settings.admin_listen() {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {a} (admin_listen): {e}"))?;
+            eprintln!("admin UI at {}/admin", services.settings.admin_base_url());
+            Some(crate::app::build_admin_server(services.clone(), l)?)
+        }
+        None => None,
+    };
+    if let Some(path) = services.setup_link_if_needed().await? {
+        // Printed for the person starting the server, never logged: it creates the operator.
+        eprintln!(
+            "No operator account yet. Open this one-time link (valid 24 hours) to create it:\n  {}{path}",
+            services.settings.admin_base_url()
+        );
+    }
     let server = crate::app::build_server(services.clone(), listener)?;
     actix_web::rt::spawn(crate::app::housekeeping(services));
-    server.await?;
+    match admin {
+        Some(a) => {
+            let (r1, r2) = futures_util::future::join(server, a).await;
+            r1?;
+            r2?;
+        }
+        None => server.await?,
+    }
     Ok(())
 }
 
@@ -448,6 +537,7 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
             username,
             password_stdin,
             admin,
+            tenant_admin,
             json,
         }) => {
             let t = svc.tenant(&tenant).await?;
@@ -460,8 +550,23 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
             } else {
                 None
             };
+            let role = match (admin, tenant_admin) {
+                (true, _) => "operator",
+                (false, true) => "admin",
+                (false, false) => "member",
+            };
             let u = svc
-                .create_user(&t, &username, password.as_ref(), admin, "cli")
+                .create_user_with(
+                    &t,
+                    crate::services::NewUserSpec {
+                        username: username.clone(),
+                        display_name: None,
+                        email: None,
+                        role: role.to_string(),
+                    },
+                    password.as_ref(),
+                    "cli",
+                )
                 .await?;
             print(
                 json,
@@ -527,6 +632,92 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
                 text.push_str(&format!("redirect_uri:  {u}\n"));
             }
             print(c.json, value, text.trim_end().to_string());
+            Ok(())
+        }
+        Cmd::Provider(ProviderCmd::Add {
+            tenant,
+            kind,
+            slug,
+            name,
+            client_id,
+            client_secret_stdin,
+            region,
+            issuer,
+            scope,
+            authorization_endpoint,
+            token_endpoint,
+            userinfo_endpoint,
+            jwks_uri,
+            auto_create,
+            link_by_email,
+            json,
+        }) => {
+            let t = svc.tenant(&tenant).await?;
+            let secret = if client_secret_stdin {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                let trimmed = s.trim().to_string();
+                s.clear();
+                Some(Secret::new(trimmed))
+            } else {
+                None
+            };
+            let slug = slug.unwrap_or_else(|| kind.clone());
+            let default_name = match kind.as_str() {
+                "amazon" => "Amazon".to_string(),
+                _ => slug.clone(),
+            };
+            let p = svc
+                .add_provider(
+                    &t,
+                    crate::federation::NewProvider {
+                        slug,
+                        kind,
+                        display_name: name.unwrap_or(default_name),
+                        client_id,
+                        client_secret: secret,
+                        scopes: scope,
+                        region,
+                        issuer,
+                        authorization_endpoint,
+                        token_endpoint,
+                        userinfo_endpoint,
+                        jwks_uri,
+                        auto_create,
+                        link_by_email,
+                    },
+                    "cli",
+                )
+                .await?;
+            let redirect = svc.federation_redirect_uri(&t, &p.slug);
+            print(
+                json,
+                json!({"id": p.id, "tenant": t.slug, "slug": p.slug, "kind": p.kind,
+                       "name": p.display_name, "redirect_uri": redirect}),
+                format!(
+                    "added provider {} ({}) to {}; register this redirect URI at the provider:\n{redirect}",
+                    p.slug, p.kind, t.slug
+                ),
+            );
+            Ok(())
+        }
+        Cmd::Provider(ProviderCmd::List { tenant, json }) => {
+            let t = svc.tenant(&tenant).await?;
+            let ps = svc.store.providers_of_tenant(&t.id).await?;
+            let list: Vec<serde_json::Value> = ps
+                .iter()
+                .map(|p| {
+                    json!({"slug": p.slug, "kind": p.kind, "name": p.display_name,
+                           "client_id": p.client_id, "enabled": p.enabled,
+                           "redirect_uri": svc.federation_redirect_uri(&t, &p.slug)})
+                })
+                .collect();
+            let text = ps
+                .iter()
+                .map(|p| format!("{:<16} {:<7} {}", p.slug, p.kind, p.display_name))
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(json, json!({ "providers": list }), text);
             Ok(())
         }
         Cmd::Keys(KeysCmd::Rotate { tenant, json }) => {

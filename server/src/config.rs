@@ -24,6 +24,12 @@ pub struct Settings {
     /// Tenant served under `/alexa/authorize` and `/alexa/token`. When unset and exactly one
     /// tenant exists, that tenant.
     pub default_tenant: Option<String>,
+    /// A second address that serves the admin UI (`/admin`), e.g. on the LAN or loopback.
+    /// When set, the public listener answers 404 for `/admin`.
+    pub admin_listen: Option<String>,
+    /// The URL admins reach the admin listener under (for the setup link and cookie
+    /// flags); defaults to `http://{admin_listen}`.
+    pub admin_url: Option<String>,
     /// Reverse proxies (exact IP addresses) whose `X-Forwarded-For` is believed for client
     /// addresses. The scheme and host always come from `public_url`.
     pub trusted_proxies: Vec<String>,
@@ -31,6 +37,10 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Database pool size.
     pub db_max_connections: u32,
+    /// How long tenants, clients and server settings are cached (milliseconds; 0 = off). A
+    /// change made through this instance applies at once; one made through another
+    /// instance sharing the database within this time.
+    pub cache_ttl_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
     /// Log lines as JSON.
@@ -104,9 +114,12 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             master_key: None,
             default_tenant: None,
+            admin_listen: None,
+            admin_url: None,
             trusted_proxies: Vec::new(),
             workers: None,
             db_max_connections: 16,
+            cache_ttl_ms: 2000,
             log: "info".into(),
             log_json: false,
             session_ttl: 24 * 3600,
@@ -142,6 +155,26 @@ impl Settings {
     /// Plain-http development: cookies cannot be `Secure` nor `__Host-`.
     pub fn is_https(&self) -> bool {
         self.public_url.starts_with("https://")
+    }
+
+    /// The admin listener's address, when the admin UI has its own.
+    pub fn admin_listen(&self) -> Option<&str> {
+        self.admin_listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The base URL of the admin UI (without `/admin`).
+    pub fn admin_base_url(&self) -> String {
+        match (
+            self.admin_listen(),
+            self.admin_url.as_deref().filter(|s| !s.is_empty()),
+        ) {
+            (Some(_), Some(u)) => u.trim_end_matches('/').to_string(),
+            (Some(l), None) => format!("http://{l}"),
+            (None, _) => self.base_url().to_string(),
+        }
     }
 
     pub fn database_url(&self) -> String {

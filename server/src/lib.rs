@@ -6,12 +6,14 @@
 //! the only place that queries.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod login;
 pub mod oauth;

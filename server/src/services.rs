@@ -40,6 +40,29 @@ pub const DEFAULT_REFRESH_GRACE: i64 = 60;
 pub const DEFAULT_CODE_TTL: i64 = 60;
 pub const DEFAULT_AUDIENCE: &str = "music-assistant";
 
+/// Who did something and from where, for the audit log. `"cli"` converts into one.
+#[derive(Debug, Clone, Default)]
+pub struct By {
+    pub actor: String,
+    pub req: RequestInfo,
+}
+
+impl From<&str> for By {
+    fn from(actor: &str) -> Self {
+        By {
+            actor: actor.to_string(),
+            req: RequestInfo::default(),
+        }
+    }
+}
+
+pub struct NewUserSpec {
+    pub username: String,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub role: String,
+}
+
 /// What a new client looks like.
 #[derive(Debug, Clone, Default)]
 pub struct ClientSpec {
@@ -90,7 +113,24 @@ pub fn validate_redirect_uri(uri: &str) -> std::result::Result<(), String> {
     }
 }
 
-fn valid_slug(s: &str) -> bool {
+/// A new tenant with the default lifetimes (not yet stored).
+pub fn new_tenant_model(slug: &str, name: &str, now: i64) -> tenant::Model {
+    tenant::Model {
+        id: new_id_pub(),
+        slug: slug.to_string(),
+        name: name.chars().take(200).collect(),
+        access_token_ttl: DEFAULT_ACCESS_TTL,
+        refresh_token_ttl: DEFAULT_REFRESH_TTL,
+        refresh_grace: DEFAULT_REFRESH_GRACE,
+        code_ttl: DEFAULT_CODE_TTL,
+        passkeys_required: false,
+        fed_auto_create: false,
+        fed_link_by_email: false,
+        created_at: now,
+    }
+}
+
+pub fn valid_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
@@ -119,7 +159,12 @@ impl Services {
         }
         let master = MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)
             .map_err(|e| anyhow::anyhow!(e))?;
-        let store = Store::connect(&settings.database_url(), settings.db_max_connections).await?;
+        let store = Store::connect(
+            &settings.database_url(),
+            settings.db_max_connections,
+            std::time::Duration::from_millis(settings.cache_ttl_ms),
+        )
+        .await?;
         let sealer = master.key_sealer().map_err(|e| anyhow::anyhow!(e))?;
         Ok(Arc::new(Self {
             keys: KeyService::new(store.clone(), sealer, clock.clone()),
@@ -154,8 +199,14 @@ impl Services {
             .ok_or_else(|| Error::not_found(format!("There is no tenant {slug:?} here.")))
     }
 
-    /// The tenant behind `/alexa/*`: the configured default, or the only tenant.
+    /// The tenant behind `/alexa/*`: the one an operator chose in the admin UI, else the
+    /// configured default, else the only tenant.
     pub async fn default_tenant(&self) -> Result<tenant::Model> {
+        if let Some(slug) = self.store.setting(crate::admin::DEFAULT_TENANT_KEY).await?
+            && let Some(t) = self.store.tenant_by_slug(&slug).await?
+        {
+            return Ok(t);
+        }
         if let Some(slug) = self
             .settings
             .default_tenant
@@ -177,8 +228,9 @@ impl Services {
         &self,
         slug: &str,
         name: Option<&str>,
-        actor: &str,
+        by: impl Into<By>,
     ) -> Result<tenant::Model> {
+        let by = by.into();
         if !valid_slug(slug) {
             return Err(Error::invalid_request(
                 "a tenant slug is 1-64 characters of a-z, 0-9 and '-', not starting with '-'",
@@ -190,23 +242,14 @@ impl Services {
             )));
         }
         let now = self.now();
-        let t = tenant::Model {
-            id: new_id_pub(),
-            slug: slug.to_string(),
-            name: name.unwrap_or(slug).chars().take(200).collect(),
-            access_token_ttl: DEFAULT_ACCESS_TTL,
-            refresh_token_ttl: DEFAULT_REFRESH_TTL,
-            refresh_grace: DEFAULT_REFRESH_GRACE,
-            code_ttl: DEFAULT_CODE_TTL,
-            passkeys_required: false,
-            created_at: now,
-        };
+        let t = new_tenant_model(slug, name.unwrap_or(slug), now);
         self.store.insert_tenant(t.clone()).await?;
         self.keys.ensure_tenant_keys(&t.id).await?;
         self.store
             .insert_audit(
-                AuditEvent::new("tenant_created", "ok", Some(&t.id), &RequestInfo::default())
-                    .actor(actor),
+                AuditEvent::new("tenant_created", "ok", Some(&t.id), &by.req)
+                    .actor(&by.actor)
+                    .detail(serde_json::json!({"slug": t.slug})),
                 now,
             )
             .await?;
@@ -218,8 +261,9 @@ impl Services {
         tenant: &tenant::Model,
         name: Option<&str>,
         passkeys_required: Option<bool>,
-        actor: &str,
+        by: impl Into<By>,
     ) -> Result<tenant::Model> {
+        let by = by.into();
         let name = name.map(str::trim).unwrap_or(&tenant.name);
         if name.is_empty() || name.len() > 200 {
             return Err(Error::invalid_request("a tenant name has 1-200 characters"));
@@ -228,14 +272,9 @@ impl Services {
         self.store.update_tenant(&tenant.id, name, pk).await?;
         self.store
             .insert_audit(
-                AuditEvent::new(
-                    "tenant_updated",
-                    "ok",
-                    Some(&tenant.id),
-                    &RequestInfo::default(),
-                )
-                .actor(actor)
-                .detail(serde_json::json!({"name": name, "passkeys_required": pk})),
+                AuditEvent::new("tenant_updated", "ok", Some(&tenant.id), &by.req)
+                    .actor(&by.actor)
+                    .detail(serde_json::json!({"name": name, "passkeys_required": pk})),
                 self.now(),
             )
             .await?;
@@ -252,8 +291,45 @@ impl Services {
         username: &str,
         password: Option<&Secret>,
         admin: bool,
-        actor: &str,
+        by: impl Into<By>,
     ) -> Result<user::Model> {
+        let role = if admin { "admin" } else { "member" };
+        self.create_user_with(
+            tenant,
+            NewUserSpec {
+                username: username.to_string(),
+                display_name: None,
+                email: None,
+                role: role.to_string(),
+            },
+            password,
+            by,
+        )
+        .await
+    }
+
+    /// Create a user with a role (`member`, `admin` of the tenant, or `operator`). Audited.
+    pub async fn create_user_with(
+        &self,
+        tenant: &tenant::Model,
+        spec: NewUserSpec,
+        password: Option<&Secret>,
+        by: impl Into<By>,
+    ) -> Result<user::Model> {
+        let by = by.into();
+        let username = spec.username.as_str();
+        if !matches!(spec.role.as_str(), "member" | "admin" | "operator") {
+            return Err(Error::invalid_request(
+                "a role is member, admin or operator",
+            ));
+        }
+        let clean = |v: &Option<String>, max: usize| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.chars().take(max).collect::<String>())
+        };
+        let (display_name, email) = (clean(&spec.display_name, 200), clean(&spec.email, 320));
         let username = crate::login::normalize_username(username);
         if username.is_empty()
             || username.len() > 128
@@ -291,27 +367,19 @@ impl Services {
             id: new_id_pub(),
             tenant_id: tenant.id.clone(),
             username: username.clone(),
-            display_name: None,
-            email: None,
-            role: if admin {
-                "admin".into()
-            } else {
-                "member".into()
-            },
+            display_name,
+            email,
+            role: spec.role.clone(),
             disabled: false,
             created_at: now,
         };
         self.store.insert_user(u.clone(), phc).await?;
         self.store
             .insert_audit(
-                AuditEvent::new(
-                    "user_created",
-                    "ok",
-                    Some(&tenant.id),
-                    &RequestInfo::default(),
-                )
-                .actor(actor)
-                .user(&u.id),
+                AuditEvent::new("user_created", "ok", Some(&tenant.id), &by.req)
+                    .actor(&by.actor)
+                    .user(&u.id)
+                    .detail(serde_json::json!({"username": u.username, "role": u.role})),
                 now,
             )
             .await?;
@@ -322,8 +390,9 @@ impl Services {
         &self,
         tenant: &tenant::Model,
         spec: ClientSpec,
-        actor: &str,
+        by: impl Into<By>,
     ) -> Result<CreatedClient> {
+        let by = by.into();
         let name = spec.name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(Error::invalid_request(
@@ -426,14 +495,10 @@ impl Services {
             .await?;
         self.store
             .insert_audit(
-                AuditEvent::new(
-                    "client_created",
-                    "ok",
-                    Some(&tenant.id),
-                    &RequestInfo::default(),
-                )
-                .actor(actor)
-                .client(&model.client_id),
+                AuditEvent::new("client_created", "ok", Some(&tenant.id), &by.req)
+                    .actor(&by.actor)
+                    .client(&model.client_id)
+                    .detail(serde_json::json!({"name": model.name, "redirect_uris": uris})),
                 now,
             )
             .await?;
@@ -456,20 +521,20 @@ impl Services {
             .unwrap_or(tenant.access_token_ttl))
     }
 
-    pub async fn rotate_keys(&self, tenant: &tenant::Model, actor: &str) -> Result<Vec<String>> {
+    pub async fn rotate_keys(
+        &self,
+        tenant: &tenant::Model,
+        by: impl Into<By>,
+    ) -> Result<Vec<String>> {
+        let by = by.into();
         let keep = self.max_token_ttl(tenant).await? + 300;
         self.keys.ensure_tenant_keys(&tenant.id).await?;
         let kids = self.keys.rotate(&tenant.id, keep).await?;
         self.store
             .insert_audit(
-                AuditEvent::new(
-                    "keys_rotated",
-                    "ok",
-                    Some(&tenant.id),
-                    &RequestInfo::default(),
-                )
-                .actor(actor)
-                .detail(serde_json::json!({"active": kids})),
+                AuditEvent::new("keys_rotated", "ok", Some(&tenant.id), &by.req)
+                    .actor(&by.actor)
+                    .detail(serde_json::json!({"active": kids})),
                 self.now(),
             )
             .await?;

@@ -95,6 +95,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// A client that does not follow redirects and keeps no cookies (Alexa's servers).
     pub http: reqwest::Client,
+    /// The admin listener's base URL, when started with `start_with_admin_listener`.
+    pub admin_base: Option<String>,
 }
 
 pub fn settings_for(dir: &std::path::Path, db: Option<String>, port: u16) -> Settings {
@@ -130,6 +132,24 @@ impl TestApp {
         backend: Backend,
         tweak: impl FnOnce(&mut Settings),
     ) -> Option<TestApp> {
+        Self::start_inner(backend, tweak, false).await
+    }
+
+    /// Start ma-idp with the admin UI on its own listener (`admin_listen`): the public
+    /// listener then hides `/admin`. Its base URL is in `admin_base`. (`restart` brings back
+    /// the public listener only.)
+    pub async fn start_with_admin_listener(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
+        Self::start_inner(backend, tweak, true).await
+    }
+
+    async fn start_inner(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Settings),
+        admin_listener: bool,
+    ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = match backend {
             Backend::Sqlite => None,
@@ -138,10 +158,17 @@ impl TestApp {
         let listener = free_listener();
         let port = listener.local_addr().unwrap().port();
         let mut settings = settings_for(dir.path(), db, port);
+        let admin = admin_listener.then(free_listener);
+        let admin_base = admin.as_ref().map(|l| {
+            let addr = l.local_addr().unwrap();
+            settings.admin_listen = Some(addr.to_string());
+            format!("http://{addr}")
+        });
         tweak(&mut settings);
         let clock = ManualClock::new();
         let server =
-            ma_idp::start_server(settings.clone(), clock.clone(), listener).expect("server starts");
+            ma_idp::app::start_server_with_admin(settings.clone(), clock.clone(), listener, admin)
+                .expect("server starts");
         let svc = Services::init(settings.clone(), clock.clone())
             .await
             .expect("services");
@@ -157,6 +184,7 @@ impl TestApp {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            admin_base,
         })
     }
 

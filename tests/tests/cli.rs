@@ -106,7 +106,7 @@ async fn cli_sets_up_alexa_and_serve_links_it(backend: Backend) {
         ],
         None,
     );
-    assert_eq!(admin["role"], "admin");
+    assert_eq!(admin["role"], "operator");
     let (ok, _, err) = cli.run(&["user", "create", "--tenant", "nope", "carol"], None);
     assert!(!ok && err.contains("nope"), "{err}");
     let c = cli.json(

@@ -333,10 +333,22 @@ fn compose_ma_idp_builds_here_waits_for_postgres_and_is_checked() {
         svc.get("restart").map(yaml_str).as_deref(),
         Some("unless-stopped")
     );
-    // Reached only through the proxy.
-    assert!(
-        svc.get("ports").is_none(),
-        "ma-idp must not publish ports; Caddy does"
+    // The public endpoints are reached only through the proxy; the admin UI has its own
+    // listener, published on this machine's loopback only (never through Caddy).
+    let ports: Vec<String> = yaml_list(svc.get("ports"))
+        .into_iter()
+        .map(yaml_str)
+        .collect();
+    assert_eq!(
+        ports,
+        vec!["127.0.0.1:8097:8097".to_string()],
+        "ma-idp publishes only the admin port, on loopback; Caddy publishes the rest"
+    );
+    let env = svc.get("environment").expect("ma-idp environment");
+    assert_eq!(
+        env.get("MA_IDP_ADMIN_LISTEN").map(yaml_str).as_deref(),
+        Some("0.0.0.0:8097"),
+        "the admin UI is on its own listener, so the public one answers 404 for /admin"
     );
     let vols: Vec<String> = yaml_list(svc.get("volumes"))
         .into_iter()

@@ -970,6 +970,55 @@ fn routes() -> Vec<Route> {
         r("unknown", "GET", "/{any}", Body::None, &[], true),
         r("unknown-post", "POST", "/{any}", Body::Form, &[], true),
         r("admin", "GET", "/admin/{any}", Body::None, &[], true),
+        r("admin-post", "POST", "/admin/{any}", Body::Form, &[], true),
+        r(
+            "admin-login",
+            "POST",
+            "/admin/login",
+            Body::Form,
+            &["csrf", "tenant", "username", "password"],
+            true,
+        ),
+        r(
+            "admin-setup",
+            "GET",
+            "/admin/setup/{token}",
+            Body::None,
+            &[],
+            true,
+        ),
+        r(
+            "admin-tenant",
+            "GET",
+            "/admin/t/{t}/{action}",
+            Body::None,
+            &["q", "offset", "kind", "user", "client", "from", "to"],
+            true,
+        ),
+        r(
+            "fed-start",
+            "POST",
+            "/t/{t}/federation/{any}/start",
+            Body::Form,
+            &["csrf", "purpose", "rid", "back"],
+            true,
+        ),
+        r(
+            "fed-callback",
+            "GET",
+            "/t/{t}/federation/{any}/callback",
+            Body::None,
+            &["code", "state", "error", "error_description"],
+            true,
+        ),
+        r(
+            "identity-unlink",
+            "POST",
+            "/t/{t}/account/identities/{id}/unlink",
+            Body::Form,
+            &["csrf"],
+            true,
+        ),
     ]
 }
 
@@ -1351,8 +1400,13 @@ fn check(resp: &Resp, base: &str, registered: &[String]) -> Vec<String> {
     }
     for c in resp.all("set-cookie") {
         let l = c.to_ascii_lowercase();
-        if !l.contains("httponly") || !l.contains("samesite=lax") {
-            bad.push(format!("cookie without HttpOnly/SameSite=Lax: {c}"));
+        // Browser cookies are Lax (they must survive the redirect back from an upstream);
+        // the admin UI's cookie is Strict.
+        let same_site_ok = l.contains("samesite=lax")
+            || (l.starts_with("ma-idp-admin=") || l.starts_with("__host-ma-idp-admin="))
+                && l.contains("samesite=strict");
+        if !l.contains("httponly") || !same_site_ok {
+            bad.push(format!("cookie without HttpOnly/SameSite: {c}"));
         }
         if l.starts_with("evil") {
             bad.push(format!("injected cookie: {c}"));

@@ -21,6 +21,7 @@ pub async fn login_get(
         return Ok(redirect(&format!("/t/{}/account", tenant.slug), false));
     }
     let csrf = login::csrf_token(&session)?;
+    let providers = svc.provider_buttons(&tenant).await?;
     pages::login(pages::LoginView {
         tenant_name: &tenant.name,
         slug: &tenant.slug,
@@ -32,6 +33,7 @@ pub async fn login_get(
         csrf: &csrf,
         username: "",
         error: None,
+        providers: &providers,
     })
 }
 
@@ -66,6 +68,7 @@ pub async fn login_post(
         )
     };
     let csrf = login::csrf_token(&session)?;
+    let providers = svc.provider_buttons(&tenant).await?;
     let mut resp = pages::login(pages::LoginView {
         tenant_name: &tenant.name,
         slug: &tenant.slug,
@@ -77,6 +80,7 @@ pub async fn login_post(
         csrf: &csrf,
         username,
         error: Some(&msg),
+        providers: &providers,
     })?;
     *resp.status_mut() = status;
     Ok(resp)
@@ -138,6 +142,13 @@ pub async fn account(
     let grants = svc.my_grants(&tenant, &s.user.id).await?;
     let sessions = svc.my_sessions(&tenant, &s.user.id).await?;
     let passkeys = svc.my_passkeys(&tenant, &s.user.id).await?;
+    let identities: Vec<(String, String, String, Option<String>)> = svc
+        .linked_identities(&tenant, &s.user.id)
+        .await?
+        .into_iter()
+        .map(|(i, name)| (i.id, name, i.subject, i.email))
+        .collect();
+    let providers = svc.provider_buttons(&tenant).await?;
     let notice = crate::oauth::Params::parse(req.query_string().as_bytes())
         .ok()
         .and_then(|p| p.get("done").map(str::to_string));
@@ -150,6 +161,8 @@ pub async fn account(
         sessions: &sessions,
         passkeys: &passkeys,
         notice: notice.as_deref(),
+        identities: &identities,
+        providers: &providers,
     })
 }
 

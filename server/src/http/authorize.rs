@@ -217,6 +217,7 @@ async fn login_page(
 ) -> Result<HttpResponse> {
     let csrf = login::csrf_token(cx.session)?;
     let name = client_name(cx, areq).await?;
+    let providers = cx.svc.provider_buttons(cx.tenant).await?;
     pages::login(pages::LoginView {
         tenant_name: &cx.tenant.name,
         slug: &cx.tenant.slug,
@@ -228,6 +229,7 @@ async fn login_page(
         csrf: &csrf,
         username: username.unwrap_or(""),
         error,
+        providers: &providers,
     })
 }
 

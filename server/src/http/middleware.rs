@@ -150,3 +150,22 @@ pub async fn html_errors(
     }
     Ok(res.map_into_boxed_body())
 }
+
+/// The admin UI sends strangers to its sign-in page by returning an error whose answer is a
+/// redirect. A redirect is not a failure: drop the error so the request log does not report
+/// one.
+pub async fn quiet_redirects(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let res = next.call(req).await?.map_into_boxed_body();
+    if res.status().is_redirection() && res.response().error().is_some() {
+        let (req, resp) = res.into_parts();
+        let mut clean = actix_web::HttpResponse::build(resp.status());
+        for (k, v) in resp.headers() {
+            clean.append_header((k.clone(), v.clone()));
+        }
+        return Ok(ServiceResponse::new(req, clean.finish()));
+    }
+    Ok(res)
+}

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod authorize;
 pub mod endpoints;
+pub mod federation;
 pub mod middleware;
 pub mod ops;
 pub mod pages;
@@ -150,8 +151,53 @@ fn session_middleware(svc: &Services) -> SessionMiddleware<DbSessionStore> {
     .build()
 }
 
-/// Every route.
-pub fn configure(cfg: &mut web::ServiceConfig, svc: &Services) {
+/// The admin UI's session: its own cookie, `SameSite=Strict`, `Secure` when the admin UI is
+/// reached over https.
+fn admin_session_middleware(svc: &Services) -> SessionMiddleware<DbSessionStore> {
+    let ttl = actix_web::cookie::time::Duration::seconds(svc.settings.session_ttl.min(12 * 3600));
+    let secure = svc.settings.admin_base_url().starts_with("https://");
+    SessionMiddleware::builder(
+        DbSessionStore::new(svc.store.clone(), svc.clock.clone()),
+        Key::from(&svc.cookie_key),
+    )
+    .cookie_name(
+        if secure {
+            "__Host-ma-idp-admin"
+        } else {
+            "ma-idp-admin"
+        }
+        .into(),
+    )
+    .cookie_secure(secure)
+    .cookie_http_only(true)
+    .cookie_same_site(SameSite::Strict)
+    .cookie_path("/".into())
+    .cookie_content_security(CookieContentSecurity::Private)
+    .session_lifecycle(
+        BrowserSession::default()
+            .state_ttl(ttl)
+            .state_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+    )
+    .build()
+}
+
+/// The admin UI under `/admin`.
+pub fn configure_admin(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>) {
+    cfg.app_data(admin_ui::data(crate::admin::Port::shared(svc.clone())))
+        .service(
+            web::scope("/admin")
+                .wrap(actix_web::middleware::from_fn(middleware::quiet_redirects))
+                .wrap(admin_session_middleware(svc))
+                .wrap(actix_web::middleware::from_fn(middleware::html_errors))
+                .configure(admin_ui::configure),
+        );
+}
+
+/// Every route. `with_admin`: also serve the admin UI here (no separate admin listener).
+pub fn configure(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>, with_admin: bool) {
+    if with_admin {
+        configure_admin(cfg, svc);
+    }
     cfg.service(web::resource("/health").route(web::get().to(ops::health)))
         .service(web::resource("/ready").route(web::get().to(ops::ready)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
@@ -245,6 +291,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &Services) {
                 .service(
                     web::resource("/t/{t}/account/sessions/{id}/end")
                         .route(web::post().to(account::end_session)),
+                )
+                .service(
+                    web::resource("/t/{t}/account/identities/{id}/unlink")
+                        .route(web::post().to(federation::unlink)),
+                )
+                .service(
+                    web::resource("/t/{t}/federation/{provider}/start")
+                        .route(web::post().to(federation::start)),
+                )
+                .service(
+                    web::resource("/t/{t}/federation/{provider}/callback")
+                        .route(web::get().to(federation::callback)),
                 )
                 .default_service(web::to(ops::not_found)),
         );

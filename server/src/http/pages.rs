@@ -112,6 +112,8 @@ pub struct LoginView<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
+    /// Upstream sign-in buttons: (provider slug, name).
+    pub providers: &'a [(String, String)],
 }
 
 pub fn login(v: LoginView<'_>) -> Result<HttpResponse> {
@@ -127,6 +129,17 @@ pub fn login(v: LoginView<'_>) -> Result<HttpResponse> {
     ctx.insert("slug", v.slug);
     ctx.insert("via", if v.via_alexa { "alexa" } else { "tenant" });
     ctx.insert("passkeys_only", &v.passkeys_only);
+    ctx.insert("providers", v.providers);
+    ctx.insert(
+        "fed_back",
+        if v.via_alexa {
+            "alexa"
+        } else if v.rid.is_some() {
+            "authorize"
+        } else {
+            "login"
+        },
+    );
     ctx.insert(
         "focus_password",
         &(v.error.is_some() && !v.username.is_empty()),
@@ -213,6 +226,10 @@ pub struct AccountView<'a> {
     pub sessions: &'a [browser_session::Model],
     pub passkeys: &'a [crate::passkeys::PasskeyView],
     pub notice: Option<&'a str>,
+    /// Linked upstream identities: (id, provider name, subject, e-mail).
+    pub identities: &'a [(String, String, String, Option<String>)],
+    /// Providers the member can link: (slug, name).
+    pub providers: &'a [(String, String)],
 }
 
 pub fn account(v: AccountView<'_>) -> Result<HttpResponse> {
@@ -248,6 +265,8 @@ pub fn account(v: AccountView<'_>) -> Result<HttpResponse> {
         .collect();
     ctx.insert("sessions", &sessions);
     ctx.insert("passkeys", v.passkeys);
+    ctx.insert("identities", v.identities);
+    ctx.insert("providers", v.providers);
     ctx.insert(
         "notice",
         &match v.notice {
@@ -258,6 +277,8 @@ pub fn account(v: AccountView<'_>) -> Result<HttpResponse> {
             Some("passkey") => Some("Passkey added. You can now sign in with it."),
             Some("passkey-rename") => Some("Passkey renamed."),
             Some("passkey-remove") => Some("Passkey removed. It can no longer sign in."),
+            Some("linked") => Some("Account linked. You can now sign in with it."),
+            Some("unlinked") => Some("Account unlinked. It can no longer sign you in."),
             _ => None,
         },
     );

@@ -10,8 +10,10 @@ use crate::clock::SharedClock;
 use crate::secrets::{random_token, token_hash};
 use crate::store::Store;
 
-pub const KEY_TENANT: &str = "tid";
-pub const KEY_USER: &str = "uid";
+/// The session keys naming the signed-in account (shared with the admin UI's sessions, so
+/// admins can list and end every session of an account).
+pub const KEY_TENANT: &str = admin_ui::SESSION_TENANT;
+pub const KEY_USER: &str = admin_ui::SESSION_USER;
 
 #[derive(Clone)]
 pub struct DbSessionStore {

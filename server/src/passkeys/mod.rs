@@ -412,8 +412,9 @@ impl Services {
         &self,
         tenant: &tenant::Model,
         user: &user::Model,
-        actor: &str,
+        by: impl Into<crate::services::By>,
     ) -> Result<(String, i64)> {
+        let by = by.into();
         let token = random_token();
         let now = self.now();
         let expires_at = now + ENROLL_TTL;
@@ -430,14 +431,9 @@ impl Services {
             .await?;
         self.store
             .insert_audit(
-                AuditEvent::new(
-                    "enrollment_link_created",
-                    "ok",
-                    Some(&tenant.id),
-                    &RequestInfo::default(),
-                )
-                .user(&user.id)
-                .actor(actor),
+                AuditEvent::new("enrollment_link_created", "ok", Some(&tenant.id), &by.req)
+                    .user(&user.id)
+                    .actor(&by.actor),
                 now,
             )
             .await?;

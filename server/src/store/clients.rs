@@ -51,6 +51,7 @@ impl Store {
             .await?;
         }
         txn.commit().await?;
+        self.cache.clients_changed();
         Ok(())
     }
 
@@ -60,6 +61,12 @@ impl Store {
         tenant_id: &str,
         client_id: &str,
     ) -> Result<Option<ClientWithUris>> {
+        let key = (tenant_id.to_string(), client_id.to_string());
+        if self.cache.enabled
+            && let Some(c) = self.cache.clients.get(&key)
+        {
+            return Ok(Some(c));
+        }
         let Some(c) = client::Entity::find()
             .filter(client::Column::TenantId.eq(tenant_id))
             .filter(client::Column::ClientId.eq(client_id))
@@ -76,10 +83,14 @@ impl Store {
             .into_iter()
             .map(|u| u.uri)
             .collect();
-        Ok(Some(ClientWithUris {
+        let found = ClientWithUris {
             client: c,
             redirect_uris: uris,
-        }))
+        };
+        if self.cache.enabled {
+            self.cache.clients.insert(key, found.clone());
+        }
+        Ok(Some(found))
     }
 
     /// A client of this tenant by primary key.

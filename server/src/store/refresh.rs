@@ -147,7 +147,7 @@ impl Store {
             .filter(grant::Column::Id.eq(fam.grant_id.clone()))
             .exec(&txn)
             .await?;
-        insert_audit(&txn, audit, now).await?;
+        insert_audit(&txn, audit.user(&fam.user_id), now).await?;
         txn.commit().await?;
         Ok(RefreshOutcome::Rotated { family: fam, retry })
     }

@@ -17,19 +17,33 @@ impl Store {
             refresh_grace: Set(t.refresh_grace),
             code_ttl: Set(t.code_ttl),
             passkeys_required: Set(t.passkeys_required),
+            fed_auto_create: Set(t.fed_auto_create),
+            fed_link_by_email: Set(t.fed_link_by_email),
             created_at: Set(t.created_at),
         };
         tenant::Entity::insert(am)
             .exec_without_returning(&self.db)
             .await?;
+        self.cache.tenants_changed();
         Ok(())
     }
 
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<tenant::Model>> {
-        Ok(tenant::Entity::find()
+        if self.cache.enabled
+            && let Some(t) = self.cache.tenants.get(slug)
+        {
+            return Ok(Some(t));
+        }
+        let t = tenant::Entity::find()
             .filter(tenant::Column::Slug.eq(slug))
             .one(&self.db)
-            .await?)
+            .await?;
+        if self.cache.enabled
+            && let Some(t) = &t
+        {
+            self.cache.tenants.insert(slug.to_string(), t.clone());
+        }
+        Ok(t)
     }
 
     pub async fn tenants(&self) -> Result<Vec<tenant::Model>> {
@@ -57,6 +71,7 @@ impl Store {
             .filter(tenant::Column::Id.eq(id))
             .exec(&self.db)
             .await?;
+        self.cache.tenants_changed();
         Ok(())
     }
 }

@@ -1,0 +1,193 @@
+//! Tenants: list and create (operators), settings, the default tenant for `/alexa/*`.
+use actix_session::Session;
+use actix_web::{HttpRequest, web};
+
+use super::{done, or_back};
+use crate::Ui;
+use crate::port::TenantSettings;
+use crate::web_util::{Res, View, admin, form, operator_only, scoped, seconds, see_other};
+
+pub async fn list(ui: web::Data<Ui>, session: Session) -> Res {
+    let actor = admin(&ui, &session).await?;
+    if !crate::authz::is_operator(&actor) {
+        return Ok(see_other(&format!("/admin/t/{}", actor.tenant_slug)));
+    }
+    let tenants = ui.port.tenants().await?;
+    View::new(&session, "Tenants")
+        .actor(&actor)
+        .with("tenants", &tenants)
+        .render("admin/tenants.html")
+}
+
+pub async fn create(
+    ui: web::Data<Ui>,
+    session: Session,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Res {
+    let f = form(&req, &body, &session)?;
+    let actor = admin(&ui, &session).await?;
+    operator_only(&actor)?;
+    let r = ui
+        .port
+        .create_tenant(
+            &actor,
+            f.trimmed("slug"),
+            f.trimmed("name"),
+            &ui.port.origin(&req),
+        )
+        .await
+        .map_err(Into::into);
+    let t = or_back(&session, "/admin/tenants", r)?;
+    done(
+        &session,
+        &format!("/admin/t/{}", t.slug),
+        &format!("Tenant {} created, with its signing keys.", t.name),
+    )
+}
+
+pub async fn settings_get(ui: web::Data<Ui>, session: Session, path: web::Path<String>) -> Res {
+    let (actor, tenant) = scoped(&ui, &session, &path).await?;
+    View::new(&session, "Settings")
+        .actor(&actor)
+        .tenant(&tenant)
+        .render("admin/settings.html")
+}
+
+pub async fn settings_post(
+    ui: web::Data<Ui>,
+    session: Session,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Res {
+    let f = form(&req, &body, &session)?;
+    let (actor, tenant) = scoped(&ui, &session, &path).await?;
+    let back = format!("/admin/t/{}/settings", tenant.slug);
+    let settings = (|| {
+        Ok(TenantSettings {
+            name: f.trimmed("name").to_string(),
+            access_token_ttl: seconds(
+                &f,
+                "access_token_ttl",
+                "The access-token lifetime",
+                60,
+                86_400,
+            )?,
+            refresh_token_ttl: seconds(
+                &f,
+                "refresh_token_ttl",
+                "The refresh-token lifetime",
+                3600,
+                10 * 365 * 86_400,
+            )?,
+            refresh_grace: seconds(&f, "refresh_grace", "The refresh grace window", 0, 300)?,
+            passkeys_required: f.checked("passkeys_required"),
+            fed_auto_create: f.checked("fed_auto_create"),
+            fed_link_by_email: f.checked("fed_link_by_email"),
+        })
+    })();
+    let settings = or_back(&session, &back, settings)?;
+    let r = ui
+        .port
+        .update_tenant(&actor, &tenant.id, settings, &ui.port.origin(&req))
+        .await
+        .map_err(Into::into);
+    or_back(&session, &back, r)?;
+    done(&session, &back, "Settings saved.")
+}
+
+pub async fn make_default(
+    ui: web::Data<Ui>,
+    session: Session,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Res {
+    let f = form(&req, &body, &session)?;
+    let (actor, tenant) = scoped(&ui, &session, &path).await?;
+    operator_only(&actor)?;
+    if !f.confirmed() {
+        return crate::web_util::confirm(
+            &session,
+            &req,
+            &f,
+            (&actor, &tenant),
+            &format!(
+                "Make {} the tenant behind /alexa/authorize and /alexa/token? Alexa skills linked to another tenant through those URLs stop working.",
+                tenant.name
+            ),
+            "Make default",
+        );
+    }
+    ui.port
+        .set_default_tenant(&actor, &tenant.id, &ui.port.origin(&req))
+        .await?;
+    done(
+        &session,
+        &format!("/admin/t/{}/settings", tenant.slug),
+        &format!("{} now answers /alexa/*.", tenant.name),
+    )
+}
+
+pub async fn providers(ui: web::Data<Ui>, session: Session, path: web::Path<String>) -> Res {
+    let (actor, tenant) = scoped(&ui, &session, &path).await?;
+    let providers = ui.port.providers(&tenant.id).await?;
+    View::new(&session, "Sign-in providers")
+        .actor(&actor)
+        .tenant(&tenant)
+        .with("providers", &providers)
+        .render("admin/providers.html")
+}
+
+pub async fn add_provider(
+    ui: web::Data<Ui>,
+    session: Session,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Res {
+    let f = form(&req, &body, &session)?;
+    let (actor, tenant) = scoped(&ui, &session, &path).await?;
+    let back = format!("/admin/t/{}/providers", tenant.slug);
+    let opt = |k: &str| Some(f.trimmed(k).to_string()).filter(|s| !s.is_empty());
+    let kind = f.trimmed("kind").to_string();
+    let slug = opt("slug").unwrap_or_else(|| kind.clone());
+    let name = opt("display_name").unwrap_or_else(|| {
+        if kind == "amazon" {
+            "Amazon".into()
+        } else {
+            slug.clone()
+        }
+    });
+    let r = ui
+        .port
+        .add_provider(
+            &actor,
+            &tenant.id,
+            crate::port::NewProviderForm {
+                kind,
+                slug,
+                display_name: name,
+                client_id: f.trimmed("client_id").to_string(),
+                client_secret: f.get("client_secret").trim().to_string(),
+                region: opt("region"),
+                issuer: opt("issuer"),
+                scopes: opt("scopes"),
+                auto_create: f.checked("auto_create"),
+                link_by_email: f.checked("link_by_email"),
+            },
+            &ui.port.origin(&req),
+        )
+        .await
+        .map_err(Into::into);
+    let p = or_back(&session, &back, r)?;
+    done(
+        &session,
+        &back,
+        &format!(
+            "{} added. Register this redirect URI at the provider: {}",
+            p.display_name, p.redirect_uri
+        ),
+    )
+}

@@ -1,0 +1,658 @@
+//! Federation: sign in with Login with Amazon or any OpenID Connect provider, and the
+//! explicit links between upstream identities and members.
+//!
+//! Design note. An upstream identity signs a member in only through a link that the member
+//! or an admin made on purpose (or, when a provider allows it, a member created on the first
+//! sign-in, or a link by an e-mail the upstream says is verified). The browser carries a
+//! random `state`; the PKCE verifier, the nonce and where to go back to stay in the
+//! server-side session under that state, so nothing the upstream or the browser sends back
+//! can choose them. Upstream tokens are used once (to read the profile or the ID token) and
+//! never stored.
+pub mod amazon;
+pub mod http_client;
+pub mod oidc;
+
+use entity::{tenant, upstream_identity, upstream_provider, user};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, RequestInfo};
+use crate::error::{Error, Result};
+use crate::secrets::Secret;
+use crate::services::{By, Services};
+use crate::store::new_id_pub;
+
+/// What an upstream says about who signed in.
+#[derive(Debug, Clone)]
+pub struct UpstreamUser {
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    /// The upstream's own `amr`, where known.
+    pub amr: Vec<String>,
+}
+
+/// A federation sign-in in progress, kept in the session under its `state`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FedPending {
+    pub provider_id: String,
+    pub pkce_verifier: String,
+    pub nonce: Option<String>,
+    /// `sign_in` or `link`.
+    pub purpose: String,
+    /// For `link`: the member who started it. Kept here, not read from the session at the
+    /// callback, because signing in at an upstream on the same site may replace the session's
+    /// sign-in meanwhile.
+    #[serde(default)]
+    pub link_user_id: Option<String>,
+    /// The pending authorization request to continue, and its base path.
+    pub rid: Option<String>,
+    pub back: String,
+    pub created_at: i64,
+}
+
+/// Why a federation sign-in failed: each has a clear page.
+#[derive(Debug)]
+pub enum FedError {
+    Cancelled,
+    StateMismatch,
+    NonceMismatch,
+    UpstreamError(String),
+    BadIdToken(String),
+    Unreachable(String),
+    Misconfigured(String),
+}
+
+impl FedError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FedError::Cancelled => "cancelled",
+            FedError::StateMismatch => "state_mismatch",
+            FedError::NonceMismatch => "nonce_mismatch",
+            FedError::UpstreamError(_) => "upstream_error",
+            FedError::BadIdToken(_) => "bad_id_token",
+            FedError::Unreachable(_) => "upstream_unreachable",
+            FedError::Misconfigured(_) => "misconfigured",
+        }
+    }
+
+    pub fn page(&self, provider: &str) -> (String, String) {
+        match self {
+            FedError::Cancelled => (
+                "Sign-in cancelled".into(),
+                format!(
+                    "You did not finish signing in with {provider}. You can try again or sign in another way."
+                ),
+            ),
+            FedError::StateMismatch => (
+                "This sign-in could not be verified".into(),
+                format!(
+                    "The answer from {provider} does not belong to a sign-in started in this browser (it may have expired, or the page was opened twice). Start again."
+                ),
+            ),
+            FedError::NonceMismatch => (
+                "This sign-in could not be verified".into(),
+                format!(
+                    "The identity token from {provider} was not issued for this sign-in. Start again."
+                ),
+            ),
+            FedError::UpstreamError(_) => (
+                format!("{provider} refused the sign-in"),
+                format!("{provider} answered with an error. Try again, or sign in another way."),
+            ),
+            FedError::BadIdToken(_) => (
+                "This sign-in could not be verified".into(),
+                format!(
+                    "The identity token from {provider} did not pass verification (signature or claims). Sign in another way, and tell your admin."
+                ),
+            ),
+            FedError::Unreachable(_) => (
+                format!("{provider} cannot be reached"),
+                format!(
+                    "ma-idp could not reach {provider} just now. Try again in a minute, or sign in another way."
+                ),
+            ),
+            FedError::Misconfigured(_) => (
+                "Sign-in provider not set up correctly".into(),
+                format!(
+                    "{provider} is not configured correctly here. Sign in another way, and tell your admin."
+                ),
+            ),
+        }
+    }
+
+    /// Detail for the audit log (never a secret: upstream error codes and descriptions).
+    pub fn detail(&self) -> String {
+        match self {
+            FedError::UpstreamError(d)
+            | FedError::BadIdToken(d)
+            | FedError::Unreachable(d)
+            | FedError::Misconfigured(d) => d.chars().take(300).collect(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A provider with its secret opened and its endpoints resolved.
+pub struct ProviderConfig {
+    pub model: upstream_provider::Model,
+    pub client_secret: Option<Secret>,
+    pub redirect_uri: String,
+}
+
+/// How a callback ended for the member.
+pub enum FedOutcome {
+    /// Signed in as this member (an existing link, a new member, or an e-mail link).
+    SignedIn(user::Model, Vec<String>),
+    /// The identity is now linked to the signed-in member.
+    Linked,
+    /// Not linked to anyone, and nothing allows linking it now.
+    NotLinked,
+    /// Already linked to another member.
+    LinkedElsewhere,
+}
+
+pub struct NewProvider {
+    pub slug: String,
+    pub kind: String,
+    pub display_name: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub scopes: Option<String>,
+    pub region: Option<String>,
+    pub issuer: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub auto_create: bool,
+    pub link_by_email: bool,
+}
+
+fn check_url(label: &str, u: &Option<String>) -> Result<()> {
+    if let Some(u) = u {
+        let parsed = url::Url::parse(u)
+            .map_err(|_| Error::invalid_request(format!("{label} {u:?} is not a URL")))?;
+        let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+            return Err(Error::invalid_request(format!(
+                "{label} must use https (http only for localhost)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Services {
+    fn secret_aad(tenant_id: &str, slug: &str) -> String {
+        format!("upstream-secret:{tenant_id}:{slug}")
+    }
+
+    /// Add an upstream provider to a tenant. Its client secret is sealed at rest.
+    pub async fn add_provider(
+        &self,
+        tenant: &tenant::Model,
+        p: NewProvider,
+        by: impl Into<By>,
+    ) -> Result<upstream_provider::Model> {
+        let by = by.into();
+        if !crate::services::valid_slug(&p.slug) {
+            return Err(Error::invalid_request(
+                "a provider slug is 1-64 characters of a-z, 0-9 and '-'",
+            ));
+        }
+        let scopes = match p.kind.as_str() {
+            "amazon" => {
+                let r = p.region.as_deref().unwrap_or("NA").to_ascii_uppercase();
+                if !matches!(r.as_str(), "NA" | "EU" | "FE") {
+                    return Err(Error::invalid_request("an Amazon region is NA, EU or FE"));
+                }
+                let s = p.scopes.clone().unwrap_or_else(|| "profile".into());
+                if !matches!(s.as_str(), "profile" | "profile:user_id") {
+                    return Err(Error::invalid_request(
+                        "Login with Amazon scopes are profile or profile:user_id",
+                    ));
+                }
+                s
+            }
+            "oidc" => {
+                if p.issuer.as_deref().is_none_or(str::is_empty) {
+                    return Err(Error::invalid_request("an OIDC provider needs --issuer"));
+                }
+                p.scopes
+                    .clone()
+                    .unwrap_or_else(|| "openid email profile".into())
+            }
+            _ => return Err(Error::invalid_request("a provider kind is amazon or oidc")),
+        };
+        for (l, u) in [
+            ("issuer", &p.issuer),
+            ("authorization endpoint", &p.authorization_endpoint),
+            ("token endpoint", &p.token_endpoint),
+            ("userinfo endpoint", &p.userinfo_endpoint),
+            ("JWKS URI", &p.jwks_uri),
+        ] {
+            check_url(l, u)?;
+        }
+        if p.client_id.is_empty() || p.client_id.len() > 400 {
+            return Err(Error::invalid_request("a client ID is 1-400 characters"));
+        }
+        let name = p.display_name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(Error::invalid_request("a display name is 1-200 characters"));
+        }
+        if self
+            .store
+            .provider_by_slug(&tenant.id, &p.slug)
+            .await?
+            .is_some()
+        {
+            return Err(Error::invalid_request(format!(
+                "provider {:?} already exists in this tenant",
+                p.slug
+            )));
+        }
+        let sealed = match &p.client_secret {
+            Some(s) => Some(
+                self.keys
+                    .sealer()
+                    .seal(
+                        &Self::secret_aad(&tenant.id, &p.slug),
+                        s.expose().as_bytes(),
+                    )
+                    .map_err(Error::internal)?,
+            ),
+            None => None,
+        };
+        let now = self.now();
+        let m = upstream_provider::Model {
+            id: new_id_pub(),
+            tenant_id: tenant.id.clone(),
+            slug: p.slug.clone(),
+            kind: p.kind.clone(),
+            display_name: name.to_string(),
+            client_id: p.client_id.clone(),
+            client_secret_enc: sealed,
+            scopes,
+            region: (p.kind == "amazon")
+                .then(|| p.region.as_deref().unwrap_or("NA").to_ascii_uppercase()),
+            issuer: p.issuer.clone(),
+            authorization_endpoint: p.authorization_endpoint.clone(),
+            token_endpoint: p.token_endpoint.clone(),
+            userinfo_endpoint: p.userinfo_endpoint.clone(),
+            jwks_uri: p.jwks_uri.clone(),
+            auto_create: p.auto_create,
+            link_by_email: p.link_by_email,
+            enabled: true,
+            created_at: now,
+        };
+        self.store.insert_provider(m.clone()).await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new("provider_added", "ok", Some(&tenant.id), &by.req)
+                    .actor(&by.actor)
+                    .detail(serde_json::json!({"slug": m.slug, "kind": m.kind})),
+                now,
+            )
+            .await?;
+        Ok(m)
+    }
+
+    /// The enabled providers of a tenant, for sign-in buttons: (slug, name).
+    pub async fn provider_buttons(&self, tenant: &tenant::Model) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .store
+            .providers_of_tenant(&tenant.id)
+            .await?
+            .into_iter()
+            .filter(|p| p.enabled)
+            .map(|p| (p.slug, p.display_name))
+            .collect())
+    }
+
+    /// The callback URL registered at the upstream.
+    pub fn federation_redirect_uri(&self, tenant: &tenant::Model, provider_slug: &str) -> String {
+        format!(
+            "{}/federation/{provider_slug}/callback",
+            self.issuer(tenant)
+        )
+    }
+
+    pub async fn provider_config(
+        &self,
+        tenant: &tenant::Model,
+        slug: &str,
+    ) -> Result<Option<ProviderConfig>> {
+        let Some(m) = self
+            .store
+            .provider_by_slug(&tenant.id, slug)
+            .await?
+            .filter(|p| p.enabled)
+        else {
+            return Ok(None);
+        };
+        let secret = match &m.client_secret_enc {
+            Some(enc) => {
+                let raw = self
+                    .keys
+                    .sealer()
+                    .open(&Self::secret_aad(&tenant.id, &m.slug), enc)
+                    .map_err(Error::internal)?;
+                Some(Secret::new(
+                    String::from_utf8(raw).map_err(|_| Error::internal("upstream secret"))?,
+                ))
+            }
+            None => None,
+        };
+        Ok(Some(ProviderConfig {
+            redirect_uri: self.federation_redirect_uri(tenant, &m.slug),
+            model: m,
+            client_secret: secret,
+        }))
+    }
+
+    /// Where to send the browser to sign in upstream, and what to keep in the session.
+    pub async fn federation_start(
+        &self,
+        cfg: &ProviderConfig,
+        purpose: &str,
+        link_user_id: Option<String>,
+        rid: Option<String>,
+        back: String,
+    ) -> std::result::Result<(String, String, FedPending), FedError> {
+        let (url, state, verifier, nonce) = match cfg.model.kind.as_str() {
+            "amazon" => amazon::authorize_url(cfg)?,
+            _ => oidc::authorize_url(cfg).await?,
+        };
+        Ok((
+            url,
+            state,
+            FedPending {
+                provider_id: cfg.model.id.clone(),
+                pkce_verifier: verifier,
+                nonce,
+                purpose: purpose.to_string(),
+                link_user_id,
+                rid,
+                back,
+                created_at: self.now(),
+            },
+        ))
+    }
+
+    /// Exchange the code and learn who signed in upstream.
+    pub async fn federation_identify(
+        &self,
+        cfg: &ProviderConfig,
+        pending: &FedPending,
+        code: &str,
+    ) -> std::result::Result<UpstreamUser, FedError> {
+        match cfg.model.kind.as_str() {
+            "amazon" => amazon::identify(cfg, pending, code).await,
+            _ => oidc::identify(cfg, pending, code).await,
+        }
+    }
+
+    /// Decide what an upstream identity means here: sign in, link, or refuse. Audited.
+    pub async fn federation_finish(
+        &self,
+        tenant: &tenant::Model,
+        cfg: &ProviderConfig,
+        up: &UpstreamUser,
+        pending: &FedPending,
+        req: &RequestInfo,
+    ) -> Result<FedOutcome> {
+        let purpose = pending.purpose.as_str();
+        let linker = match &pending.link_user_id {
+            Some(uid) => self
+                .store
+                .user_by_id(&tenant.id, uid)
+                .await?
+                .filter(|u| !u.disabled),
+            None => None,
+        };
+        let signed_in_user = linker.as_ref();
+        let now = self.now();
+        let p = &cfg.model;
+        let existing = self
+            .store
+            .identity_by_subject(&tenant.id, &p.id, &up.subject)
+            .await?;
+        let ev = |kind: &'static str, outcome: &'static str| {
+            AuditEvent::new(kind, outcome, Some(&tenant.id), req).detail(serde_json::json!({
+                "method": "federation",
+                "provider": p.slug,
+                "subject": up.subject,
+            }))
+        };
+        let mut amr = vec!["fed".to_string()];
+        amr.extend(up.amr.iter().filter(|a| a.as_str() != "fed").cloned());
+        if purpose == "link" {
+            let Some(me) = signed_in_user else {
+                return Ok(FedOutcome::NotLinked);
+            };
+            return match existing {
+                Some(i) if i.user_id == me.id => Ok(FedOutcome::Linked),
+                Some(_) => {
+                    self.store
+                        .insert_audit(ev("identity_linked", "failed").user(&me.id), now)
+                        .await?;
+                    Ok(FedOutcome::LinkedElsewhere)
+                }
+                None => {
+                    if self
+                        .link_identity(tenant, p, up, &me.id, "self", req)
+                        .await?
+                    {
+                        Ok(FedOutcome::Linked)
+                    } else {
+                        Ok(FedOutcome::LinkedElsewhere)
+                    }
+                }
+            };
+        }
+        if let Some(i) = existing {
+            let user = self
+                .store
+                .user_by_id(&tenant.id, &i.user_id)
+                .await?
+                .filter(|u| !u.disabled);
+            return match user {
+                Some(u) => {
+                    self.store.touch_identity(&i.id, now).await?;
+                    self.store
+                        .insert_audit(ev("sign_in", "ok").user(&u.id), now)
+                        .await?;
+                    metrics::counter!("ma_idp_sign_ins_total", "method" => "federation", "outcome" => "ok").increment(1);
+                    Ok(FedOutcome::SignedIn(u, amr))
+                }
+                None => {
+                    self.store
+                        .insert_audit(ev("sign_in", "failed").user(&i.user_id), now)
+                        .await?;
+                    Ok(FedOutcome::NotLinked)
+                }
+            };
+        }
+        // Unlinked. By verified e-mail, when the provider allows it.
+        if (p.link_by_email || tenant.fed_link_by_email)
+            && up.email_verified
+            && let Some(email) = &up.email
+        {
+            let matches = self.store.users_by_email(&tenant.id, email).await?;
+            if let [u] = matches.as_slice()
+                && !u.disabled
+                && self
+                    .link_identity(tenant, p, up, &u.id, "email", req)
+                    .await?
+            {
+                self.store
+                    .insert_audit(ev("sign_in", "ok").user(&u.id), now)
+                    .await?;
+                return Ok(FedOutcome::SignedIn(u.clone(), amr));
+            }
+        }
+        if p.auto_create || tenant.fed_auto_create {
+            let base = up
+                .email
+                .as_deref()
+                .and_then(|e| e.split('@').next())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&p.slug)
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                .take(40)
+                .collect::<String>();
+            let base = if base.is_empty() {
+                p.slug.clone()
+            } else {
+                base
+            };
+            for n in 0..20 {
+                let name = if n == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}{}", n + 1)
+                };
+                if self
+                    .store
+                    .user_by_username(&tenant.id, &name)
+                    .await?
+                    .is_some()
+                {
+                    continue;
+                }
+                let u = self
+                    .create_user_with(
+                        tenant,
+                        crate::services::NewUserSpec {
+                            username: name,
+                            display_name: up.name.clone(),
+                            email: up.email.clone().filter(|_| up.email_verified),
+                            role: "member".into(),
+                        },
+                        None,
+                        By {
+                            actor: format!("federation:{}", p.slug),
+                            req: req.clone(),
+                        },
+                    )
+                    .await?;
+                if self
+                    .link_identity(tenant, p, up, &u.id, "created", req)
+                    .await?
+                {
+                    self.store
+                        .insert_audit(ev("sign_in", "ok").user(&u.id), now)
+                        .await?;
+                    return Ok(FedOutcome::SignedIn(u, amr));
+                }
+                return Ok(FedOutcome::LinkedElsewhere);
+            }
+        }
+        self.store
+            .insert_audit(
+                ev("sign_in", "failed").detail(serde_json::json!({
+                    "method": "federation", "provider": p.slug, "subject": up.subject,
+                    "reason": "not linked",
+                })),
+                now,
+            )
+            .await?;
+        metrics::counter!("ma_idp_sign_ins_total", "method" => "federation", "outcome" => "failed")
+            .increment(1);
+        Ok(FedOutcome::NotLinked)
+    }
+
+    /// Link an upstream identity to a member; false when it is linked already. Audited.
+    pub async fn link_identity(
+        &self,
+        tenant: &tenant::Model,
+        p: &upstream_provider::Model,
+        up: &UpstreamUser,
+        user_id: &str,
+        via: &str,
+        req: &RequestInfo,
+    ) -> Result<bool> {
+        let now = self.now();
+        let ok = self
+            .store
+            .insert_identity(upstream_identity::Model {
+                id: new_id_pub(),
+                tenant_id: tenant.id.clone(),
+                provider_id: p.id.clone(),
+                subject: up.subject.chars().take(400).collect(),
+                user_id: user_id.to_string(),
+                email: up.email.clone().map(|e| e.chars().take(320).collect()),
+                name: up.name.clone().map(|n| n.chars().take(200).collect()),
+                created_at: now,
+                last_used_at: Some(now),
+            })
+            .await?;
+        self.store
+            .insert_audit(
+                AuditEvent::new(
+                    "identity_linked",
+                    if ok { "ok" } else { "failed" },
+                    Some(&tenant.id),
+                    req,
+                )
+                .user(user_id)
+                .detail(serde_json::json!({"provider": p.slug, "subject": up.subject, "via": via})),
+                now,
+            )
+            .await?;
+        Ok(ok)
+    }
+
+    /// Unlink one of a member's identities. Audited.
+    pub async fn unlink_identity(
+        &self,
+        tenant: &tenant::Model,
+        user_id: &str,
+        identity_id: &str,
+        actor: &str,
+        req: &RequestInfo,
+    ) -> Result<bool> {
+        let ok = self
+            .store
+            .delete_identity(&tenant.id, user_id, identity_id)
+            .await?;
+        if ok {
+            self.store
+                .insert_audit(
+                    AuditEvent::new("identity_unlinked", "ok", Some(&tenant.id), req)
+                        .user(user_id)
+                        .actor(actor)
+                        .detail(serde_json::json!({"identity": identity_id})),
+                    self.now(),
+                )
+                .await?;
+        }
+        Ok(ok)
+    }
+
+    /// A member's linked identities with their providers' names.
+    pub async fn linked_identities(
+        &self,
+        tenant: &tenant::Model,
+        user_id: &str,
+    ) -> Result<Vec<(upstream_identity::Model, String)>> {
+        let providers = self.store.providers_of_tenant(&tenant.id).await?;
+        Ok(self
+            .store
+            .identities_of_user(&tenant.id, user_id)
+            .await?
+            .into_iter()
+            .map(|i| {
+                let name = providers
+                    .iter()
+                    .find(|p| p.id == i.provider_id)
+                    .map(|p| p.display_name.clone())
+                    .unwrap_or_else(|| "(removed provider)".into());
+                (i, name)
+            })
+            .collect())
+    }
+}

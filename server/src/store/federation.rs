@@ -1,0 +1,174 @@
+//! Upstream providers and linked identities, always within one tenant.
+use entity::{upstream_identity, upstream_provider, user};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use super::Store;
+use crate::error::Result;
+
+impl Store {
+    pub async fn insert_provider(&self, p: upstream_provider::Model) -> Result<()> {
+        upstream_provider::Entity::insert(upstream_provider::ActiveModel {
+            id: Set(p.id),
+            tenant_id: Set(p.tenant_id),
+            slug: Set(p.slug),
+            kind: Set(p.kind),
+            display_name: Set(p.display_name),
+            client_id: Set(p.client_id),
+            client_secret_enc: Set(p.client_secret_enc),
+            scopes: Set(p.scopes),
+            region: Set(p.region),
+            issuer: Set(p.issuer),
+            authorization_endpoint: Set(p.authorization_endpoint),
+            token_endpoint: Set(p.token_endpoint),
+            userinfo_endpoint: Set(p.userinfo_endpoint),
+            jwks_uri: Set(p.jwks_uri),
+            auto_create: Set(p.auto_create),
+            link_by_email: Set(p.link_by_email),
+            enabled: Set(p.enabled),
+            created_at: Set(p.created_at),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn providers_of_tenant(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<upstream_provider::Model>> {
+        Ok(upstream_provider::Entity::find()
+            .filter(upstream_provider::Column::TenantId.eq(tenant_id))
+            .order_by_asc(upstream_provider::Column::DisplayName)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn provider_by_slug(
+        &self,
+        tenant_id: &str,
+        slug: &str,
+    ) -> Result<Option<upstream_provider::Model>> {
+        Ok(upstream_provider::Entity::find()
+            .filter(upstream_provider::Column::TenantId.eq(tenant_id))
+            .filter(upstream_provider::Column::Slug.eq(slug))
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn provider_by_id(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<upstream_provider::Model>> {
+        Ok(upstream_provider::Entity::find_by_id(id.to_string())
+            .filter(upstream_provider::Column::TenantId.eq(tenant_id))
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn identity_by_subject(
+        &self,
+        tenant_id: &str,
+        provider_id: &str,
+        subject: &str,
+    ) -> Result<Option<upstream_identity::Model>> {
+        Ok(upstream_identity::Entity::find()
+            .filter(upstream_identity::Column::TenantId.eq(tenant_id))
+            .filter(upstream_identity::Column::ProviderId.eq(provider_id))
+            .filter(upstream_identity::Column::Subject.eq(subject))
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn identities_of_user(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<upstream_identity::Model>> {
+        Ok(upstream_identity::Entity::find()
+            .filter(upstream_identity::Column::TenantId.eq(tenant_id))
+            .filter(upstream_identity::Column::UserId.eq(user_id))
+            .order_by_asc(upstream_identity::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Link an identity; false when it is already linked (to anyone).
+    pub async fn insert_identity(&self, i: upstream_identity::Model) -> Result<bool> {
+        let txn = self.write_txn().await?;
+        let taken = upstream_identity::Entity::find()
+            .filter(upstream_identity::Column::ProviderId.eq(i.provider_id.clone()))
+            .filter(upstream_identity::Column::Subject.eq(i.subject.clone()))
+            .one(&txn)
+            .await?
+            .is_some();
+        if taken {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        let inserted = upstream_identity::Entity::insert(upstream_identity::ActiveModel {
+            id: Set(i.id),
+            tenant_id: Set(i.tenant_id),
+            provider_id: Set(i.provider_id),
+            subject: Set(i.subject),
+            user_id: Set(i.user_id),
+            email: Set(i.email),
+            name: Set(i.name),
+            created_at: Set(i.created_at),
+            last_used_at: Set(i.last_used_at),
+        })
+        .exec_without_returning(&txn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // A concurrent link of the same identity committed first (PostgreSQL does not
+            // serialize the check above): it is linked already.
+            Err(e)
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                txn.rollback().await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn touch_identity(&self, id: &str, now: i64) -> Result<()> {
+        upstream_identity::Entity::update_many()
+            .col_expr(upstream_identity::Column::LastUsedAt, Expr::value(now))
+            .filter(upstream_identity::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Unlink (only an identity of this user in this tenant).
+    pub async fn delete_identity(&self, tenant_id: &str, user_id: &str, id: &str) -> Result<bool> {
+        let n = upstream_identity::Entity::delete_many()
+            .filter(upstream_identity::Column::Id.eq(id))
+            .filter(upstream_identity::Column::TenantId.eq(tenant_id))
+            .filter(upstream_identity::Column::UserId.eq(user_id))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(n == 1)
+    }
+
+    /// The members of a tenant with this e-mail (case-insensitive).
+    pub async fn users_by_email(&self, tenant_id: &str, email: &str) -> Result<Vec<user::Model>> {
+        use sea_orm::sea_query::{ExprTrait, Func};
+        Ok(user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant_id))
+            .filter(
+                Expr::expr(Func::lower(Expr::col(user::Column::Email))).eq(email.to_lowercase()),
+            )
+            .all(&self.db)
+            .await?)
+    }
+}

@@ -26,6 +26,7 @@ both_backends!(
     consent_is_remembered_and_pages_are_safe,
     account_page_revokes_a_link,
     health_ready_metrics,
+    introspection_reports_token_details,
 );
 
 fn long_state() -> String {
@@ -1403,5 +1404,63 @@ async fn health_ready_metrics(backend: Backend) {
     assert!(m.contains("ma_idp_token_grants_total"), "{m}");
     assert!(m.contains("ma_idp_http_requests_total"));
     assert!(m.contains("ma_idp_sign_ins_total"));
+    app.stop().await;
+}
+
+/// RFC 7662 answers for a member's access and refresh tokens, and a disabled member's tokens
+/// inactive at once (and live again when the member is enabled).
+async fn introspection_reports_token_details(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200, "{tok}");
+    let at = tok["access_token"].as_str().unwrap();
+    let rt = tok["refresh_token"].as_str().unwrap();
+    let a = app.introspect(&setup, at).await;
+    assert_eq!(a["active"], true, "{a}");
+    assert_eq!(a["token_type"], "Bearer");
+    assert_eq!(a["username"], "alice");
+    assert_eq!(a["client_id"], setup.client_id.as_str());
+    let r = app.introspect(&setup, rt).await;
+    assert_eq!(r["active"], true, "{r}");
+    assert_eq!(r["token_type"], "refresh_token");
+    assert_eq!(r["username"], "alice");
+    assert_eq!(r["client_id"], setup.client_id.as_str());
+    assert_eq!(r["sub"], a["sub"]);
+    assert_eq!(r["scope"], a["scope"]);
+    assert!(r["exp"].as_i64().unwrap() > a["exp"].as_i64().unwrap());
+
+    let tenant = app.svc.store.tenant_by_slug("home").await.unwrap().unwrap();
+    let sub = a["sub"].as_str().unwrap();
+    assert!(
+        app.svc
+            .store
+            .set_user_disabled(&tenant.id, sub, true)
+            .await
+            .unwrap()
+    );
+    assert_eq!(app.introspect(&setup, at).await["active"], false);
+    assert_eq!(app.introspect(&setup, rt).await["active"], false);
+    let (s, e) = app.refresh(&setup, rt).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    app.svc
+        .store
+        .set_user_disabled(&tenant.id, sub, false)
+        .await
+        .unwrap();
+    assert_eq!(app.introspect(&setup, at).await["active"], true);
+    let (s, fresh) = app.refresh(&setup, rt).await;
+    assert_eq!(s, 200, "{fresh}");
+    // The presented token was rotated: it is no longer active; its successor is.
+    assert_eq!(app.introspect(&setup, rt).await["active"], false);
+    let next = fresh["refresh_token"].as_str().unwrap();
+    assert_eq!(app.introspect(&setup, next).await["active"], true);
     app.stop().await;
 }

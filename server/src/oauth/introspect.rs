@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::oauth::params::Params;
 use crate::secrets::token_hash;
 use crate::services::Services;
-use crate::store::ClientWithUris;
+use crate::store::{AccessLive, ClientWithUris};
 use crate::tokens::jwt::{self, AccessClaims};
 
 #[derive(Serialize, Default)]
@@ -36,25 +36,22 @@ pub struct Introspection {
 }
 
 impl Services {
-    /// A live access token of this tenant, or `None`.
+    /// A live access token of this tenant with its member's username, or `None`.
     pub async fn live_access_token(
         &self,
         tenant: &tenant::Model,
         token: &str,
-    ) -> Result<Option<AccessClaims>> {
+    ) -> Result<Option<(AccessClaims, AccessLive)>> {
         let keys = self.keys.tenant_keys(&tenant.id).await?;
         let Ok(claims) = jwt::verify_access_token(&keys, &self.issuer(tenant), token, self.now())
         else {
             return Ok(None);
         };
-        if !self
+        Ok(self
             .store
             .access_token_live(&tenant.id, &claims.jti, claims.fam.as_deref())
             .await?
-        {
-            return Ok(None);
-        }
-        Ok(Some(claims))
+            .map(|live| (claims, live)))
     }
 
     pub async fn introspect(
@@ -66,15 +63,8 @@ impl Services {
         let token = params.required("token")?;
         let looks_like_jwt = token.bytes().filter(|b| *b == b'.').count() == 2;
         if looks_like_jwt {
-            if let Some(c) = self.live_access_token(tenant, token).await? {
-                let username = if c.fam.is_some() {
-                    self.store
-                        .user_by_id(&tenant.id, &c.sub)
-                        .await?
-                        .map(|u| u.username)
-                } else {
-                    None
-                };
+            if let Some((c, live)) = self.live_access_token(tenant, token).await? {
+                let username = live.username;
                 return Ok(Introspection {
                     active: true,
                     scope: Some(c.scope),
@@ -92,22 +82,20 @@ impl Services {
             return Ok(Introspection::default());
         }
         let now = self.now();
-        if let Some((tok, fam)) = self
+        if let Some(r) = self
             .store
             .refresh_status(&tenant.id, &token_hash(token), now)
             .await?
         {
-            let client = self.store.client_by_pk(&tenant.id, &fam.client_id).await?;
-            let user = self.store.user_by_id(&tenant.id, &fam.user_id).await?;
             return Ok(Introspection {
                 active: true,
-                scope: Some(fam.scope),
-                client_id: client.map(|c| c.client_id),
-                username: user.map(|u| u.username),
+                scope: Some(r.fam.scope),
+                client_id: r.client_id,
+                username: r.username,
                 token_type: Some("refresh_token"),
-                exp: Some(tok.expires_at),
-                iat: Some(tok.created_at),
-                sub: Some(fam.user_id),
+                exp: Some(r.tok.expires_at),
+                iat: Some(r.tok.created_at),
+                sub: Some(r.fam.user_id),
                 aud: None,
                 iss: Some(self.issuer(tenant)),
                 jti: None,

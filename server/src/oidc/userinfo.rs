@@ -8,7 +8,7 @@ use crate::services::Services;
 
 impl Services {
     pub async fn userinfo(&self, tenant: &tenant::Model, token: &str) -> Result<Value> {
-        let claims = self
+        let (claims, _) = self
             .live_access_token(tenant, token)
             .await?
             .ok_or_else(|| {

@@ -10,7 +10,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect,
 };
 
-use super::{Store, new_id};
+use super::{SelectUnique, Store, new_id};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Default)]
@@ -80,7 +80,7 @@ impl Store {
             .filter(setup_link::Column::TokenHash.eq(token_hash))
             .filter(setup_link::Column::UsedAt.is_null())
             .filter(setup_link::Column::ExpiresAt.gt(now))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 
@@ -156,7 +156,7 @@ impl Store {
             return Ok(Some(v));
         }
         let v = server_setting::Entity::find_by_id(key.to_string())
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .map(|s| s.value);
         if self.cache.enabled
@@ -191,7 +191,7 @@ impl Store {
 
     pub async fn tenant_by_id(&self, id: &str) -> Result<Option<tenant::Model>> {
         Ok(tenant::Entity::find_by_id(id.to_string())
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 
@@ -315,7 +315,7 @@ impl Store {
         let exists = user::Entity::find()
             .filter(user::Column::Id.eq(id))
             .filter(user::Column::TenantId.eq(tenant_id))
-            .one(&txn)
+            .unique(&txn)
             .await?
             .is_some();
         if exists {

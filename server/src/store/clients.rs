@@ -1,7 +1,7 @@
 use entity::{client, client_redirect_uri};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use super::{Store, new_id};
+use super::{SelectUnique, Store, new_id};
 use crate::error::Result;
 
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ impl Store {
         let Some(c) = client::Entity::find()
             .filter(client::Column::TenantId.eq(tenant_id))
             .filter(client::Column::ClientId.eq(client_id))
-            .one(&self.db)
+            .unique(&self.db)
             .await?
         else {
             return Ok(None);
@@ -97,7 +97,7 @@ impl Store {
     pub async fn client_by_pk(&self, tenant_id: &str, id: &str) -> Result<Option<client::Model>> {
         Ok(client::Entity::find_by_id(id.to_string())
             .filter(client::Column::TenantId.eq(tenant_id))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 

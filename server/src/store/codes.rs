@@ -2,9 +2,9 @@ use entity::{authorization_code, refresh_family, refresh_token};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::Store;
 use super::audit::insert_audit;
 use super::refresh::{NewRefresh, insert_refresh};
+use super::{SelectUnique, Store};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 
@@ -76,7 +76,7 @@ impl Store {
         let Some(code) = authorization_code::Entity::find()
             .filter(authorization_code::Column::CodeHash.eq(code_hash))
             .filter(authorization_code::Column::TenantId.eq(tenant_id))
-            .one(&txn)
+            .unique(&txn)
             .await?
         else {
             txn.rollback().await?;

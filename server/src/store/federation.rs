@@ -3,7 +3,7 @@ use entity::{upstream_identity, upstream_provider, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use super::Store;
+use super::{SelectUnique, Store};
 use crate::error::Result;
 
 impl Store {
@@ -52,7 +52,7 @@ impl Store {
         Ok(upstream_provider::Entity::find()
             .filter(upstream_provider::Column::TenantId.eq(tenant_id))
             .filter(upstream_provider::Column::Slug.eq(slug))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 
@@ -63,7 +63,7 @@ impl Store {
     ) -> Result<Option<upstream_provider::Model>> {
         Ok(upstream_provider::Entity::find_by_id(id.to_string())
             .filter(upstream_provider::Column::TenantId.eq(tenant_id))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 
@@ -77,7 +77,7 @@ impl Store {
             .filter(upstream_identity::Column::TenantId.eq(tenant_id))
             .filter(upstream_identity::Column::ProviderId.eq(provider_id))
             .filter(upstream_identity::Column::Subject.eq(subject))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 
@@ -100,7 +100,7 @@ impl Store {
         let taken = upstream_identity::Entity::find()
             .filter(upstream_identity::Column::ProviderId.eq(i.provider_id.clone()))
             .filter(upstream_identity::Column::Subject.eq(i.subject.clone()))
-            .one(&txn)
+            .unique(&txn)
             .await?
             .is_some();
         if taken {

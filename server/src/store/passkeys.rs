@@ -2,7 +2,7 @@ use entity::{enrollment_link, passkey, webauthn_ceremony};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use super::Store;
+use super::{SelectUnique, Store};
 use crate::error::Result;
 
 impl Store {
@@ -42,7 +42,7 @@ impl Store {
     pub async fn passkey_by_cred_id(&self, cred_id: &str) -> Result<Option<passkey::Model>> {
         Ok(passkey::Entity::find()
             .filter(passkey::Column::CredId.eq(cred_id))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 
@@ -120,7 +120,7 @@ impl Store {
         let Some(c) = webauthn_ceremony::Entity::find_by_id(id.to_string())
             .filter(webauthn_ceremony::Column::TenantId.eq(tenant_id))
             .filter(webauthn_ceremony::Column::Kind.eq(kind))
-            .one(&self.db)
+            .unique(&self.db)
             .await?
         else {
             return Ok(None);
@@ -169,7 +169,7 @@ impl Store {
             .filter(enrollment_link::Column::TenantId.eq(tenant_id))
             .filter(enrollment_link::Column::UsedAt.is_null())
             .filter(enrollment_link::Column::ExpiresAt.gt(now))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 

@@ -1,9 +1,12 @@
-use entity::{grant, refresh_family, refresh_token, revoked_access_token, user};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use entity::{client, grant, refresh_family, refresh_token, revoked_access_token, user};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, Iterable,
+    QueryFilter,
+};
 
 use super::audit::insert_audit;
-use super::{Store, new_id};
+use super::{SelectUnique, Store, new_id};
 use crate::audit::AuditEvent;
 use crate::error::Result;
 
@@ -12,6 +15,11 @@ pub struct NewRefresh {
     pub family_id: String,
     pub token_hash: String,
     pub expires_at: i64,
+}
+
+/// A live access token: the username of its grant's member (none for `client_credentials`).
+pub struct AccessLive {
+    pub username: Option<String>,
 }
 
 pub enum RefreshOutcome {
@@ -49,20 +57,109 @@ pub(crate) async fn insert_refresh<C: ConnectionTrait>(
     Ok(())
 }
 
-async fn family_live<C: ConnectionTrait>(db: &C, fam: &refresh_family::Model) -> Result<bool> {
-    if fam.revoked_at.is_some() {
-        return Ok(false);
-    }
-    let g = grant::Entity::find_by_id(fam.grant_id.clone())
-        .one(db)
-        .await?;
-    if g.is_none_or(|g| g.revoked_at.is_some()) {
-        return Ok(false);
-    }
-    let u = user::Entity::find_by_id(fam.user_id.clone())
-        .one(db)
-        .await?;
-    Ok(u.is_some_and(|u| !u.disabled))
+/// A refresh token with its family, read in one query (token, family, grant, user and
+/// client joined by primary key), so a refresh or an introspection makes one round trip
+/// where it used to make four.
+struct TokenRow {
+    tok: refresh_token::Model,
+    fam: refresh_family::Model,
+    /// The family, its grant and its user are live (not revoked, not disabled, present).
+    live: bool,
+    username: Option<String>,
+    client_id: Option<String>,
+}
+
+async fn token_row<C: ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    token_hash: &str,
+) -> Result<Option<TokenRow>> {
+    use refresh_family::Entity as F;
+    use refresh_token::Entity as T;
+    let mut q = Query::select();
+    q.columns(refresh_family::Column::iter().map(|c| (F, c)))
+        .expr_as(Expr::col((T, refresh_token::Column::Id)), "t_id")
+        .expr_as(
+            Expr::col((T, refresh_token::Column::CreatedAt)),
+            "t_created_at",
+        )
+        .expr_as(
+            Expr::col((T, refresh_token::Column::ExpiresAt)),
+            "t_expires_at",
+        )
+        .expr_as(Expr::col((T, refresh_token::Column::UsedAt)), "t_used_at")
+        .expr_as(Expr::col((grant::Entity, grant::Column::Id)), "g_id")
+        .expr_as(
+            Expr::col((grant::Entity, grant::Column::RevokedAt)),
+            "g_revoked_at",
+        )
+        .expr_as(
+            Expr::col((user::Entity, user::Column::Disabled)),
+            "u_disabled",
+        )
+        .expr_as(
+            Expr::col((user::Entity, user::Column::Username)),
+            "u_username",
+        )
+        .expr_as(
+            Expr::col((client::Entity, client::Column::ClientId)),
+            "c_client_id",
+        )
+        .from(T)
+        .inner_join(
+            F,
+            Expr::col((F, refresh_family::Column::Id)).equals((T, refresh_token::Column::FamilyId)),
+        )
+        .left_join(
+            grant::Entity,
+            Expr::col((grant::Entity, grant::Column::Id))
+                .equals((F, refresh_family::Column::GrantId)),
+        )
+        .left_join(
+            user::Entity,
+            Expr::col((user::Entity, user::Column::Id)).equals((F, refresh_family::Column::UserId)),
+        )
+        .left_join(
+            client::Entity,
+            Expr::col((client::Entity, client::Column::Id))
+                .equals((F, refresh_family::Column::ClientId)),
+        )
+        .and_where(Expr::col((T, refresh_token::Column::TokenHash)).eq(token_hash))
+        .and_where(Expr::col((F, refresh_family::Column::TenantId)).eq(tenant_id));
+    let Some(row) = db.query_one(&q).await? else {
+        return Ok(None);
+    };
+    let fam = refresh_family::Model::from_query_result(&row, "")?;
+    let tok = refresh_token::Model {
+        id: row.try_get("", "t_id")?,
+        family_id: fam.id.clone(),
+        token_hash: token_hash.to_string(),
+        created_at: row.try_get("", "t_created_at")?,
+        expires_at: row.try_get("", "t_expires_at")?,
+        used_at: row.try_get("", "t_used_at")?,
+    };
+    let grant_id: Option<String> = row.try_get("", "g_id")?;
+    let grant_revoked: Option<i64> = row.try_get("", "g_revoked_at")?;
+    let disabled: Option<bool> = row.try_get("", "u_disabled")?;
+    let live = fam.revoked_at.is_none()
+        && grant_id.is_some()
+        && grant_revoked.is_none()
+        && disabled == Some(false);
+    Ok(Some(TokenRow {
+        tok,
+        fam,
+        live,
+        username: row.try_get("", "u_username")?,
+        client_id: row.try_get("", "c_client_id")?,
+    }))
+}
+
+/// What introspection reports of a live refresh token.
+pub struct RefreshStatus {
+    pub tok: refresh_token::Model,
+    pub fam: refresh_family::Model,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
 }
 
 impl Store {
@@ -90,18 +187,7 @@ impl Store {
             .await?
             .rows_affected
             == 1;
-        let Some(tok) = refresh_token::Entity::find()
-            .filter(refresh_token::Column::TokenHash.eq(token_hash))
-            .one(&txn)
-            .await?
-        else {
-            txn.rollback().await?;
-            return Ok(RefreshOutcome::Unknown);
-        };
-        let Some(fam) = refresh_family::Entity::find_by_id(tok.family_id.clone())
-            .filter(refresh_family::Column::TenantId.eq(tenant_id))
-            .one(&txn)
-            .await?
+        let Some(TokenRow { tok, fam, live, .. }) = token_row(&txn, tenant_id, token_hash).await?
         else {
             txn.rollback().await?;
             return Ok(RefreshOutcome::Unknown);
@@ -110,7 +196,7 @@ impl Store {
             txn.rollback().await?;
             return Ok(RefreshOutcome::WrongClient);
         }
-        if !family_live(&txn, &fam).await? {
+        if !live {
             txn.rollback().await?;
             return Ok(RefreshOutcome::Revoked);
         }
@@ -158,47 +244,31 @@ impl Store {
         tenant_id: &str,
         token_hash: &str,
     ) -> Result<Option<refresh_family::Model>> {
-        let Some(tok) = refresh_token::Entity::find()
-            .filter(refresh_token::Column::TokenHash.eq(token_hash))
-            .one(&self.db)
+        Ok(token_row(&self.db, tenant_id, token_hash)
             .await?
-        else {
-            return Ok(None);
-        };
-        Ok(refresh_family::Entity::find_by_id(tok.family_id)
-            .filter(refresh_family::Column::TenantId.eq(tenant_id))
-            .one(&self.db)
-            .await?)
+            .map(|r| r.fam))
     }
 
-    /// Whether a refresh token is usable now (for introspection), with its family.
+    /// A refresh token usable now (for introspection), with its family, its member's username
+    /// and its client's `client_id`: one query.
     pub async fn refresh_status(
         &self,
         tenant_id: &str,
         token_hash: &str,
         now: i64,
-    ) -> Result<Option<(refresh_token::Model, refresh_family::Model)>> {
-        let Some(tok) = refresh_token::Entity::find()
-            .filter(refresh_token::Column::TokenHash.eq(token_hash))
-            .one(&self.db)
-            .await?
-        else {
+    ) -> Result<Option<RefreshStatus>> {
+        let Some(r) = token_row(&self.db, tenant_id, token_hash).await? else {
             return Ok(None);
         };
-        if tok.used_at.is_some() || tok.expires_at <= now {
+        if !r.live || r.tok.used_at.is_some() || r.tok.expires_at <= now {
             return Ok(None);
         }
-        let Some(fam) = refresh_family::Entity::find_by_id(tok.family_id.clone())
-            .filter(refresh_family::Column::TenantId.eq(tenant_id))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if !family_live(&self.db, &fam).await? {
-            return Ok(None);
-        }
-        Ok(Some((tok, fam)))
+        Ok(Some(RefreshStatus {
+            tok: r.tok,
+            fam: r.fam,
+            username: r.username,
+            client_id: r.client_id,
+        }))
     }
 
     pub async fn revoke_family(&self, family_id: &str, now: i64, reason: &str) -> Result<()> {
@@ -220,7 +290,7 @@ impl Store {
     ) -> Result<()> {
         let txn = self.write_txn().await?;
         let exists = revoked_access_token::Entity::find_by_id(jti.to_string())
-            .one(&txn)
+            .unique(&txn)
             .await?;
         if exists.is_none() {
             revoked_access_token::Entity::insert(revoked_access_token::ActiveModel {
@@ -236,30 +306,64 @@ impl Store {
     }
 
     /// An access token is live unless its `jti` was revoked or, for a token issued from a
-    /// grant, its family, grant or user was revoked or disabled.
+    /// grant, its family, grant or user was revoked, disabled or removed. Answers `None` for a
+    /// token that is not live, else the username of a grant's member: one query either way.
     pub async fn access_token_live(
         &self,
         tenant_id: &str,
         jti: &str,
         family_id: Option<&str>,
-    ) -> Result<bool> {
-        if revoked_access_token::Entity::find_by_id(jti.to_string())
-            .one(&self.db)
-            .await?
-            .is_some()
-        {
-            return Ok(false);
-        }
+    ) -> Result<Option<AccessLive>> {
+        use refresh_family::Entity as F;
+        let not_revoked = Expr::exists(
+            Query::select()
+                .expr(Expr::cust("1"))
+                .from(revoked_access_token::Entity)
+                .and_where(
+                    Expr::col((
+                        revoked_access_token::Entity,
+                        revoked_access_token::Column::Jti,
+                    ))
+                    .eq(jti),
+                )
+                .to_owned(),
+        )
+        .not();
         let Some(fid) = family_id else {
-            return Ok(true);
+            let mut q = Query::select();
+            q.expr_as(Expr::cust("1"), "live").and_where(not_revoked);
+            return Ok(self
+                .db
+                .query_one(&q)
+                .await?
+                .map(|_| AccessLive { username: None }));
         };
-        let Some(fam) = refresh_family::Entity::find_by_id(fid.to_string())
-            .filter(refresh_family::Column::TenantId.eq(tenant_id))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(false);
+        let mut q = Query::select();
+        q.expr_as(
+            Expr::col((user::Entity, user::Column::Username)),
+            "username",
+        )
+        .from(F)
+        .inner_join(
+            grant::Entity,
+            Expr::col((grant::Entity, grant::Column::Id))
+                .equals((F, refresh_family::Column::GrantId)),
+        )
+        .inner_join(
+            user::Entity,
+            Expr::col((user::Entity, user::Column::Id)).equals((F, refresh_family::Column::UserId)),
+        )
+        .and_where(Expr::col((F, refresh_family::Column::Id)).eq(fid))
+        .and_where(Expr::col((F, refresh_family::Column::TenantId)).eq(tenant_id))
+        .and_where(Expr::col((F, refresh_family::Column::RevokedAt)).is_null())
+        .and_where(Expr::col((grant::Entity, grant::Column::RevokedAt)).is_null())
+        .and_where(Expr::col((user::Entity, user::Column::Disabled)).eq(false))
+        .and_where(not_revoked);
+        let Some(row) = self.db.query_one(&q).await? else {
+            return Ok(None);
         };
-        family_live(&self.db, &fam).await
+        Ok(Some(AccessLive {
+            username: Some(row.try_get("", "username")?),
+        }))
     }
 }

@@ -2,14 +2,14 @@ use entity::browser_session;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use super::Store;
+use super::{SelectUnique, Store};
 use crate::error::Result;
 
 impl Store {
     pub async fn session_load(&self, id_hash: &str, now: i64) -> Result<Option<String>> {
         Ok(browser_session::Entity::find_by_id(id_hash.to_string())
             .filter(browser_session::Column::ExpiresAt.gt(now))
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .map(|s| s.state))
     }

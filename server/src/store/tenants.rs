@@ -3,7 +3,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 };
 
-use super::Store;
+use super::{SelectUnique, Store};
 use crate::error::Result;
 
 impl Store {
@@ -36,7 +36,7 @@ impl Store {
         }
         let t = tenant::Entity::find()
             .filter(tenant::Column::Slug.eq(slug))
-            .one(&self.db)
+            .unique(&self.db)
             .await?;
         if self.cache.enabled
             && let Some(t) = &t

@@ -2,7 +2,7 @@ use entity::login_throttle;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::Store;
+use super::{SelectUnique, Store};
 use crate::error::Result;
 
 /// The answer to "may this account try a password now?".
@@ -51,7 +51,7 @@ impl Store {
             .exec(&txn)
             .await?;
         let Some(row) = login_throttle::Entity::find_by_id(key.to_string())
-            .one(&txn)
+            .unique(&txn)
             .await?
         else {
             txn.rollback().await?;

@@ -1,7 +1,7 @@
 use entity::{password_credential, user};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::Store;
+use super::{SelectUnique, Store};
 use crate::error::Result;
 
 impl Store {
@@ -43,7 +43,7 @@ impl Store {
         Ok(user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant_id))
             .filter(user::Column::Username.eq(username))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 
@@ -51,13 +51,13 @@ impl Store {
     pub async fn user_by_id(&self, tenant_id: &str, id: &str) -> Result<Option<user::Model>> {
         Ok(user::Entity::find_by_id(id.to_string())
             .filter(user::Column::TenantId.eq(tenant_id))
-            .one(&self.db)
+            .unique(&self.db)
             .await?)
     }
 
     pub async fn password_hash(&self, user_id: &str) -> Result<Option<String>> {
         Ok(password_credential::Entity::find_by_id(user_id.to_string())
-            .one(&self.db)
+            .unique(&self.db)
             .await?
             .map(|p| p.phc))
     }

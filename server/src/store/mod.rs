@@ -42,11 +42,8 @@ where
     E: sea_orm::EntityTrait,
     E::Model: Send + Sync,
 {
-    fn unique<C: sea_orm::ConnectionTrait>(
-        self,
-        db: &C,
-    ) -> impl Future<Output = Result<Option<E::Model>, DbErr>> + Send {
-        async move { Ok(self.all(db).await?.into_iter().next()) }
+    async fn unique<C: sea_orm::ConnectionTrait>(self, db: &C) -> Result<Option<E::Model>, DbErr> {
+        Ok(self.all(db).await?.into_iter().next())
     }
 }
 

@@ -27,6 +27,7 @@ both_backends!(
     account_page_revokes_a_link,
     health_ready_metrics,
     introspection_reports_token_details,
+    password_hash_is_upgraded_at_sign_in,
 );
 
 fn long_state() -> String {
@@ -1462,5 +1463,92 @@ async fn introspection_reports_token_details(backend: Backend) {
     assert_eq!(app.introspect(&setup, rt).await["active"], false);
     let next = fresh["refresh_token"].as_str().unwrap();
     assert_eq!(app.introspect(&setup, next).await["active"], true);
+    app.stop().await;
+}
+
+/// A password hash made with other argon2 parameters (before a change of `argon2.*`) still
+/// signs in, and is then replaced by one with the configured parameters.
+async fn password_hash_is_upgraded_at_sign_in(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    let tenant = app.svc.store.tenant_by_slug("home").await.unwrap().unwrap();
+    let alice = app
+        .svc
+        .store
+        .user_by_username(&tenant.id, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let old = ma_idp::login::passwords::PasswordHasher::new(&ma_idp::config::Argon2Settings {
+        m_cost: 4096,
+        t_cost: 2,
+        p_cost: 1,
+        concurrency: Some(1),
+    })
+    .unwrap()
+    .hash(&ma_idp::secrets::Secret::new(PASSWORD))
+    .await
+    .unwrap();
+    assert!(old.starts_with("$argon2id$v=19$m=4096,t=2,p=1$"), "{old}");
+    assert!(
+        app.svc
+            .store
+            .set_password(&tenant.id, &alice.id, old.clone(), 0)
+            .await
+            .unwrap()
+    );
+    let sign_in = || async {
+        let b = app.browser();
+        let html = b.get("/t/home/login").await.text().await.unwrap();
+        let csrf = hidden(&html, "csrf");
+        b.post(
+            "/t/home/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await
+        .status()
+    };
+    // A wrong password changes nothing.
+    let b = app.browser();
+    let html = b.get("/t/home/login").await.text().await.unwrap();
+    let csrf = hidden(&html, "csrf");
+    let r = b
+        .post(
+            "/t/home/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", "wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 401, "a wrong password shows the form again");
+    let stored = app.svc.store.password_hash(&alice.id).await.unwrap();
+    assert_eq!(stored.as_deref(), Some(old.as_str()));
+    // The right one signs in with the old hash and upgrades it.
+    assert_eq!(sign_in().await, 303);
+    let stored = app
+        .svc
+        .store
+        .password_hash(&alice.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let configured = &app.settings.argon2;
+    assert!(
+        stored.starts_with(&format!(
+            "$argon2id$v=19$m={},t={},p={}$",
+            configured.m_cost, configured.t_cost, configured.p_cost
+        )),
+        "{stored}"
+    );
+    assert_ne!(stored, old);
+    assert_eq!(sign_in().await, 303, "the new hash signs in");
     app.stop().await;
 }

@@ -259,6 +259,9 @@ impl Services {
             Some(u) => self.store.password_hash(&u.id).await?,
             None => None,
         };
+        let stale = phc
+            .as_deref()
+            .is_some_and(|p| self.passwords.needs_rehash(p));
         let ok = !password.is_empty() && self.passwords.verify(password, phc).await?;
         let now = self.clock.now();
         let result = match user {
@@ -275,13 +278,40 @@ impl Services {
             ev = ev.user(&u.id);
         }
         self.store.insert_audit(ev, now).await?;
-        if result.is_some() {
+        if let Some(u) = &result {
             self.store.clear_attempts(&key, now).await?;
+            if stale {
+                self.rehash_password(tenant, u, password, now).await;
+            }
         }
         Ok(match result {
             Some(u) => PasswordOutcome::Ok(u),
             None => PasswordOutcome::Wrong,
         })
+    }
+}
+
+impl Services {
+    /// Replace a hash made with other argon2 parameters than the configured ones (after a
+    /// change of `argon2.*`), with the password the member just proved. A failure here is
+    /// logged and does not fail the sign-in: the old hash still works.
+    async fn rehash_password(
+        &self,
+        tenant: &tenant::Model,
+        u: &user::Model,
+        password: &Secret,
+        now: i64,
+    ) {
+        let done = match self.passwords.hash(password).await {
+            Ok(phc) => self.store.set_password(&tenant.id, &u.id, phc, now).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(_) => {
+                tracing::info!(user = %u.id, "password hash upgraded to the configured argon2 cost")
+            }
+            Err(e) => tracing::warn!(user = %u.id, error = %e, "password hash upgrade failed"),
+        }
     }
 }
 

@@ -1,17 +1,92 @@
 //! Password hashing with argon2id (OWASP parameters), run on a dedicated pool of
-//! `concurrency` threads, so at most that many hashes run at once (threads × memory cost fits
-//! in RAM), the async workers never stall, and the memory a hash needs is reused by the same
-//! few threads instead of piling up in the allocator arenas of many blocking threads.
+//! `concurrency` threads, so at most that many hashes run at once, the async workers never
+//! stall, and each hash thread keeps its argon2 memory between hashes: no allocation, page
+//! faults or zeroing per sign-in, and at most `threads × m_cost` of memory in all, whatever
+//! the allocator does.
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{OnceCell, oneshot};
 
 use crate::config::Argon2Settings;
 use crate::error::{Error, Result};
 use crate::secrets::{Secret, random_bytes};
+
+thread_local! {
+    /// This hash thread's argon2 memory, reused by every hash it computes.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with `blocks` argon2 blocks of this thread's memory. The memory grows to the
+/// configured cost (`keep` blocks) and stays; a stored hash with a larger cost gets memory of
+/// its own for the one hash.
+fn with_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    if blocks > keep {
+        return f(&mut vec![Block::default(); blocks]);
+    }
+    MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < blocks {
+            m.resize(blocks, Block::default());
+        }
+        f(&mut m[..blocks])
+    })
+}
+
+/// Hash into a fresh PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), as the argon2
+/// crate's `PasswordHasher` writes it, with this thread's memory.
+fn hash_phc(params: &Params, password: &[u8]) -> std::result::Result<String, String> {
+    let salt_bytes = random_bytes::<16>();
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| format!("salt: {e}"))?;
+    let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    let n = params.block_count();
+    with_memory(n, n, |mem| {
+        a.hash_password_into_with_memory(password, &salt_bytes, &mut out, mem)
+    })
+    .map_err(|e| format!("hash: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| format!("params: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| format!("output: {e}"))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Verify a password against a PHC string with the parameters the string names; the
+/// comparison is constant-time (`Output`'s equality).
+fn verify_phc(phc: &str, password: &[u8], keep: usize) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Ok(alg), Ok(params), Some(expected), Some(salt)) = (
+        Algorithm::try_from(parsed.algorithm),
+        Params::try_from(&parsed),
+        parsed.hash,
+        parsed.salt,
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let a = Argon2::new(alg, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    let hashed = with_memory(params.block_count(), keep, |mem| {
+        a.hash_password_into_with_memory(password, salt, &mut out, mem)
+    });
+    hashed.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
+}
 
 pub struct PasswordHasher {
     params: Params,
@@ -49,23 +124,19 @@ impl PasswordHasher {
         })
     }
 
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
-    }
-
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
+        f: impl FnOnce(&Params) -> T + Send + 'static,
     ) -> Result<T> {
         let queued = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!("ma_idp_password_hash_queue").set(queued as f64);
         let waiting = self.waiting.clone();
-        let a = self.argon2();
+        let params = self.params.clone();
         let (tx, rx) = oneshot::channel();
         self.pool.spawn(move || {
             let left = waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
             metrics::gauge!("ma_idp_password_hash_queue").set(left as f64);
-            let _ = tx.send(f(a));
+            let _ = tx.send(f(&params));
         });
         rx.await
             .map_err(|_| Error::internal("password hash task ended"))
@@ -73,14 +144,25 @@ impl PasswordHasher {
 
     pub async fn hash(&self, password: &Secret) -> Result<String> {
         let pw = password.clone();
-        self.run(move |a| {
-            let salt = SaltString::encode_b64(&random_bytes::<16>())
-                .map_err(|e| Error::internal(format!("salt: {e}")))?;
-            a.hash_password(pw.expose().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| Error::internal(format!("hash: {e}")))
-        })
-        .await?
+        self.run(move |params| hash_phc(params, pw.expose().as_bytes()))
+            .await?
+            .map_err(Error::internal)
+    }
+
+    /// Whether a stored hash was made with other parameters than the configured ones (it is
+    /// then replaced at the member's next successful sign-in).
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return true;
+        };
+        let same = Algorithm::try_from(parsed.algorithm) == Ok(Algorithm::Argon2id)
+            && parsed.version == Some(Version::V0x13.into())
+            && Params::try_from(&parsed).is_ok_and(|p| {
+                p.m_cost() == self.params.m_cost()
+                    && p.t_cost() == self.params.t_cost()
+                    && p.p_cost() == self.params.p_cost()
+            });
+        !same
     }
 
     /// Verify a password against a stored PHC string. `None` verifies against a dummy hash
@@ -92,10 +174,7 @@ impl PasswordHasher {
         };
         let pw = password.clone();
         let ok = self
-            .run(move |a| match PasswordHash::new(&phc) {
-                Ok(parsed) => a.verify_password(pw.expose().as_bytes(), &parsed).is_ok(),
-                Err(_) => false,
-            })
+            .run(move |params| verify_phc(&phc, pw.expose().as_bytes(), params.block_count()))
             .await?;
         Ok(ok && real)
     }
@@ -108,5 +187,81 @@ impl PasswordHasher {
             })
             .await
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use argon2::password_hash::PasswordHasher as _;
+
+    use super::*;
+
+    fn hasher(m_cost: u32, t_cost: u32) -> PasswordHasher {
+        PasswordHasher::new(&Argon2Settings {
+            m_cost,
+            t_cost,
+            p_cost: 1,
+            concurrency: Some(1),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_with_reused_memory() {
+        let h = hasher(1024, 2);
+        let pw = Secret::new("correct horse");
+        let a = h.hash(&pw).await.unwrap();
+        let b = h.hash(&pw).await.unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"), "{a}");
+        assert_ne!(a, b, "each hash has its own salt");
+        for phc in [&a, &b] {
+            assert!(h.verify(&pw, Some(phc.clone())).await.unwrap());
+            assert!(
+                !h.verify(&Secret::new("correct horsf"), Some(phc.clone()))
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            !h.verify(&pw, None).await.unwrap(),
+            "no hash never verifies"
+        );
+        assert!(!h.verify(&pw, Some("garbage".into())).await.unwrap());
+        assert!(!h.needs_rehash(&a));
+    }
+
+    /// Hashes written by the argon2 crate's own `PasswordHasher` (as earlier versions stored
+    /// them), with other parameters than the configured ones, still verify, including one
+    /// that needs more memory than the hash threads keep; they are marked for rehashing.
+    #[tokio::test]
+    async fn hashes_from_the_crate_and_other_costs_verify() {
+        let h = hasher(1024, 2);
+        let pw = "a password";
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        for (m, t) in [(1024, 2), (2048, 1), (512, 3)] {
+            let a = Argon2::new(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(m, t, 1, None).unwrap(),
+            );
+            let phc = a.hash_password(pw.as_bytes(), &salt).unwrap().to_string();
+            assert!(h.verify(&Secret::new(pw), Some(phc.clone())).await.unwrap());
+            assert!(
+                !h.verify(&Secret::new("other"), Some(phc.clone()))
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(h.needs_rehash(&phc), (m, t) != (1024, 2), "{phc}");
+        }
+        // Our own output is byte-for-byte what the crate writes for the same salt.
+        let params = Params::new(1024, 2, 1, None).unwrap();
+        let ours = hash_phc(&params, pw.as_bytes()).unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(pw.as_bytes(), parsed.salt.unwrap())
+            .unwrap()
+            .to_string();
+        assert_eq!(ours, theirs);
     }
 }

@@ -557,6 +557,46 @@ impl Worker {
 
 const SETUP_ATTEMPTS: usize = 5;
 
+/// The latencies one JWKS consumer sees: a single keep-alive connection fetching the JWKS
+/// every `interval` (paced, so the probe itself adds almost no load).
+pub struct Probe {
+    pub hist: Histogram<u64>,
+    pub errors: u64,
+}
+
+impl Probe {
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        (!self.hist.is_empty()).then(|| self.hist.value_at_quantile(q) as f64 / 1000.0)
+    }
+}
+
+pub async fn jwks_probe(ctx: Arc<Ctx>, duration: Duration, interval: Duration) -> Probe {
+    let mut probe = Probe {
+        hist: new_hist(),
+        errors: 0,
+    };
+    let Ok(http) = http_client(false) else {
+        probe.errors += 1;
+        return probe;
+    };
+    let url = ctx.url(&format!("/t/{}/jwks.json", ctx.slug));
+    let end = Instant::now() + duration;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while Instant::now() < end {
+        tick.tick().await;
+        let t = Instant::now();
+        match send(http.get(&url)).await {
+            Ok(r) if r.status == 200 => {
+                let us = t.elapsed().as_micros().max(1) as u64;
+                let _ = probe.hist.record(us.min(120_000_000));
+            }
+            _ => probe.errors += 1,
+        }
+    }
+    probe
+}
+
 fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
 }

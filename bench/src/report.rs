@@ -238,12 +238,33 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         }
         let _ = writeln!(
             o,
-            "- RSS (VmRSS): idle after the first start {}; idle after the second start {}; after the load {}; peak (VmHWM) {}",
+            "- RSS (VmRSS): idle after the first start {}; idle after the second start {}; after the load {} (anonymous {}, file-backed {}); peak (VmHWM) {}",
             mib(b.rss_idle_fresh_kib),
             mib(b.rss_idle_kib),
             mib(b.rss_after_kib),
+            mib(b.rss_anon_kib),
+            mib(b.rss_file_kib),
             mib(b.hwm_kib)
         );
+        if let Some((rest, storm)) = &b.jwks_probe {
+            let (r, st) = (
+                rest.quantile_ms(0.99).unwrap_or(f64::NAN),
+                storm.quantile_ms(0.99).unwrap_or(f64::NAN),
+            );
+            let _ = writeln!(
+                o,
+                "- JWKS during the password sign-in storm (one client, one request every {} ms, {} s each): p99 at rest **{:.2} ms** (p50 {:.2}), during the storm **{:.2} ms** (p50 {:.2}) = {:.2}× at rest (target ≤ 2×); errors {} / {}",
+                crate::PROBE_INTERVAL.as_millis(),
+                b.probe_seconds,
+                r,
+                rest.quantile_ms(0.5).unwrap_or(f64::NAN),
+                st,
+                storm.quantile_ms(0.5).unwrap_or(f64::NAN),
+                st / r,
+                rest.errors,
+                storm.errors
+            );
+        }
         for p in &b.phases {
             if p.error_count() > 0 {
                 let kinds: Vec<String> =

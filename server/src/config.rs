@@ -86,7 +86,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Argon2Settings {
-    /// Memory cost in KiB (OWASP: 19456 with t=2, p=1).
+    /// Memory cost in KiB. OWASP lists five argon2id settings of equal strength, from
+    /// m=47104 t=1 to m=7168 t=5; the default is m=9216 (9 MiB) t=4 p=1, which keeps
+    /// `concurrency × m_cost` small on a household machine (two hashes at once: 18 MiB).
     pub m_cost: u32,
     pub t_cost: u32,
     pub p_cost: u32,
@@ -97,8 +99,8 @@ pub struct Argon2Settings {
 impl Default for Argon2Settings {
     fn default() -> Self {
         Self {
-            m_cost: 19456,
-            t_cost: 2,
+            m_cost: 9216,
+            t_cost: 4,
             p_cost: 1,
             concurrency: None,
         }

@@ -1463,6 +1463,12 @@ async fn introspection_reports_token_details(backend: Backend) {
     assert_eq!(app.introspect(&setup, rt).await["active"], false);
     let next = fresh["refresh_token"].as_str().unwrap();
     assert_eq!(app.introspect(&setup, next).await["active"], true);
+    // Verified signatures are remembered, expiry is not: an hour and a bit later the access
+    // token introspected above is inactive, the refresh token still live.
+    let exp = a["exp"].as_i64().unwrap();
+    app.clock.advance(exp - app.svc.now() + 1);
+    assert_eq!(app.introspect(&setup, at).await["active"], false);
+    assert_eq!(app.introspect(&setup, next).await["active"], true);
     app.stop().await;
 }
 

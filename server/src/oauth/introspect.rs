@@ -8,7 +8,7 @@ use crate::oauth::params::Params;
 use crate::secrets::token_hash;
 use crate::services::Services;
 use crate::store::{AccessLive, ClientWithUris};
-use crate::tokens::jwt::{self, AccessClaims};
+use crate::tokens::jwt::AccessClaims;
 
 #[derive(Serialize, Default)]
 pub struct Introspection {
@@ -43,8 +43,13 @@ impl Services {
         token: &str,
     ) -> Result<Option<(AccessClaims, AccessLive)>> {
         let keys = self.keys.tenant_keys(&tenant.id).await?;
-        let Ok(claims) = jwt::verify_access_token(&keys, &self.issuer(tenant), token, self.now())
-        else {
+        let Ok(claims) = self.keys.verify_access_token(
+            &tenant.id,
+            &keys,
+            &self.issuer(tenant),
+            token,
+            self.now(),
+        ) else {
             return Ok(None);
         };
         Ok(self

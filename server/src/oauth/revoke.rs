@@ -49,7 +49,7 @@ impl Services {
         }
         // Access token?
         let keys = self.keys.tenant_keys(&tenant.id).await?;
-        if let Ok(claims) = jwt::verify_access_token(&keys, &self.issuer(tenant), token, now) {
+        if let Ok((claims, _)) = jwt::verify_access_token(&keys, &self.issuer(tenant), token, now) {
             if claims.client_id != c.client_id {
                 return Err(Error::unauthorized_client(
                     "this token was issued to another client",

@@ -85,13 +85,14 @@ pub fn at_hash(access_token: &str, alg: SigningAlg) -> String {
 }
 
 /// Verify one of our access tokens: a key of this tenant, the key's own algorithm (never the
-/// header's word alone), `typ: at+jwt`, the issuer, and expiry against `now`.
+/// header's word alone), `typ: at+jwt`, the issuer, and expiry against `now`. Returns the
+/// claims and the key id that signed them.
 pub fn verify_access_token(
     keys: &TenantKeys,
     issuer: &str,
     token: &str,
     now: i64,
-) -> Result<AccessClaims> {
+) -> Result<(AccessClaims, String)> {
     let bad = |why: &str| Error::invalid_token(why.to_string());
     if token.len() > 8192 {
         return Err(bad("token too long"));
@@ -122,5 +123,5 @@ pub fn verify_access_token(
     if data.claims.exp <= now {
         return Err(bad("token expired"));
     }
-    Ok(data.claims)
+    Ok((data.claims, kid))
 }

@@ -22,6 +22,7 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::secrets::random_id;
 use crate::store::Store;
+use crate::tokens::jwt::{self, AccessClaims};
 use crate::tokens::master::KeySealer;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
@@ -170,7 +171,23 @@ pub struct KeyService {
     sealer: KeySealer,
     clock: SharedClock,
     cache: RwLock<HashMap<String, Arc<TenantKeys>>>,
+    /// Access tokens whose signature and claims were verified, by SHA-256 of the token. A
+    /// resource server introspects the same token again and again; a token seen before skips
+    /// the ECDSA/RSA verification (a fifth of an introspection's CPU). Only the signature
+    /// check is remembered: the key must still be published, the token unexpired, and
+    /// revocation is checked in the database on every request by the callers.
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
 }
+
+struct Verified {
+    tenant_id: String,
+    issuer: String,
+    kid: String,
+    claims: AccessClaims,
+}
+
+/// Verified access tokens remembered at most (about 0.5 KiB each).
+const VERIFIED_CAPACITY: u64 = 4096;
 
 impl KeyService {
     pub fn new(store: Store, sealer: KeySealer, clock: SharedClock) -> Self {
@@ -179,7 +196,45 @@ impl KeyService {
             sealer,
             clock,
             cache: RwLock::new(HashMap::new()),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(std::time::Duration::from_secs(600))
+                .build(),
         }
+    }
+
+    /// [`jwt::verify_access_token`], remembering tokens already verified (see `verified`).
+    pub fn verify_access_token(
+        &self,
+        tenant_id: &str,
+        keys: &TenantKeys,
+        issuer: &str,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessClaims> {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+        );
+        if let Some(v) = self.verified.get(&id)
+            && v.tenant_id == tenant_id
+            && v.issuer == issuer
+            && v.claims.exp > now
+            && keys.by_kid.contains_key(&v.kid)
+        {
+            return Ok(v.claims.clone());
+        }
+        let (claims, kid) = jwt::verify_access_token(keys, issuer, token, now)?;
+        self.verified.insert(
+            id,
+            Arc::new(Verified {
+                tenant_id: tenant_id.to_string(),
+                issuer: issuer.to_string(),
+                kid,
+                claims: claims.clone(),
+            }),
+        );
+        Ok(claims)
     }
 
     pub fn sealer(&self) -> &KeySealer {

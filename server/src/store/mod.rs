@@ -47,6 +47,40 @@ where
     }
 }
 
+/// TLS to a PostgreSQL on this machine protects nothing, and sqlx 0.9 handshakes without
+/// `TCP_NODELAY`: two delayed-ACK stalls make each new connection take ~100 ms instead of
+/// ~5 (launchbadge/sqlx#4335), at start-up and whenever the pool grows under load. So a
+/// PostgreSQL URL naming a loopback host and no `sslmode` gets `sslmode=disable`; any
+/// `sslmode` in the URL is kept as written.
+fn loopback_without_tls(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    if !matches!(u.scheme(), "postgres" | "postgresql")
+        || u.query_pairs()
+            .any(|(k, _)| k.eq_ignore_ascii_case("sslmode") || k.eq_ignore_ascii_case("ssl-mode"))
+    {
+        return url.to_string();
+    }
+    // `postgres:` is not a special scheme to the url crate: an IP address is an opaque host.
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback())
+        }
+        None => false,
+    };
+    if !loopback {
+        return url.to_string();
+    }
+    u.query_pairs_mut().append_pair("sslmode", "disable");
+    u.to_string()
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
@@ -67,7 +101,7 @@ impl Store {
         max_connections: u32,
         cache_ttl: Duration,
     ) -> Result<Self, DbErr> {
-        let mut opts = ConnectOptions::new(url.to_string());
+        let mut opts = ConnectOptions::new(loopback_without_tls(url));
         opts.sqlx_logging(false)
             .max_connections(max_connections.max(1))
             .min_connections(1)
@@ -184,4 +218,36 @@ pub fn new_id_pub() -> String {
 
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_without_tls as f;
+
+    #[test]
+    fn loopback_postgres_goes_without_tls_unless_asked() {
+        assert_eq!(
+            f("postgres://u:p%40ss@127.0.0.1:5432/db"),
+            "postgres://u:p%40ss@127.0.0.1:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            f("postgresql://localhost/db?application_name=x"),
+            "postgresql://localhost/db?application_name=x&sslmode=disable"
+        );
+        assert_eq!(
+            f("postgres://[::1]:5432/db"),
+            "postgres://[::1]:5432/db?sslmode=disable"
+        );
+        for kept in [
+            "postgres://u@127.0.0.1/db?sslmode=require",
+            "postgres://u@localhost/db?sslmode=verify-full",
+            "postgres://u@db.example.org/db",
+            "postgres://u@10.0.0.5:5432/db",
+            "postgres://u@postgres:5432/db",
+            "sqlite:///var/lib/ma-idp/ma-idp.db?mode=rwc",
+            "not a url",
+        ] {
+            assert_eq!(f(kept), kept);
+        }
+    }
 }

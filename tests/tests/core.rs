@@ -1405,6 +1405,11 @@ async fn health_ready_metrics(backend: Backend) {
     assert!(m.contains("ma_idp_token_grants_total"), "{m}");
     assert!(m.contains("ma_idp_http_requests_total"));
     assert!(m.contains("ma_idp_sign_ins_total"));
+    // Request durations are a Prometheus histogram with fixed buckets.
+    assert!(
+        m.contains("ma_idp_http_request_duration_seconds_bucket{") && m.contains("le=\"0.005\""),
+        "{m}"
+    );
     app.stop().await;
 }
 

@@ -57,6 +57,35 @@ pub fn argon2_hash_secs(m_kib: u32, t: u32, p: u32, runs: usize) -> Result<f64> 
     Ok(times[times.len() / 2])
 }
 
+/// argon2id hashes per second with `threads` threads hashing at once for `secs` seconds:
+/// what the machine can do when every core hashes (memory bandwidth and shared caches make
+/// parallel hashes slower than one alone).
+pub fn argon2_parallel_rate(m_kib: u32, t: u32, p: u32, threads: usize, secs: f64) -> Result<f64> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let params = Params::new(m_kib, t, p, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t0 = Instant::now();
+    let counts: Vec<usize> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|i| {
+                let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+                s.spawn(move || {
+                    let mut n = 0usize;
+                    while t0.elapsed().as_secs_f64() < secs {
+                        let salt = SaltString::encode_b64(&[i as u8; 16]).expect("salt");
+                        let h = a.hash_password(b"correct horse battery staple", &salt);
+                        std::hint::black_box(h.is_ok());
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    Ok(counts.iter().sum::<usize>() as f64 / t0.elapsed().as_secs_f64())
+}
+
 /// Throughput and latency of one durable transaction, at some concurrency.
 pub struct TxnFloor {
     pub how: String,

@@ -183,6 +183,8 @@ pub struct RunInfo {
     pub users: usize,
     pub es256_per_core: Option<f64>,
     pub argon2_secs: Option<f64>,
+    /// argon2id hashes/s with one thread per core hashing at once.
+    pub argon2_parallel: Option<f64>,
     pub perf_note: Option<String>,
     pub binary: String,
     pub server_env: Vec<String>,
@@ -284,6 +286,12 @@ async fn run(args: Args) -> Result<()> {
     .await?
     .map_err(|e| eprintln!("argon2 floor failed: {e:#}"))
     .ok();
+    let argon2_parallel = tokio::task::spawn_blocking(move || {
+        floors::argon2_parallel_rate(ARGON2_M_KIB, ARGON2_T, ARGON2_P, sys::cores(), 3.0)
+    })
+    .await?
+    .map_err(|e| eprintln!("argon2 parallel floor failed: {e:#}"))
+    .ok();
 
     let mut results = Vec::new();
     for b in backends {
@@ -313,6 +321,7 @@ async fn run(args: Args) -> Result<()> {
         users,
         es256_per_core: es256,
         argon2_secs: argon2,
+        argon2_parallel,
         perf_note: args.perf.clone(),
         server_env: args.server_env.clone(),
         ip_limits_off: !args.keep_ip_limits,

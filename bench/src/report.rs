@@ -168,6 +168,15 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             let _ = writeln!(o, "| argon2id hash | failed |");
         }
     }
+    if let (Some(par), Some(s)) = (info.argon2_parallel, info.argon2_secs) {
+        let _ = writeln!(
+            o,
+            "| argon2id, {} threads hashing at once (3 s) | {} hashes/s = {:.2} of the ceiling above: what every core hashing can do (shared caches and memory bandwidth) |",
+            info.cores,
+            rate(par),
+            par / (info.cores as f64 / s)
+        );
+    }
     for b in results {
         if let Some(f) = &b.floor {
             let _ = writeln!(

@@ -250,14 +250,13 @@ impl Services {
                 .await?;
             return Ok(PasswordOutcome::Locked(until));
         }
-        let user = if username.is_empty() || username.len() > 128 {
-            None
+        let (user, phc) = if username.is_empty() || username.len() > 128 {
+            (None, None)
         } else {
-            self.store.user_by_username(&tenant.id, &username).await?
-        };
-        let phc = match &user {
-            Some(u) => self.store.password_hash(&u.id).await?,
-            None => None,
+            match self.store.user_with_password(&tenant.id, &username).await? {
+                Some((u, phc)) => (Some(u), phc),
+                None => (None, None),
+            }
         };
         let stale = phc
             .as_deref()

@@ -27,7 +27,9 @@ impl Store {
         base: i64,
         cap: i64,
     ) -> Result<Claim> {
-        // Make sure the row exists, outside the transaction (a lost race is fine).
+        let txn = self.write_txn().await?;
+        // Write first: create the row or touch it. This takes the row (PostgreSQL) or
+        // database (SQLite) lock, so parallel attempts line up here, in one transaction.
         login_throttle::Entity::insert(login_throttle::ActiveModel {
             key: Set(key.to_string()),
             attempts: Set(0),
@@ -37,19 +39,11 @@ impl Store {
         })
         .on_conflict(
             OnConflict::column(login_throttle::Column::Key)
-                .do_nothing()
+                .update_column(login_throttle::Column::UpdatedAt)
                 .to_owned(),
         )
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&txn)
         .await?;
-        let txn = self.write_txn().await?;
-        // Write first: takes the row (PostgreSQL) or database (SQLite) lock, so parallel
-        // attempts line up here.
-        login_throttle::Entity::update_many()
-            .col_expr(login_throttle::Column::UpdatedAt, Expr::value(now))
-            .filter(login_throttle::Column::Key.eq(key))
-            .exec(&txn)
-            .await?;
         let Some(row) = login_throttle::Entity::find_by_id(key.to_string())
             .unique(&txn)
             .await?

@@ -47,6 +47,44 @@ impl Store {
             .await?)
     }
 
+    /// A user of this tenant by username, with their password hash if they have one: one
+    /// query for a password sign-in.
+    pub async fn user_with_password(
+        &self,
+        tenant_id: &str,
+        username: &str,
+    ) -> Result<Option<(user::Model, Option<String>)>> {
+        use sea_orm::sea_query::{Expr, ExprTrait, Query};
+        use sea_orm::{ConnectionTrait, FromQueryResult, Iterable};
+        let mut q = Query::select();
+        q.columns(user::Column::iter().map(|c| (user::Entity, c)))
+            .expr_as(
+                Expr::col((
+                    password_credential::Entity,
+                    password_credential::Column::Phc,
+                )),
+                "password_phc",
+            )
+            .from(user::Entity)
+            .left_join(
+                password_credential::Entity,
+                Expr::col((
+                    password_credential::Entity,
+                    password_credential::Column::UserId,
+                ))
+                .equals((user::Entity, user::Column::Id)),
+            )
+            .and_where(Expr::col((user::Entity, user::Column::TenantId)).eq(tenant_id))
+            .and_where(Expr::col((user::Entity, user::Column::Username)).eq(username));
+        let Some(row) = self.db.query_one(&q).await? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            user::Model::from_query_result(&row, "")?,
+            row.try_get("", "password_phc")?,
+        )))
+    }
+
     /// A user of this tenant (never of another).
     pub async fn user_by_id(&self, tenant_id: &str, id: &str) -> Result<Option<user::Model>> {
         Ok(user::Entity::find_by_id(id.to_string())

@@ -27,7 +27,7 @@ fn keys() -> &'static Arc<TenantKeys> {
         let settings = Settings {
             data_dir: dir.clone(),
             master_key: Some(base64::engine::general_purpose::STANDARD.encode([3u8; 32])),
-            db_max_connections: 1,
+            db_max_connections: Some(1),
             ..Settings::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -99,7 +99,8 @@ fuzz_target!(|data: &[u8]| {
             else {
                 return;
             };
-            if let Ok(c) = verify_access_token(keys, ISS, &token, NOW) {
+            if let Ok((c, kid)) = verify_access_token(keys, ISS, &token, NOW) {
+                assert_eq!(kid, key.kid);
                 assert_eq!(c.iss, ISS);
                 assert!(c.exp > NOW);
                 assert_eq!(kind & 4, 0, "an ID token accepted as an access token");

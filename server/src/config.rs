@@ -35,8 +35,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<String>,
     /// HTTP worker threads; defaults to the number of cores.
     pub workers: Option<usize>,
-    /// Database pool size.
-    pub db_max_connections: u32,
+    /// Database pool size; unset: 8 on SQLite, 16 on PostgreSQL (see `db_pool_size`).
+    pub db_max_connections: Option<u32>,
     /// How long tenants, clients and server settings are cached (milliseconds; 0 = off). A
     /// change made through this instance applies at once; one made through another
     /// instance sharing the database within this time.
@@ -120,7 +120,7 @@ impl Default for Settings {
             admin_url: None,
             trusted_proxies: Vec::new(),
             workers: None,
-            db_max_connections: 16,
+            db_max_connections: None,
             cache_ttl_ms: 2000,
             log: "info".into(),
             log_json: false,
@@ -186,6 +186,18 @@ impl Settings {
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("ma-idp.db").display()
             ),
+        }
+    }
+
+    /// The database pool size. SQLite writes one transaction at a time, and every pooled
+    /// SQLite connection has its own thread, page cache and prepared statements (measured:
+    /// 16 connections held ~6 MiB more than 8 under load, with no more requests/s), so its
+    /// default is 8; PostgreSQL's is 16.
+    pub fn db_pool_size(&self) -> u32 {
+        match self.db_max_connections {
+            Some(n) => n.max(1),
+            None if self.database_url().starts_with("sqlite:") => 8,
+            None => 16,
         }
     }
 

@@ -161,7 +161,7 @@ impl Services {
             .map_err(|e| anyhow::anyhow!(e))?;
         let store = Store::connect(
             &settings.database_url(),
-            settings.db_max_connections,
+            settings.db_pool_size(),
             std::time::Duration::from_millis(settings.cache_ttl_ms),
         )
         .await?;

@@ -73,7 +73,7 @@ pub async fn metrics(svc: Svc) -> HttpResponse {
     let (size, idle) = svc.store.pool_stats();
     metrics::gauge!("ma_idp_db_pool_connections").set(size as f64);
     metrics::gauge!("ma_idp_db_pool_idle").set(idle as f64);
-    metrics::gauge!("ma_idp_db_pool_max").set(svc.settings.db_max_connections as f64);
+    metrics::gauge!("ma_idp_db_pool_max").set(svc.settings.db_pool_size() as f64);
     match install_metrics() {
         Some(h) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")

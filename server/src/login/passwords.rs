@@ -20,19 +20,14 @@ thread_local! {
     static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Hash threads run at nice 10: a hash yields the CPU to the HTTP workers (a sign-in storm
-/// on two cores otherwise made JWKS and token answers wait for the scheduler, ~5x their p99
-/// at rest), and still gets every cycle nothing else wants. Lowering one's own priority
-/// needs no privilege; where it fails, hashing works as before.
+/// Hash threads run at the lowest priority (nice 19): a hash yields the CPU to the HTTP
+/// workers (a sign-in storm on two cores otherwise made JWKS and token answers wait for the
+/// scheduler, ~5x their p99 at rest), and still gets every cycle nothing else wants.
+/// Lowering one's own priority needs no privilege; where it fails, hashing works as before.
 fn lower_priority() {
-    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
-    // The crate maps 0..=99 onto nice 19..=-20: 22 is nice 10 on Linux.
-    let p = ThreadPriorityValue::try_from(22u8).map(ThreadPriority::Crossplatform);
-    if let Err(e) = p
-        .map_err(|e| e.to_string())
-        .and_then(|p| set_current_thread_priority(p).map_err(|e| format!("{e:?}")))
-    {
-        tracing::debug!(error = %e, "password hash thread keeps its priority");
+    use thread_priority::{ThreadPriority, set_current_thread_priority};
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
+        tracing::debug!(error = ?e, "password hash thread keeps its priority");
     }
 }
 
@@ -224,7 +219,7 @@ mod tests {
         .unwrap()
     }
 
-    /// The hash threads run at nice 10 (Linux: the 19th field of the thread's stat).
+    /// The hash threads run at nice 19 (Linux: the 19th field of the thread's stat).
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hash_threads_yield_to_the_http_workers() {
@@ -242,7 +237,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(nice >= 10, "nice {nice}");
+        assert_eq!(nice, 19);
     }
 
     #[tokio::test]

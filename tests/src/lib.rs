@@ -72,7 +72,12 @@ pub async fn fresh_pg_database() -> Option<String> {
             return None;
         }
     };
-    let name = format!("ma_idp_test_{}", uuid::Uuid::new_v4().simple());
+    sweep_stale_databases(&conn).await;
+    let name = format!(
+        "{TEST_DB_PREFIX}{}_{}",
+        unix_now(),
+        uuid::Uuid::new_v4().simple()
+    );
     conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create database");
@@ -82,6 +87,77 @@ pub async fn fresh_pg_database() -> Option<String> {
         .map(|(b, _)| b.to_string())
         .unwrap_or(admin);
     Some(format!("{base}/{name}"))
+}
+
+const TEST_DB_PREFIX: &str = "ma_idp_test_";
+
+/// A test database older than this is left over from an earlier run (a test that panicked,
+/// or one that never drops its database) and is dropped by the next run. No test runs this
+/// long, so a database another test process is using is never taken away.
+const STALE_TEST_DB_SECS: u64 = 2 * 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Once per test process: drop the test databases earlier runs left behind. Their names carry
+/// their creation time (`ma_idp_test_<unix seconds>_<uuid>`); names without one come from
+/// before that scheme and are always stale.
+async fn sweep_stale_databases(conn: &sea_orm::DatabaseConnection) {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            let rows = conn
+                .query_all_raw(sea_orm::Statement::from_string(
+                    conn.get_database_backend(),
+                    format!(
+                        "SELECT datname FROM pg_database WHERE datname LIKE '{}%'",
+                        TEST_DB_PREFIX.replace('_', "\\_")
+                    ),
+                ))
+                .await
+                .unwrap_or_default();
+            let now = unix_now();
+            for row in rows {
+                let Ok(name) = row.try_get::<String>("", "datname") else {
+                    continue;
+                };
+                let created = name
+                    .strip_prefix(TEST_DB_PREFIX)
+                    .and_then(|rest| rest.split_once('_'))
+                    .and_then(|(secs, _)| secs.parse::<u64>().ok());
+                if created.is_none_or(|c| now.saturating_sub(c) > STALE_TEST_DB_SECS) {
+                    let _ = conn
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            }
+        })
+        .await;
+}
+
+/// Drop a database `fresh_pg_database` made (its connections are closed by force).
+pub async fn drop_pg_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if !name.starts_with(TEST_DB_PREFIX)
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return;
+    }
+    if let Ok(conn) = Database::connect(&pg_admin_url()).await {
+        if let Err(e) = conn
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+        {
+            eprintln!("could not drop test database {name}: {e}");
+        }
+        let _ = conn.close().await;
+    }
 }
 
 pub struct TestApp {
@@ -218,9 +294,13 @@ impl TestApp {
         }
     }
 
+    /// Stop the server and drop the test's PostgreSQL database.
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.stop().await;
+        }
+        if let Some(url) = &self.settings.database_url {
+            drop_pg_database(url).await;
         }
     }
 

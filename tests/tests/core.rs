@@ -28,6 +28,8 @@ both_backends!(
     health_ready_metrics,
     introspection_reports_token_details,
     password_hash_is_upgraded_at_sign_in,
+    concurrent_refreshes_of_one_token_are_retries,
+    concurrent_introspections_answer_each_token,
 );
 
 fn long_state() -> String {
@@ -1561,5 +1563,100 @@ async fn password_hash_is_upgraded_at_sign_in(backend: Backend) {
     );
     assert_ne!(stored, old);
     assert_eq!(sign_in().await, 303, "the new hash signs in");
+    app.stop().await;
+}
+
+/// Alexa retrying a refresh whose answer it lost may send the same token several times at
+/// once: every request gets a new token (the grace window), none is taken for a replay, and
+/// every token handed out still refreshes afterwards.
+async fn concurrent_refreshes_of_one_token_are_retries(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200, "{tok}");
+    let first = tok["refresh_token"].as_str().unwrap().to_string();
+    let answers = futures_util::future::join_all((0..8).map(|_| app.refresh(&setup, &first))).await;
+    let mut issued = std::collections::HashSet::new();
+    for (s, body) in &answers {
+        assert_eq!(*s, 200, "a concurrent retry was refused: {body}");
+        issued.insert(body["refresh_token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(issued.len(), 8, "each request gets its own successor");
+    for t in &issued {
+        assert_eq!(app.introspect(&setup, t).await["active"], true);
+        let (s, body) = app.refresh(&setup, t).await;
+        assert_eq!(s, 200, "family revoked by concurrent retries: {body}");
+    }
+    app.stop().await;
+}
+
+/// Introspections running at once are answered by shared queries: each still gets the answer
+/// for its own token (live, revoked, another tenant's, a client's own token).
+async fn concurrent_introspections_answer_each_token(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let home = app.setup("home").await;
+    let away = app.setup("away").await;
+    let redirect = &alexa_redirects()[0];
+    let access_token = |setup: &'static str| {
+        let (app, setup) = (&app, if setup == "home" { &home } else { &away });
+        async move {
+            let (code, _) = app
+                .authorize_code_at(
+                    &format!("/t/{}/authorize", setup.slug),
+                    setup,
+                    redirect,
+                    "s",
+                    None,
+                )
+                .await;
+            let (s, tok, _) = app
+                .token(
+                    &format!("/t/{}/token", setup.slug),
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", &code),
+                        ("redirect_uri", redirect),
+                    ],
+                    Some((&setup.client_id, &setup.client_secret)),
+                )
+                .await;
+            assert_eq!(s, 200, "{tok}");
+            tok["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let mut user_tokens = Vec::new();
+    for _ in 0..3 {
+        user_tokens.push(access_token("home").await);
+    }
+    let other_tenant = access_token("away").await;
+    // One user token revoked at the revocation endpoint.
+    let revoked = user_tokens.pop().unwrap();
+    let (s, _, _) = app
+        .token(
+            "/t/home/revoke",
+            &[("token", &revoked)],
+            Some((&home.client_id, &home.client_secret)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let mut cases: Vec<(&str, bool)> = vec![(&revoked, false), (&other_tenant, false)];
+    for t in &user_tokens {
+        cases.push((t, true));
+    }
+    let asked: Vec<(&str, bool)> = (0..96).map(|i| cases[i % cases.len()]).collect();
+    let answers =
+        futures_util::future::join_all(asked.iter().map(|(t, _)| app.introspect(&home, t))).await;
+    for ((_, live), answer) in asked.iter().zip(&answers) {
+        assert_eq!(answer["active"], *live, "{answer}");
+        if *live {
+            assert_eq!(answer["username"], "alice", "{answer}");
+        }
+    }
     app.stop().await;
 }

@@ -10,7 +10,20 @@ pub(crate) async fn insert_audit<C: ConnectionTrait>(
     ev: AuditEvent,
     now: i64,
 ) -> Result<()> {
-    audit_event::Entity::insert(audit_event::ActiveModel {
+    audit_event::Entity::insert(audit_model(ev, now))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// The insert of one audit event, as a statement (for a PostgreSQL CTE).
+pub(crate) fn audit_insert(ev: AuditEvent, now: i64) -> sea_orm::sea_query::InsertStatement {
+    use sea_orm::QueryTrait;
+    audit_event::Entity::insert(audit_model(ev, now)).into_query()
+}
+
+fn audit_model(ev: AuditEvent, now: i64) -> audit_event::ActiveModel {
+    audit_event::ActiveModel {
         id: Set(new_id()),
         tenant_id: Set(ev.tenant_id),
         at: Set(now),
@@ -22,10 +35,7 @@ pub(crate) async fn insert_audit<C: ConnectionTrait>(
         ip: Set(ev.ip),
         user_agent: Set(ev.user_agent),
         detail: Set(ev.detail),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    }
 }
 
 impl Store {

@@ -14,6 +14,7 @@ mod codes;
 mod federation;
 mod grants;
 mod keys;
+mod live;
 mod passkeys;
 mod refresh;
 mod sessions;
@@ -85,6 +86,7 @@ fn loopback_without_tls(url: &str) -> String {
 pub struct Store {
     db: DatabaseConnection,
     cache: std::sync::Arc<cache::Caches>,
+    live: std::sync::Arc<live::LiveChecks>,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,6 +122,7 @@ impl Store {
         Ok(Self {
             db,
             cache: std::sync::Arc::new(cache::Caches::new(cache_ttl)),
+            live: Default::default(),
         })
     }
 
@@ -127,6 +130,7 @@ impl Store {
         Self {
             db,
             cache: std::sync::Arc::new(cache::Caches::new(Duration::ZERO)),
+            live: Default::default(),
         }
     }
 

@@ -1,11 +1,14 @@
 use entity::{client, grant, refresh_family, refresh_token, revoked_access_token, user};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, Expr, ExprTrait, InsertStatement, Query, SelectStatement,
+    WithQuery,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, Iterable,
-    QueryFilter,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, Iterable, QueryFilter, QueryResult, QueryTrait,
 };
 
-use super::audit::insert_audit;
+use super::audit::{audit_insert, insert_audit};
 use super::{SelectUnique, Store, new_id};
 use crate::audit::AuditEvent;
 use crate::error::Result;
@@ -39,21 +42,29 @@ pub enum RefreshOutcome {
     },
 }
 
-pub(crate) async fn insert_refresh<C: ConnectionTrait>(
-    db: &C,
-    r: &NewRefresh,
-    now: i64,
-) -> Result<()> {
-    refresh_token::Entity::insert(refresh_token::ActiveModel {
+fn refresh_model(r: &NewRefresh, now: i64) -> refresh_token::ActiveModel {
+    refresh_token::ActiveModel {
         id: Set(new_id()),
         family_id: Set(r.family_id.clone()),
         token_hash: Set(r.token_hash.clone()),
         created_at: Set(now),
         expires_at: Set(r.expires_at),
         used_at: Set(None),
-    })
-    .exec_without_returning(db)
-    .await?;
+    }
+}
+
+fn refresh_insert(r: &NewRefresh, now: i64) -> InsertStatement {
+    refresh_token::Entity::insert(refresh_model(r, now)).into_query()
+}
+
+pub(crate) async fn insert_refresh<C: ConnectionTrait>(
+    db: &C,
+    r: &NewRefresh,
+    now: i64,
+) -> Result<()> {
+    refresh_token::Entity::insert(refresh_model(r, now))
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
@@ -74,6 +85,16 @@ async fn token_row<C: ConnectionTrait>(
     tenant_id: &str,
     token_hash: &str,
 ) -> Result<Option<TokenRow>> {
+    match db
+        .query_one(&token_row_query(tenant_id, token_hash))
+        .await?
+    {
+        Some(row) => Ok(Some(decode_token_row(&row, token_hash)?)),
+        None => Ok(None),
+    }
+}
+
+fn token_row_query(tenant_id: &str, token_hash: &str) -> SelectStatement {
     use refresh_family::Entity as F;
     use refresh_token::Entity as T;
     let mut q = Query::select();
@@ -126,10 +147,11 @@ async fn token_row<C: ConnectionTrait>(
         )
         .and_where(Expr::col((T, refresh_token::Column::TokenHash)).eq(token_hash))
         .and_where(Expr::col((F, refresh_family::Column::TenantId)).eq(tenant_id));
-    let Some(row) = db.query_one(&q).await? else {
-        return Ok(None);
-    };
-    let fam = refresh_family::Model::from_query_result(&row, "")?;
+    q
+}
+
+fn decode_token_row(row: &QueryResult, token_hash: &str) -> Result<TokenRow> {
+    let fam = refresh_family::Model::from_query_result(row, "")?;
     let tok = refresh_token::Model {
         id: row.try_get("", "t_id")?,
         family_id: fam.id.clone(),
@@ -145,13 +167,67 @@ async fn token_row<C: ConnectionTrait>(
         && grant_id.is_some()
         && grant_revoked.is_none()
         && disabled == Some(false);
-    Ok(Some(TokenRow {
+    Ok(TokenRow {
         tok,
         fam,
         live,
         username: row.try_get("", "u_username")?,
         client_id: row.try_get("", "c_client_id")?,
-    }))
+    })
+}
+
+/// Mark the presented token used (only if unused and unexpired) and read it with its family.
+/// Answers whether this call marked it, and the row as it was before.
+async fn mark_used_and_read(
+    txn: &DatabaseTransaction,
+    tenant_id: &str,
+    token_hash: &str,
+    now: i64,
+) -> Result<(bool, Option<TokenRow>)> {
+    let mark = refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+        .filter(refresh_token::Column::TokenHash.eq(token_hash))
+        .filter(refresh_token::Column::UsedAt.is_null())
+        .filter(refresh_token::Column::ExpiresAt.gt(now));
+    if txn.get_database_backend() != DbBackend::Postgres {
+        // SQLite answers in-process: two statements cost next to nothing.
+        let fresh = mark.exec(txn).await?.rows_affected == 1;
+        return Ok((fresh, token_row(txn, tenant_id, token_hash).await?));
+    }
+    // PostgreSQL: one round trip. The update runs as a data-modifying CTE; the select beside
+    // it reads the snapshot from before the update and learns from the CTE whether it matched.
+    let mut update = mark.into_query();
+    update.returning_col(refresh_token::Column::Id);
+    let mut select = token_row_query(tenant_id, token_hash);
+    select.expr_as(
+        Expr::exists(
+            Query::select()
+                .expr(Expr::cust("1"))
+                .from(Alias::new("marked"))
+                .to_owned(),
+        ),
+        "fresh",
+    );
+    let q = WithQuery::new()
+        .cte(
+            CommonTableExpression::new()
+                .query(update)
+                .table_name(Alias::new("marked"))
+                .to_owned(),
+        )
+        .query(select)
+        .to_owned();
+    let Some(row) = txn.query_one(&q).await? else {
+        return Ok((false, None));
+    };
+    let fresh: bool = row.try_get("", "fresh")?;
+    let r = decode_token_row(&row, token_hash)?;
+    if !fresh && r.tok.used_at.is_none() {
+        // Another rotation of this token committed while the update waited for its row
+        // lock: the snapshot predates it, so read the row again to see its `used_at`.
+        return Ok((false, token_row(txn, tenant_id, token_hash).await?));
+    }
+    Ok((fresh, Some(r)))
 }
 
 /// What introspection reports of a live refresh token.
@@ -178,17 +254,8 @@ impl Store {
         audit: AuditEvent,
     ) -> Result<RefreshOutcome> {
         let txn = self.write_txn().await?;
-        let fresh = refresh_token::Entity::update_many()
-            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
-            .filter(refresh_token::Column::TokenHash.eq(token_hash))
-            .filter(refresh_token::Column::UsedAt.is_null())
-            .filter(refresh_token::Column::ExpiresAt.gt(now))
-            .exec(&txn)
-            .await?
-            .rows_affected
-            == 1;
-        let Some(TokenRow { tok, fam, live, .. }) = token_row(&txn, tenant_id, token_hash).await?
-        else {
+        let (fresh, row) = mark_used_and_read(&txn, tenant_id, token_hash, now).await?;
+        let Some(TokenRow { tok, fam, live, .. }) = row else {
             txn.rollback().await?;
             return Ok(RefreshOutcome::Unknown);
         };
@@ -227,13 +294,33 @@ impl Store {
                 return Err(e);
             }
         };
-        insert_refresh(&txn, &next, now).await?;
-        grant::Entity::update_many()
+        let touch_grant = grant::Entity::update_many()
             .col_expr(grant::Column::LastRefreshedAt, Expr::value(now))
-            .filter(grant::Column::Id.eq(fam.grant_id.clone()))
-            .exec(&txn)
-            .await?;
-        insert_audit(&txn, audit.user(&fam.user_id), now).await?;
+            .filter(grant::Column::Id.eq(fam.grant_id.clone()));
+        let audit = audit.user(&fam.user_id);
+        if txn.get_database_backend() == DbBackend::Postgres {
+            // One round trip for the successor, the grant's last use and the audit event.
+            let q = WithQuery::new()
+                .cte(
+                    CommonTableExpression::new()
+                        .query(touch_grant.into_query())
+                        .table_name(Alias::new("touched"))
+                        .to_owned(),
+                )
+                .cte(
+                    CommonTableExpression::new()
+                        .query(audit_insert(audit, now))
+                        .table_name(Alias::new("audited"))
+                        .to_owned(),
+                )
+                .query(refresh_insert(&next, now))
+                .to_owned();
+            txn.execute(&q).await?;
+        } else {
+            insert_refresh(&txn, &next, now).await?;
+            touch_grant.exec(&txn).await?;
+            insert_audit(&txn, audit, now).await?;
+        }
         txn.commit().await?;
         Ok(RefreshOutcome::Rotated { family: fam, retry })
     }
@@ -307,63 +394,14 @@ impl Store {
 
     /// An access token is live unless its `jti` was revoked or, for a token issued from a
     /// grant, its family, grant or user was revoked, disabled or removed. Answers `None` for a
-    /// token that is not live, else the username of a grant's member: one query either way.
+    /// token that is not live, else the username of a grant's member. Concurrent checks share
+    /// one query (see `live.rs`).
     pub async fn access_token_live(
         &self,
         tenant_id: &str,
         jti: &str,
         family_id: Option<&str>,
     ) -> Result<Option<AccessLive>> {
-        use refresh_family::Entity as F;
-        let not_revoked = Expr::exists(
-            Query::select()
-                .expr(Expr::cust("1"))
-                .from(revoked_access_token::Entity)
-                .and_where(
-                    Expr::col((
-                        revoked_access_token::Entity,
-                        revoked_access_token::Column::Jti,
-                    ))
-                    .eq(jti),
-                )
-                .to_owned(),
-        )
-        .not();
-        let Some(fid) = family_id else {
-            let mut q = Query::select();
-            q.expr_as(Expr::cust("1"), "live").and_where(not_revoked);
-            return Ok(self
-                .db
-                .query_one(&q)
-                .await?
-                .map(|_| AccessLive { username: None }));
-        };
-        let mut q = Query::select();
-        q.expr_as(
-            Expr::col((user::Entity, user::Column::Username)),
-            "username",
-        )
-        .from(F)
-        .inner_join(
-            grant::Entity,
-            Expr::col((grant::Entity, grant::Column::Id))
-                .equals((F, refresh_family::Column::GrantId)),
-        )
-        .inner_join(
-            user::Entity,
-            Expr::col((user::Entity, user::Column::Id)).equals((F, refresh_family::Column::UserId)),
-        )
-        .and_where(Expr::col((F, refresh_family::Column::Id)).eq(fid))
-        .and_where(Expr::col((F, refresh_family::Column::TenantId)).eq(tenant_id))
-        .and_where(Expr::col((F, refresh_family::Column::RevokedAt)).is_null())
-        .and_where(Expr::col((grant::Entity, grant::Column::RevokedAt)).is_null())
-        .and_where(Expr::col((user::Entity, user::Column::Disabled)).eq(false))
-        .and_where(not_revoked);
-        let Some(row) = self.db.query_one(&q).await? else {
-            return Ok(None);
-        };
-        Ok(Some(AccessLive {
-            username: Some(row.try_get("", "username")?),
-        }))
+        self.live.check(&self.db, tenant_id, jti, family_id).await
     }
 }

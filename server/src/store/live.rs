@@ -1,0 +1,211 @@
+//! Is an access token still live? Asked on every introspection and userinfo request, so the
+//! checks that arrive while others are being answered are coalesced: whoever finds no query
+//! running starts one for everything waiting, and whatever arrives meanwhile goes in the next
+//! batch. One round trip then answers many tokens (measured on PostgreSQL: introspection went
+//! from one query per request to one per batch).
+//!
+//! Revocation is never weakened by this: a check is answered only by a query that started
+//! after the check was asked, so a revocation committed before an introspection request
+//! arrived is always seen. Nothing is cached.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use entity::{grant, refresh_family, revoked_access_token, user};
+use sea_orm::sea_query::{Expr, ExprTrait, Query, UnionType};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use tokio::sync::oneshot;
+
+use super::refresh::AccessLive;
+use crate::error::{Error, Result};
+
+/// Queries running at once, at most. More would only queue on the pool; fewer would make
+/// requests wait for a batch when the database could take another.
+const MAX_RUNNING: usize = 4;
+/// Tokens answered by one query, at most (two bound values each).
+const MAX_BATCH: usize = 64;
+
+/// One access token to check.
+struct Check {
+    tenant_id: String,
+    jti: String,
+    family_id: Option<String>,
+    answer: oneshot::Sender<std::result::Result<Option<AccessLive>, String>>,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: Vec<Check>,
+    running: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct LiveChecks {
+    state: Mutex<State>,
+}
+
+impl LiveChecks {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `None` when the token is not live, else the username of its grant's member (none for a
+    /// `client_credentials` token).
+    pub(crate) async fn check(
+        self: &Arc<Self>,
+        db: &DatabaseConnection,
+        tenant_id: &str,
+        jti: &str,
+        family_id: Option<&str>,
+    ) -> Result<Option<AccessLive>> {
+        let (answer, answered) = oneshot::channel();
+        let start = {
+            let mut st = self.state();
+            st.waiting.push(Check {
+                tenant_id: tenant_id.to_string(),
+                jti: jti.to_string(),
+                family_id: family_id.map(str::to_string),
+                answer,
+            });
+            let start = st.running < MAX_RUNNING;
+            if start {
+                st.running += 1;
+            }
+            start
+        };
+        if start {
+            // Its own task: a request whose client goes away must not take the batch (and
+            // everyone waiting on it) down with it.
+            let (me, db) = (Arc::clone(self), db.clone());
+            tokio::spawn(async move { me.drain(&db).await });
+        }
+        match answered.await {
+            Ok(Ok(live)) => Ok(live),
+            Ok(Err(e)) => Err(Error::Db(DbErr::Custom(e))),
+            Err(_) => Err(Error::Internal("a token check was dropped".into())),
+        }
+    }
+
+    /// Answer batches until nothing waits.
+    async fn drain(&self, db: &DatabaseConnection) {
+        /// Gives the running slot back if the task ends any other way (a panic).
+        struct Slot<'a>(&'a LiveChecks, bool);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.state().running -= 1;
+                }
+            }
+        }
+        let mut slot = Slot(self, true);
+        loop {
+            let batch: Vec<Check> = {
+                let mut st = self.state();
+                if st.waiting.is_empty() {
+                    st.running -= 1;
+                    slot.1 = false;
+                    return;
+                }
+                let n = st.waiting.len().min(MAX_BATCH);
+                st.waiting.drain(..n).collect()
+            };
+            match query(db, &batch).await {
+                Ok((revoked, live)) => {
+                    for c in batch {
+                        let answer = if revoked.contains(&c.jti) {
+                            None
+                        } else {
+                            match &c.family_id {
+                                None => Some(AccessLive { username: None }),
+                                Some(f) => live
+                                    .get(f)
+                                    .filter(|(tenant, _)| *tenant == c.tenant_id)
+                                    .map(|(_, username)| AccessLive {
+                                        username: Some(username.clone()),
+                                    }),
+                            }
+                        };
+                        let _ = c.answer.send(Ok(answer));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for c in batch {
+                        let _ = c.answer.send(Err(msg.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The revoked `jti`s among the batch's, and its live families (family → tenant, username):
+/// one query.
+async fn query(
+    db: &DatabaseConnection,
+    batch: &[Check],
+) -> std::result::Result<(HashSet<String>, HashMap<String, (String, String)>), DbErr> {
+    use refresh_family::Entity as F;
+    let jtis: Vec<&str> = batch.iter().map(|c| c.jti.as_str()).collect();
+    let mut families: Vec<&str> = batch
+        .iter()
+        .filter_map(|c| c.family_id.as_deref())
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    let mut q = Query::select();
+    q.expr_as(Expr::cust("0"), "kind")
+        .expr_as(
+            Expr::col((
+                revoked_access_token::Entity,
+                revoked_access_token::Column::Jti,
+            )),
+            "id",
+        )
+        .expr_as(Expr::cust("NULL"), "tenant_id")
+        .expr_as(Expr::cust("NULL"), "username")
+        .from(revoked_access_token::Entity)
+        .and_where(
+            Expr::col((
+                revoked_access_token::Entity,
+                revoked_access_token::Column::Jti,
+            ))
+            .is_in(jtis),
+        );
+    if !families.is_empty() {
+        let mut f = Query::select();
+        f.expr(Expr::cust("1"))
+            .expr(Expr::col((F, refresh_family::Column::Id)))
+            .expr(Expr::col((F, refresh_family::Column::TenantId)))
+            .expr(Expr::col((user::Entity, user::Column::Username)))
+            .from(F)
+            .inner_join(
+                grant::Entity,
+                Expr::col((grant::Entity, grant::Column::Id))
+                    .equals((F, refresh_family::Column::GrantId)),
+            )
+            .inner_join(
+                user::Entity,
+                Expr::col((user::Entity, user::Column::Id))
+                    .equals((F, refresh_family::Column::UserId)),
+            )
+            .and_where(Expr::col((F, refresh_family::Column::Id)).is_in(families))
+            .and_where(Expr::col((F, refresh_family::Column::RevokedAt)).is_null())
+            .and_where(Expr::col((grant::Entity, grant::Column::RevokedAt)).is_null())
+            .and_where(Expr::col((user::Entity, user::Column::Disabled)).eq(false));
+        q.union(UnionType::All, f);
+    }
+    let mut revoked = HashSet::new();
+    let mut live = HashMap::new();
+    for row in db.query_all(&q).await? {
+        let kind: i32 = row.try_get("", "kind")?;
+        let id: String = row.try_get("", "id")?;
+        if kind == 0 {
+            revoked.insert(id);
+        } else {
+            let tenant: String = row.try_get("", "tenant_id")?;
+            let username: String = row.try_get("", "username")?;
+            live.insert(id, (tenant, username));
+        }
+    }
+    Ok((revoked, live))
+}

@@ -282,6 +282,7 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 pub fn main() -> ExitCode {
+    crate::memory::tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

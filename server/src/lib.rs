@@ -16,6 +16,7 @@ pub mod error;
 pub mod federation;
 pub mod http;
 pub mod login;
+pub mod memory;
 pub mod oauth;
 pub mod oidc;
 pub mod passkeys;

@@ -22,7 +22,8 @@ const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 /// Install the Prometheus recorder once per process. Histograms are rendered as Prometheus
 /// histograms (fixed buckets: they add up across instances). The recorder keeps every raw
 /// sample until upkeep folds it into the buckets, so a thread runs upkeep every 5 s: without
-/// it, memory grew by ~8 bytes per request for as long as nobody scraped `/metrics`.
+/// it, memory grew by ~8 bytes per request for as long as nobody scraped `/metrics`. The same
+/// thread hands the allocator's free memory back to the system (`memory.rs`).
 pub fn install_metrics() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
@@ -38,6 +39,7 @@ pub fn install_metrics() -> Option<&'static PrometheusHandle> {
                             loop {
                                 std::thread::sleep(UPKEEP);
                                 upkeep.run_upkeep();
+                                crate::memory::release_free_memory();
                             }
                         });
                     if let Err(e) = spawned {

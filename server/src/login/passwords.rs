@@ -1,8 +1,8 @@
 //! Password hashing with argon2id (OWASP parameters), run on a dedicated pool of
 //! `concurrency` threads, so at most that many hashes run at once, the async workers never
-//! stall, and each hash thread keeps its argon2 memory between hashes: no allocation, page
-//! faults or zeroing per sign-in, and at most `threads × m_cost` of memory in all, whatever
-//! the allocator does.
+//! stall, and each hash thread keeps its argon2 memory from hash to hash while sign-ins are
+//! queued (no allocation, page faults or zeroing per sign-in, at most `threads × m_cost` in
+//! all) and gives it back to the system when the queue is empty.
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,12 +20,30 @@ thread_local! {
     static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Hash threads run at the lowest priority (nice 19): a hash yields the CPU to the HTTP
-/// workers (a sign-in storm on two cores otherwise made JWKS and token answers wait for the
-/// scheduler, ~5x their p99 at rest), and still gets every cycle nothing else wants.
+/// Hash threads run at the lowest priority: the `SCHED_IDLE` policy on Linux, else nice 19. A
+/// hash yields the CPU to the HTTP workers (a sign-in storm on two cores otherwise made JWKS
+/// and token answers wait for the scheduler, ~5x their p99 at rest), and still gets every
+/// cycle nothing else wants. Under nice 19 alone a waking HTTP worker could still wait for a
+/// hash's time slice; the kernel preempts a `SCHED_IDLE` thread for any other at once.
 /// Lowering one's own priority needs no privilege; where it fails, hashing works as before.
 fn lower_priority() {
     use thread_priority::{ThreadPriority, set_current_thread_priority};
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        match set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        ) {
+            // Under SCHED_IDLE the nice value plays no part.
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = ?e, "password hash thread keeps its policy"),
+        }
+    }
     if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
         tracing::debug!(error = ?e, "password hash thread keeps its priority");
     }
@@ -45,6 +63,16 @@ fn with_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> T)
         }
         f(&mut m[..blocks])
     })
+}
+
+/// Nothing left to hash: give this thread's argon2 memory back to the system. During a storm
+/// of sign-ins the queue is never empty and each thread keeps its memory from hash to hash;
+/// a server at rest holds none (a lone sign-in pays ~2 ms of page faults for it).
+fn release_memory() {
+    let had = MEMORY.with(|m| !std::mem::take(&mut *m.borrow_mut()).is_empty());
+    if had {
+        crate::memory::release_free_memory();
+    }
 }
 
 /// Hash into a fresh PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), as the argon2
@@ -149,6 +177,9 @@ impl PasswordHasher {
             let left = waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
             metrics::gauge!("ma_idp_password_hash_queue").set(left as f64);
             let _ = tx.send(f(&params));
+            if waiting.load(Ordering::Relaxed) == 0 {
+                release_memory();
+            }
         });
         rx.await
             .map_err(|_| Error::internal("password hash task ended"))
@@ -219,25 +250,22 @@ mod tests {
         .unwrap()
     }
 
-    /// The hash threads run at nice 19 (Linux: the 19th field of the thread's stat).
+    /// The hash threads run under `SCHED_IDLE` (Linux: field 41 of the thread's stat;
+    /// `SCHED_IDLE` is policy 5).
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hash_threads_yield_to_the_http_workers() {
         let h = hasher(1024, 1);
-        let nice = h
+        let policy = h
             .run(|_| {
                 let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-                let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-                after_name
-                    .split(' ')
-                    .nth(16)
-                    .unwrap()
-                    .parse::<i32>()
-                    .unwrap()
+                let after_name: Vec<&str> =
+                    stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+                after_name[38].parse::<i32>().unwrap()
             })
             .await
             .unwrap();
-        assert_eq!(nice, 19);
+        assert_eq!(policy, 5, "SCHED_IDLE");
     }
 
     #[tokio::test]

@@ -1595,7 +1595,7 @@ async fn concurrent_refreshes_of_one_token_are_retries(backend: Backend) {
 }
 
 /// Introspections running at once are answered by shared queries: each still gets the answer
-/// for its own token (live, revoked, another tenant's, a client's own token).
+/// for its own token (live, revoked, another tenant's).
 async fn concurrent_introspections_answer_each_token(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;

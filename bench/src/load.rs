@@ -570,6 +570,36 @@ impl Probe {
     }
 }
 
+/// The JWKS probe on a thread of its own with its own single-threaded runtime, so that the
+/// time it measures is ma-idp's answer and not how long the load generator's busy runtime
+/// (32 workers) took to poll the probe again.
+pub async fn jwks_probe_alone(ctx: Arc<Ctx>, duration: Duration, interval: Duration) -> Probe {
+    let thread = std::thread::Builder::new()
+        .name("jwks-probe".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(jwks_probe(ctx, duration, interval)),
+                Err(_) => Probe {
+                    hist: new_hist(),
+                    errors: 1,
+                },
+            }
+        });
+    let failed = || Probe {
+        hist: new_hist(),
+        errors: 1,
+    };
+    match thread {
+        Ok(t) => tokio::task::spawn_blocking(move || t.join().unwrap_or_else(|_| failed()))
+            .await
+            .unwrap_or_else(|_| failed()),
+        Err(_) => failed(),
+    }
+}
+
 pub async fn jwks_probe(ctx: Arc<Ctx>, duration: Duration, interval: Duration) -> Probe {
     let mut probe = Probe {
         hist: new_hist(),
@@ -659,6 +689,11 @@ pub struct PhaseResult {
     pub rss_after_kib: Option<u64>,
     /// ma-idp's thread count right after the scenario.
     pub threads_after: Option<u64>,
+    /// ma-idp's peak RSS (VmHWM) during the scenario, KiB.
+    pub peak_kib: Option<u64>,
+    /// ma-idp's CPU time during the scenario by thread name (`argon2`, `actix-rt|system`,
+    /// `sqlx-sqlite-worker`, ...), largest first.
+    pub thread_cpu: Vec<(String, Duration)>,
 }
 
 impl PhaseResult {
@@ -769,8 +804,10 @@ pub async fn run_phase(
         }));
     }
     barrier.wait().await;
+    let hwm_reset = sys::reset_hwm(pid);
     let profiler = perf.as_deref().and_then(|p| start_perf(pid, p));
     let t0 = Instant::now();
+    let threads0 = sys::thread_cpu_ticks(pid);
     let cpu0 = sys::proc_cpu_ticks(pid);
     let me = std::process::id();
     let own0 = sys::proc_cpu_ticks(me);
@@ -789,6 +826,8 @@ pub async fn run_phase(
         workers_missing: 0,
         rss_after_kib: None,
         threads_after: None,
+        peak_kib: None,
+        thread_cpu: Vec::new(),
     };
     // Sample CPU at the deadline (or when every worker ran out of work), not after the
     // requests still in flight at the deadline have finished.
@@ -797,6 +836,7 @@ pub async fn run_phase(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let cpu1 = sys::proc_cpu_ticks(pid);
+    let threads1 = sys::thread_cpu_ticks(pid);
     let own1 = sys::proc_cpu_ticks(me);
     if let (Some(child), Some(p)) = (profiler, perf.as_deref()) {
         stop_perf(child, p);
@@ -809,6 +849,20 @@ pub async fn run_phase(
     if let (Some(a), Some(b)) = (own0, own1) {
         result.client_cpu = Duration::from_secs_f64(b.saturating_sub(a) as f64 / tck);
     }
+    result.thread_cpu = threads1
+        .iter()
+        .map(|(name, b)| {
+            let a = threads0.get(name).copied().unwrap_or(0);
+            (
+                name.clone(),
+                Duration::from_secs_f64(b.saturating_sub(a) as f64 / tck),
+            )
+        })
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
+    result
+        .thread_cpu
+        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut any_ran_out = false;
     let mut last_finish = t0;
     for h in handles {
@@ -839,6 +893,9 @@ pub async fn run_phase(
     }
     result.rss_after_kib = sys::proc_status_kib(pid, "VmRSS");
     result.threads_after = sys::proc_status_kib(pid, "Threads");
+    if hwm_reset {
+        result.peak_kib = sys::proc_status_kib(pid, "VmHWM");
+    }
     if any_ran_out {
         result.elapsed = last_finish.duration_since(t0).min(duration);
     }

@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use crate::floors::TxnFloor;
 use crate::load::Kind;
-use crate::{ARGON2_M_KIB, ARGON2_P, ARGON2_T, BackendResult, RunInfo};
+use crate::{ARGON2_M_KIB, ARGON2_P, ARGON2_RUNS, ARGON2_T, BackendResult, RunInfo};
 
 fn mib(kib: Option<u64>) -> String {
     kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
@@ -157,7 +157,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         Some(s) => {
             let _ = writeln!(
                 o,
-                "| argon2id hash (argon2 0.5, m={ARGON2_M_KIB} KiB, t={ARGON2_T}, p={ARGON2_P}; median of 5) | {:.1} ms → password sign-in ceiling = {} cores / {:.1} ms = {} /s |",
+                "| argon2id hash (argon2 0.5, m={ARGON2_M_KIB} KiB, t={ARGON2_T}, p={ARGON2_P}; memory reused from hash to hash as ma-idp's hash threads reuse it; median of {ARGON2_RUNS}) | {:.1} ms → password sign-in ceiling = {} cores / {:.1} ms = {} /s |",
                 s * 1000.0,
                 info.cores,
                 s * 1000.0,
@@ -171,7 +171,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
     if let (Some(par), Some(s)) = (info.argon2_parallel, info.argon2_secs) {
         let _ = writeln!(
             o,
-            "| argon2id, {} threads hashing at once (3 s) | {} hashes/s = {:.2} of the ceiling above: what every core hashing can do (shared caches and memory bandwidth) |",
+            "| argon2id, {} threads hashing at once (3 s, each reusing its memory) | {} hashes/s = {:.2} of the ceiling above: what every core hashing can do (shared caches and memory bandwidth) |",
             info.cores,
             rate(par),
             par / (info.cores as f64 / s)
@@ -205,11 +205,11 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         }
         let _ = writeln!(
             o,
-            "| scenario | req/s | p50 ms | p99 ms | errors | ma-idp CPU ms/req | load-gen CPU ms/req | host busy | ma-idp RSS after | vs floor |"
+            "| scenario | req/s | p50 ms | p99 ms | errors | ma-idp CPU ms/req | load-gen CPU ms/req | host busy | ma-idp peak RSS | ma-idp RSS after | vs floor |"
         );
         let _ = writeln!(
             o,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         );
         for p in &b.phases {
             let vs = match floor_for(p.kind, info, b) {
@@ -218,7 +218,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} |",
                 p.kind.label(),
                 rate(p.rate()),
                 ms(p.quantile_ms(0.5)),
@@ -227,6 +227,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
                 ms(p.cpu_ms_per_request()),
                 ms(p.client_cpu_ms_per_request()),
                 p.host_busy * 100.0,
+                mib(p.peak_kib),
                 mib(p.rss_after_kib),
                 vs
             );
@@ -255,6 +256,22 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             mib(b.rss_file_kib),
             mib(b.hwm_kib)
         );
+        let _ = writeln!(
+            o,
+            "- ma-idp CPU by thread, ms per completed request (from /proc/PID/task; `argon2` = password hash threads, `actix-rt|system` = HTTP workers, `sqlx-sqlite-wor` = SQLite connection threads, `tokio-runtime-w` = the async runtime's workers):"
+        );
+        for p in &b.phases {
+            if p.ok == 0 || p.thread_cpu.is_empty() {
+                continue;
+            }
+            let parts: Vec<String> = p
+                .thread_cpu
+                .iter()
+                .take(5)
+                .map(|(name, d)| format!("{name} {:.3}", d.as_secs_f64() * 1000.0 / p.ok as f64))
+                .collect();
+            let _ = writeln!(o, "  - {}: {}", p.kind.key(), parts.join(", "));
+        }
         if let Some((rest, storm)) = &b.jwks_probe {
             let (r, st) = (
                 rest.quantile_ms(0.99).unwrap_or(f64::NAN),
@@ -262,7 +279,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             );
             let _ = writeln!(
                 o,
-                "- JWKS during the password sign-in storm (one client, one request every {} ms, {} s each): p99 at rest **{:.2} ms** (p50 {:.2}), during the storm **{:.2} ms** (p50 {:.2}) = {:.2}× at rest (target ≤ 2×); errors {} / {}",
+                "- JWKS during the password sign-in storm (one client on a thread and runtime of its own, one request every {} ms, {} s each): p99 at rest **{:.2} ms** (p50 {:.2}), during the storm **{:.2} ms** (p50 {:.2}) = {:.2}× at rest (target ≤ 2×); errors {} / {}",
                 crate::PROBE_INTERVAL.as_millis(),
                 b.probe_seconds,
                 r,

@@ -115,3 +115,35 @@ impl HostCpu {
         self.busy.saturating_sub(earlier.busy) as f64 / t as f64
     }
 }
+
+/// Restart a process's VmHWM (peak RSS) from its current RSS (`/proc/PID/clear_refs`, value
+/// 5), so the next reading is the peak since now. Needs to own the process (or root).
+pub fn reset_hwm(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// User + system CPU time of each of a process's threads, in clock ticks, summed per thread
+/// name with a trailing number dropped (`argon2-0` and `argon2-1` are `argon2`).
+pub fn thread_cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(s) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else {
+            continue;
+        };
+        let name = s[open + 1..close]
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches(['-', ':'])
+            .to_string();
+        let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
+        let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0);
+        *out.entry(name).or_default() += ticks;
+    }
+    out
+}

@@ -570,27 +570,56 @@ impl Probe {
     }
 }
 
+/// How the probe's own thread is scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbePriority {
+    /// Like every other thread of the load generator.
+    Normal,
+    /// `SCHED_FIFO` (needs root or `RLIMIT_RTPRIO`): the probe's own wake-ups never wait
+    /// for a CPU behind the load generator, ma-idp or the database, as a resource server on
+    /// another machine would not. What it measures is ma-idp's answer time.
+    Realtime,
+}
+
+/// Give the calling thread `SCHED_FIFO` priority 10. False where that is refused.
+fn make_realtime() -> bool {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sets the calling thread's (pid 0) policy; `param` outlives the call.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+}
+
 /// The JWKS probe on a thread of its own with its own single-threaded runtime, so that the
 /// time it measures is ma-idp's answer and not how long the load generator's busy runtime
-/// (32 workers) took to poll the probe again.
-pub async fn jwks_probe_alone(ctx: Arc<Ctx>, duration: Duration, interval: Duration) -> Probe {
+/// (32 workers) took to poll the probe again. `None` when `Realtime` was asked for and
+/// refused.
+pub async fn jwks_probe_alone(
+    ctx: Arc<Ctx>,
+    duration: Duration,
+    interval: Duration,
+    priority: ProbePriority,
+) -> Option<Probe> {
     let thread = std::thread::Builder::new()
         .name("jwks-probe".into())
         .spawn(move || {
+            if priority == ProbePriority::Realtime && !make_realtime() {
+                return None;
+            }
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(jwks_probe(ctx, duration, interval)),
-                Err(_) => Probe {
+                Ok(rt) => Some(rt.block_on(jwks_probe(ctx, duration, interval))),
+                Err(_) => Some(Probe {
                     hist: new_hist(),
                     errors: 1,
-                },
+                }),
             }
         });
-    let failed = || Probe {
-        hist: new_hist(),
-        errors: 1,
+    let failed = || {
+        Some(Probe {
+            hist: new_hist(),
+            errors: 1,
+        })
     };
     match thread {
         Ok(t) => tokio::task::spawn_blocking(move || t.join().unwrap_or_else(|_| failed()))
@@ -598,6 +627,28 @@ pub async fn jwks_probe_alone(ctx: Arc<Ctx>, duration: Duration, interval: Durat
             .unwrap_or_else(|_| failed()),
         Err(_) => failed(),
     }
+}
+
+/// The normal and the real-time probe side by side (two clients, each one request every
+/// `interval`).
+pub async fn jwks_probes(
+    ctx: Arc<Ctx>,
+    duration: Duration,
+    interval: Duration,
+) -> (Probe, Option<Probe>) {
+    let rt = tokio::spawn(jwks_probe_alone(
+        ctx.clone(),
+        duration,
+        interval,
+        ProbePriority::Realtime,
+    ));
+    let normal = jwks_probe_alone(ctx, duration, interval, ProbePriority::Normal)
+        .await
+        .unwrap_or(Probe {
+            hist: new_hist(),
+            errors: 1,
+        });
+    (normal, rt.await.ok().flatten())
 }
 
 pub async fn jwks_probe(ctx: Arc<Ctx>, duration: Duration, interval: Duration) -> Probe {

@@ -173,6 +173,16 @@ async fn hundred_parallel_wrong_passwords_lock_exactly(backend: Backend) {
         )
         .await;
     assert_eq!(r.status(), 303, "unlocked after a minute");
+    // The success is audited with its member (the same write clears the counter, below).
+    let t = app.svc.tenant("home").await.unwrap();
+    let events = app.svc.store.audit_events(&t.id).await.unwrap();
+    let ok: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "sign_in" && e.outcome == "ok")
+        .collect();
+    assert_eq!(ok.len(), 1, "one successful sign-in so far");
+    assert_eq!(ok[0].actor.as_deref(), Some("alice"));
+    assert!(ok[0].user_id.is_some(), "the event names the member");
     // A success resets the count; the next lockout after a failed round lasts twice as long.
     for _ in 0..5 {
         let (b, csrf) = at_login(&app).await;

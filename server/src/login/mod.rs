@@ -270,18 +270,19 @@ impl Services {
         let outcome = if result.is_some() { "ok" } else { "failed" };
         metrics::counter!("ma_idp_sign_ins_total", "method" => "password", "outcome" => outcome)
             .increment(1);
-        let mut ev = AuditEvent::new("sign_in", outcome, Some(&tenant.id), req)
+        let ev = AuditEvent::new("sign_in", outcome, Some(&tenant.id), req)
             .actor(&username)
             .detail(serde_json::json!({"method": "password"}));
-        if let Some(u) = &result {
-            ev = ev.user(&u.id);
-        }
-        self.store.insert_audit(ev, now).await?;
-        if let Some(u) = &result {
-            self.store.clear_attempts(&key, now).await?;
-            if stale {
-                self.rehash_password(tenant, u, password, now).await;
+        match &result {
+            Some(u) => {
+                self.store
+                    .sign_in_succeeded(&key, ev.user(&u.id), now)
+                    .await?;
+                if stale {
+                    self.rehash_password(tenant, u, password, now).await;
+                }
             }
+            None => self.store.insert_audit(ev, now).await?,
         }
         Ok(match result {
             Some(u) => PasswordOutcome::Ok(u),

@@ -1,8 +1,12 @@
 use entity::login_throttle;
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, OnConflict, WithQuery};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait,
+};
 
+use super::audit::{audit_insert, insert_audit};
 use super::{SelectUnique, Store};
+use crate::audit::AuditEvent;
 use crate::error::Result;
 
 /// The answer to "may this account try a password now?".
@@ -84,16 +88,33 @@ impl Store {
         Ok(Claim::Allowed)
     }
 
-    /// A successful sign-in clears the counter and any lockout it started.
-    pub async fn clear_attempts(&self, key: &str, now: i64) -> Result<()> {
-        login_throttle::Entity::update_many()
+    /// A successful sign-in clears the counter and any lockout it started, and records its
+    /// audit event: one atomic write (a single statement with a CTE on PostgreSQL, one
+    /// transaction and so one commit on SQLite).
+    pub async fn sign_in_succeeded(&self, key: &str, audit: AuditEvent, now: i64) -> Result<()> {
+        let clear = login_throttle::Entity::update_many()
             .col_expr(login_throttle::Column::Attempts, Expr::value(0))
             .col_expr(login_throttle::Column::Lockouts, Expr::value(0))
             .col_expr(login_throttle::Column::LockedUntil, Expr::value(0))
             .col_expr(login_throttle::Column::UpdatedAt, Expr::value(now))
-            .filter(login_throttle::Column::Key.eq(key))
-            .exec(&self.db)
-            .await?;
+            .filter(login_throttle::Column::Key.eq(key));
+        if self.backend() == DbBackend::Postgres {
+            let q = WithQuery::new()
+                .cte(
+                    CommonTableExpression::new()
+                        .query(clear.into_query())
+                        .table_name(Alias::new("cleared"))
+                        .to_owned(),
+                )
+                .query(audit_insert(audit, now))
+                .to_owned();
+            self.db.execute(&q).await?;
+        } else {
+            let txn = self.write_txn().await?;
+            clear.exec(&txn).await?;
+            insert_audit(&txn, audit, now).await?;
+            txn.commit().await?;
+        }
         Ok(())
     }
 }

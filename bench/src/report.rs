@@ -127,8 +127,9 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
     );
     let _ = writeln!(
         o,
-        "\n**Noise.** The machine has {} cores and other engineers were compiling and running tests on it \
-         during this run; the load generator also runs on the same cores as ma-idp and the database. \
+        "\n**Noise.** The machine has {} cores, shared by ma-idp, the database and the load generator; \
+         anything else running shows in the load averages above and in \"host busy\", and a virtual \
+         machine's host may be busy without showing here. \
          Treat the numbers as a lower bound and as relative, not as capacity planning. \
          \"ma-idp CPU\" (user + system time of the ma-idp process from /proc/PID/stat, per \
          completed request) is less sensitive to this than req/s; \"load-gen CPU\" is the same for \

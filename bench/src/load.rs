@@ -392,6 +392,8 @@ struct Worker {
     rid: String,
     /// The refresh chain is dead and must be re-established (untimed).
     broken: bool,
+    /// The lean client of the high-rate scenarios (see `raw`).
+    raw: Option<crate::raw::RawClient>,
 }
 
 impl Worker {
@@ -409,7 +411,39 @@ impl Worker {
             csrf: String::new(),
             rid: String::new(),
             broken: false,
+            raw: None,
         };
+        let raw = match kind {
+            Kind::Discovery => Some(crate::raw::RawClient::get(
+                &ctx.base,
+                &format!("/t/{}/.well-known/openid-configuration", ctx.slug),
+            )),
+            Kind::Jwks => Some(crate::raw::RawClient::get(
+                &ctx.base,
+                &format!("/t/{}/jwks.json", ctx.slug),
+            )),
+            Kind::ClientCredentials => Some(crate::raw::RawClient::post_form(
+                &ctx.base,
+                &format!("/t/{}/token", ctx.slug),
+                &ctx.basic(),
+                &[("grant_type", "client_credentials")],
+            )),
+            Kind::Introspect => {
+                let at = ctx
+                    .access_token
+                    .lock()
+                    .map(|t| t.clone())
+                    .unwrap_or_default();
+                Some(crate::raw::RawClient::post_form(
+                    &ctx.base,
+                    &format!("/t/{}/introspect", ctx.slug),
+                    &ctx.basic(),
+                    &[("token", at.as_str())],
+                ))
+            }
+            _ => None,
+        };
+        w.raw = raw.transpose().map_err(|e| anyhow!(e))?;
         match kind {
             Kind::SignIn => {
                 let r = send(w.http.get(ctx.authorize_url(&w.state)))
@@ -445,7 +479,25 @@ impl Worker {
 
     async fn step(&mut self, ctx: &Ctx) -> Outcome {
         let expected = self.kind.expected();
-        let rb = match self.kind {
+        let sent = match self.raw.as_mut() {
+            Some(raw) => raw.send().await,
+            None => match self.request(ctx) {
+                Some(rb) => send(rb).await,
+                None => return Outcome::Done,
+            },
+        };
+        let r = match sent {
+            Ok(r) => r,
+            // A lost answer to a refresh: retry the same token (the grace window covers it).
+            Err(e) => return io_err(e),
+        };
+        self.check(ctx, expected, r)
+    }
+
+    /// The next request of a scenario driven through reqwest; `None` when there is no more
+    /// work (the code exchange ran out of codes).
+    fn request(&mut self, ctx: &Ctx) -> Option<reqwest::RequestBuilder> {
+        Some(match self.kind {
             Kind::Discovery => self
                 .http
                 .get(ctx.url(&format!("/t/{}/.well-known/openid-configuration", ctx.slug))),
@@ -487,18 +539,14 @@ impl Worker {
                     ("refresh_token", self.refresh.as_str()),
                 ]),
             Kind::CodeExchange => {
-                let code = ctx.codes.lock().ok().and_then(|mut q| q.pop());
-                let Some(code) = code else {
-                    return Outcome::Done;
-                };
+                let code = ctx.codes.lock().ok().and_then(|mut q| q.pop())?;
                 exchange_request(ctx, &self.http, &code)
             }
-        };
-        let r = match send(rb).await {
-            Ok(r) => r,
-            // A lost answer to a refresh: retry the same token (the grace window covers it).
-            Err(e) => return io_err(e),
-        };
+        })
+    }
+
+    /// Whether an answer is what the scenario expects; a refresh takes its next token.
+    fn check(&mut self, ctx: &Ctx, expected: u16, r: Resp) -> Outcome {
         if r.status != expected {
             if self.kind == Kind::Refresh && r.status == 400 {
                 self.broken = true;

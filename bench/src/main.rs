@@ -8,6 +8,7 @@
 //! ```
 mod floors;
 mod load;
+mod raw;
 mod report;
 mod server;
 mod sys;

@@ -98,7 +98,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
     );
     let _ = writeln!(
         o,
-        "| load | {} concurrent clients (tokio tasks, each with its own keep-alive connection), {} s per scenario, on the same machine as the server |",
+        "| load | {} concurrent clients (tokio tasks, each with its own keep-alive connection), {} s per scenario, on the same machine as the server; discovery, JWKS, `client_credentials` and introspection through a minimal HTTP/1.1 client (`bench/src/raw.rs`: a fixed request, the answer read by its length), the browser and token flows through reqwest |",
         info.concurrency,
         info.duration.as_secs()
     );

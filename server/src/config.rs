@@ -35,8 +35,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<String>,
     /// HTTP worker threads; defaults to the number of cores.
     pub workers: Option<usize>,
-    /// Database pool size; unset: 16 (see `db_pool_size`).
-    pub db_max_connections: Option<u32>,
+    /// Database pool size (at least 1; see `db_pool_size`).
+    pub db_max_connections: u32,
     /// How long tenants, clients and server settings are cached (milliseconds; 0 = off). A
     /// change made through this instance applies at once; one made through another
     /// instance sharing the database within this time.
@@ -121,7 +121,7 @@ impl Default for Settings {
             admin_url: None,
             trusted_proxies: Vec::new(),
             workers: None,
-            db_max_connections: None,
+            db_max_connections: 16,
             cache_ttl_ms: 2000,
             log: "info".into(),
             log_json: false,
@@ -190,11 +190,11 @@ impl Settings {
         }
     }
 
-    /// The database pool size: 16 unless set. (Measured on SQLite with 2 cores: 8
-    /// connections held 1–3 MiB less memory under load than 16, but introspection fell from
-    /// 17–18.6k to 15–16k requests/s, so both databases keep 16.)
+    /// The database pool size: `db_max_connections`, at least 1. (Measured on SQLite with 2
+    /// cores: 8 connections held 1–3 MiB less memory under load than the default 16, but
+    /// introspection fell from 17–18.6k to 15–16k requests/s, so both databases keep 16.)
     pub fn db_pool_size(&self) -> u32 {
-        self.db_max_connections.unwrap_or(16).max(1)
+        self.db_max_connections.max(1)
     }
 
     pub fn issuer(&self, tenant_slug: &str) -> String {

@@ -595,6 +595,14 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// A probe that could not run: no samples, one error.
+    fn failed() -> Probe {
+        Probe {
+            hist: new_hist(),
+            errors: 1,
+        }
+    }
+
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         (!self.hist.is_empty()).then(|| self.hist.value_at_quantile(q) as f64 / 1000.0)
     }
@@ -607,7 +615,7 @@ pub enum ProbePriority {
     Normal,
     /// `SCHED_FIFO` (needs root or `RLIMIT_RTPRIO`): the probe's own wake-ups never wait
     /// for a CPU behind the load generator, ma-idp or the database, as a resource server on
-    /// another machine would not. What it measures is ma-idp's answer time.
+    /// another machine would not, so its latency leaves out its own scheduling.
     Realtime,
 }
 
@@ -634,28 +642,19 @@ pub async fn jwks_probe_alone(
             if priority == ProbePriority::Realtime && !make_realtime() {
                 return None;
             }
-            match tokio::runtime::Builder::new_current_thread()
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()
-            {
-                Ok(rt) => Some(rt.block_on(jwks_probe(ctx, duration, interval))),
-                Err(_) => Some(Probe {
-                    hist: new_hist(),
-                    errors: 1,
-                }),
-            }
+                .build();
+            Some(match rt {
+                Ok(rt) => rt.block_on(jwks_probe(ctx, duration, interval)),
+                Err(_) => Probe::failed(),
+            })
         });
-    let failed = || {
-        Some(Probe {
-            hist: new_hist(),
-            errors: 1,
-        })
-    };
     match thread {
-        Ok(t) => tokio::task::spawn_blocking(move || t.join().unwrap_or_else(|_| failed()))
+        Ok(t) => tokio::task::spawn_blocking(move || t.join().unwrap_or(Some(Probe::failed())))
             .await
-            .unwrap_or_else(|_| failed()),
-        Err(_) => failed(),
+            .unwrap_or(Some(Probe::failed())),
+        Err(_) => Some(Probe::failed()),
     }
 }
 
@@ -674,10 +673,7 @@ pub async fn jwks_probes(
     ));
     let normal = jwks_probe_alone(ctx, duration, interval, ProbePriority::Normal)
         .await
-        .unwrap_or(Probe {
-            hist: new_hist(),
-            errors: 1,
-        });
+        .unwrap_or_else(Probe::failed);
     (normal, rt.await.ok().flatten())
 }
 

@@ -614,7 +614,8 @@ async fn bench_backend_in(
             ))
         });
         // Issue 8: "while a sign-in storm runs, JWKS p99 stays within 2x its value at rest".
-        // The same paced probe runs alone first, then beside the storm.
+        // The same paced probes (normal priority and SCHED_FIFO) run alone first, then beside
+        // the storm.
         let probe = if kind == Kind::SignIn {
             let rest = load::jwks_probes(ctx.clone(), duration, PROBE_INTERVAL).await;
             Some((

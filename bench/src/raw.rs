@@ -27,13 +27,8 @@ impl RawClient {
     /// A client that sends `request` (complete, with headers and body) to `base`
     /// (`http://host:port`).
     pub fn new(base: &str, request: Vec<u8>) -> Result<RawClient, String> {
-        let addr = base
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("not a plain-HTTP base URL: {base}"))?
-            .trim_end_matches('/')
-            .to_string();
         Ok(RawClient {
-            addr,
+            addr: host_of(base)?,
             request,
             conn: None,
             buf: Vec::with_capacity(8192),

@@ -280,7 +280,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             ),
             (
                 &b.jwks_probe_rt,
-                "a second client beside it, its thread under SCHED_FIFO: its own wake-ups never wait for a CPU, so this is ma-idp's answer time",
+                "a second client beside it, its thread under SCHED_FIFO: its own wake-ups never wait for a CPU, so its latency leaves out its own scheduling",
             ),
         ] {
             let Some((rest, storm)) = probe else {

@@ -62,9 +62,13 @@ pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
 
 /// User + system CPU time of a process, in clock ticks.
 pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// User + system time from the text of a `/proc/.../stat` file, in clock ticks.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     // Fields after the command name (which may contain spaces) start at field 3 (state).
-    let rest = &s[s.rfind(')')? + 2..];
+    let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
@@ -133,16 +137,15 @@ pub fn thread_cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
         let Ok(s) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else {
+        let (Some(open), Some(close), Some(ticks)) =
+            (s.find('('), s.rfind(')'), stat_cpu_ticks(&s))
+        else {
             continue;
         };
         let name = s[open + 1..close]
             .trim_end_matches(|c: char| c.is_ascii_digit())
             .trim_end_matches(['-', ':'])
             .to_string();
-        let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
-        let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0);
         *out.entry(name).or_default() += ticks;
     }
     out

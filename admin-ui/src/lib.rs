@@ -21,6 +21,10 @@ pub use port::AdminPort;
 /// Session keys. The server's session store reads the same two to list sessions by account.
 pub const SESSION_TENANT: &str = "tid";
 pub const SESSION_USER: &str = "uid";
+/// Set (to `true`) at a sign-in: the server's session store then writes the session under a
+/// fresh key in the same statement (no fixation: the old key stops working) and never stores
+/// this key itself. actix-session's own `renew` costs a delete and an insert.
+pub const SESSION_REKEY: &str = "_rekey";
 
 /// The admin UI's state: the port the server implements.
 pub struct Ui {

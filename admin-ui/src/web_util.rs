@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 use tera::{Context, Tera};
 
 use crate::port::{Actor, AdminError, TenantView};
-use crate::{SESSION_TENANT, SESSION_USER, Ui, authz};
+use crate::{SESSION_REKEY, SESSION_TENANT, SESSION_USER, Ui, authz};
 
 pub const MAX_FORM: usize = 64 * 1024;
 const KEY_CSRF: &str = "admin_csrf";
@@ -340,7 +340,7 @@ pub fn query(req: &HttpRequest) -> HashMap<String, String> {
 
 /// Record an admin sign-in in the session (a fresh session key: no fixation).
 pub fn start_admin_session(session: &Session, actor: &Actor) -> Result<(), Fail> {
-    session.renew();
+    session.insert(SESSION_REKEY, true).map_err(session_fail)?;
     session
         .insert(SESSION_TENANT, &actor.tenant_id)
         .map_err(session_fail)?;

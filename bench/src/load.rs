@@ -388,8 +388,6 @@ struct Worker {
     state: String,
     user: String,
     refresh: String,
-    csrf: String,
-    rid: String,
     /// The refresh chain is dead and must be re-established (untimed).
     broken: bool,
     /// The lean client of the high-rate scenarios (see `raw`).
@@ -400,7 +398,7 @@ impl Worker {
     async fn setup(kind: Kind, ctx: &Ctx, i: usize) -> Result<Worker> {
         let user = ctx.users[i % ctx.users.len()].clone();
         let state = ctx.state_for(i);
-        let cookies = matches!(kind, Kind::SignIn | Kind::AuthorizeRedirect);
+        let cookies = kind == Kind::AuthorizeRedirect;
         let mut w = Worker {
             kind,
             i,
@@ -408,8 +406,6 @@ impl Worker {
             state,
             user,
             refresh: String::new(),
-            csrf: String::new(),
-            rid: String::new(),
             broken: false,
             raw: None,
         };
@@ -446,14 +442,29 @@ impl Worker {
         w.raw = raw.transpose().map_err(|e| anyhow!(e))?;
         match kind {
             Kind::SignIn => {
-                let r = send(w.http.get(ctx.authorize_url(&w.state)))
-                    .await
-                    .map_err(|e| anyhow!(e))?;
+                // A browser that opened the sign-in page; it then posts the password form
+                // again and again, taking the session cookie each sign-in renews.
+                let mut raw = crate::raw::RawClient::browser(&ctx.base).map_err(|e| anyhow!(e))?;
+                let url = url::Url::parse(&ctx.authorize_url(&w.state))?;
+                raw.set_get(&format!("{}?{}", url.path(), url.query().unwrap_or("")));
+                let r = raw.send().await.map_err(|e| anyhow!(e))?;
                 if r.status != 200 {
                     bail!("authorize answered {}: {}", r.status, short(&r.body));
                 }
-                w.csrf = hidden(&r.body, "csrf").context("no csrf")?;
-                w.rid = hidden(&r.body, "rid").context("no rid")?;
+                let csrf = hidden(&r.body, "csrf").context("no csrf")?;
+                let rid = hidden(&r.body, "rid").context("no rid")?;
+                raw.set_post_form(
+                    &ctx.authorize_path(),
+                    None,
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("rid", rid.as_str()),
+                        ("action", "login"),
+                        ("username", w.user.as_str()),
+                        ("password", ctx.password.as_str()),
+                    ],
+                );
+                w.raw = Some(raw);
             }
             Kind::Refresh => {
                 let (_, rt) = user_tokens(ctx, &w.user, &w.state).await?;
@@ -499,19 +510,16 @@ impl Worker {
     fn request(&mut self, ctx: &Ctx) -> Option<reqwest::RequestBuilder> {
         Some(match self.kind {
             // Driven by the raw client, which `setup` gives every worker of these scenarios.
-            Kind::Discovery | Kind::Jwks | Kind::ClientCredentials | Kind::Introspect => {
+            Kind::Discovery
+            | Kind::Jwks
+            | Kind::ClientCredentials
+            | Kind::Introspect
+            | Kind::SignIn => {
                 return None;
             }
             Kind::AuthorizePage | Kind::AuthorizeRedirect => {
                 self.http.get(ctx.authorize_url(&self.state))
             }
-            Kind::SignIn => self.http.post(ctx.url(&ctx.authorize_path())).form(&[
-                ("csrf", self.csrf.as_str()),
-                ("rid", self.rid.as_str()),
-                ("action", "login"),
-                ("username", self.user.as_str()),
-                ("password", ctx.password.as_str()),
-            ]),
             Kind::Refresh => self
                 .http
                 .post(ctx.token_url())
@@ -546,6 +554,13 @@ impl Worker {
                 kind: "token not active".into(),
                 detail: short(&r.body),
             },
+            // Signed in: back to the consent step of the same request.
+            Kind::SignIn if !r.location.as_deref().is_some_and(|l| l.contains("?rid=")) => {
+                Outcome::Err {
+                    kind: "303 elsewhere than the consent step".into(),
+                    detail: format!("Location: {:?}", r.location),
+                }
+            }
             Kind::AuthorizePage if !r.body.contains("name=\"rid\"") => Outcome::Err {
                 kind: "not the sign-in page".into(),
                 detail: short(&r.body),
@@ -744,6 +759,7 @@ impl WorkerOut {
 }
 
 /// The outcome of one scenario.
+#[derive(Clone)]
 pub struct PhaseResult {
     pub kind: Kind,
     pub ok: u64,

@@ -83,6 +83,10 @@ struct Args {
     /// Concurrent clients (tokio tasks, each with its own keep-alive connection).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Run every scenario this many times (round after round, on the same server); the
+    /// report shows each scenario's median round and the spread of all rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Also write the markdown report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -183,6 +187,7 @@ pub struct RunInfo {
     pub load_end: String,
     pub duration: Duration,
     pub concurrency: usize,
+    pub rounds: usize,
     pub users: usize,
     pub es256_per_core: Option<f64>,
     pub argon2_secs: Option<f64>,
@@ -209,11 +214,15 @@ pub struct BackendResult {
     /// After the load: anonymous memory (heap, stacks) and file-backed pages (the binary).
     pub rss_anon_kib: Option<u64>,
     pub rss_file_kib: Option<u64>,
+    /// Every scenario's median round (by requests/s), in the order they ran.
     pub phases: Vec<PhaseResult>,
-    /// JWKS latency seen by one paced client: (at rest, during the password sign-in storm).
-    pub jwks_probe: Option<(load::Probe, load::Probe)>,
+    /// Every round of every scenario (for the spread, and so no round's errors go unseen).
+    pub all_phases: Vec<PhaseResult>,
+    /// JWKS latency seen by one paced client: (at rest, during the password sign-in storm),
+    /// one pair per round.
+    pub jwks_probe: Vec<(load::Probe, load::Probe)>,
     /// The same from a second client whose thread runs under `SCHED_FIFO`, when permitted.
-    pub jwks_probe_rt: Option<(load::Probe, load::Probe)>,
+    pub jwks_probe_rt: Vec<(load::Probe, load::Probe)>,
     pub probe_seconds: u64,
     pub floor: Option<TxnFloor>,
     pub floor_alt: Option<TxnFloor>,
@@ -221,12 +230,31 @@ pub struct BackendResult {
     pub log_problems: Vec<String>,
 }
 
+/// Each scenario's median round by requests/s (the upper one of the two middle rounds when
+/// there is an even number), in the order the scenarios first ran.
+fn median_rounds(all: &[PhaseResult]) -> Vec<PhaseResult> {
+    let mut order: Vec<Kind> = Vec::new();
+    for p in all {
+        if !order.contains(&p.kind) {
+            order.push(p.kind);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|k| {
+            let mut of: Vec<&PhaseResult> = all.iter().filter(|p| p.kind == k).collect();
+            of.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+            of.get(of.len() / 2).map(|p| (*p).clone())
+        })
+        .collect()
+}
+
 /// How often the JWKS probe asks (one request at a time, so ~200 requests/s at most).
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(5);
 
 async fn run(args: Args) -> Result<()> {
-    if args.concurrency == 0 || args.duration == 0 {
-        bail!("--concurrency and --duration must be positive");
+    if args.concurrency == 0 || args.duration == 0 || args.rounds == 0 {
+        bail!("--concurrency, --duration and --rounds must be positive");
     }
     let kinds: Vec<Kind> = if args.scenarios.is_empty() {
         Kind::ALL.to_vec()
@@ -323,6 +351,7 @@ async fn run(args: Args) -> Result<()> {
         load_end: sys::loadavg(),
         duration,
         concurrency: args.concurrency,
+        rounds: args.rounds,
         users,
         es256_per_core: es256,
         argon2_secs: argon2,
@@ -594,17 +623,25 @@ async fn bench_backend_in(
     }
 
     let mut phases = Vec::new();
-    let mut jwks_probe = None;
-    let mut jwks_probe_rt = None;
+    let mut jwks_probe = Vec::new();
+    let mut jwks_probe_rt = Vec::new();
     // Each scenario restarts VmHWM to measure its own peak; the run's peak is the largest of
     // those and of what VmHWM held before and between them.
     let mut hwm_kib = sys::proc_status_kib(server.pid, "VmHWM");
-    for &kind in kinds {
+    if !kinds.contains(&Kind::AuthorizeRedirect) && kinds.contains(&Kind::CodeExchange) {
+        notes
+            .push("code exchange skipped: it needs the authorize-redirect scenario's codes".into());
+    }
+    let rounds: Vec<usize> = (1..=args.rounds).collect();
+    for (round, &kind) in rounds
+        .iter()
+        .flat_map(|r| kinds.iter().map(move |k| (*r, k)))
+    {
         if kind == Kind::CodeExchange && !kinds.contains(&Kind::AuthorizeRedirect) {
-            notes.push(
-                "code exchange skipped: it needs the authorize-redirect scenario's codes".into(),
-            );
             continue;
+        }
+        if kind == kinds[0] && args.rounds > 1 {
+            eprintln!("   round {round} of {}", args.rounds);
         }
         let perf = (args.perf.as_deref() == Some(kind.key())).then(|| {
             std::env::current_dir().unwrap_or_default().join(format!(
@@ -644,7 +681,7 @@ async fn bench_backend_in(
                         rest.quantile_ms(0.99).unwrap_or(f64::NAN),
                         storm.quantile_ms(0.99).unwrap_or(f64::NAN)
                     );
-                    jwks_probe = Some((rest, storm));
+                    jwks_probe.push((rest, storm));
                     match (rest_rt, storm_rt) {
                         (Some(r), Some(s)) => {
                             eprintln!(
@@ -652,11 +689,14 @@ async fn bench_backend_in(
                                 r.quantile_ms(0.99).unwrap_or(f64::NAN),
                                 s.quantile_ms(0.99).unwrap_or(f64::NAN)
                             );
-                            jwks_probe_rt = Some((r, s));
+                            jwks_probe_rt.push((r, s));
                         }
-                        _ => notes.push(
-                            "the real-time JWKS probe did not run: SCHED_FIFO was refused (run as root or raise RLIMIT_RTPRIO)".into(),
-                        ),
+                        _ => {
+                            let n = "the real-time JWKS probe did not run: SCHED_FIFO was refused (run as root or raise RLIMIT_RTPRIO)";
+                            if !notes.iter().any(|x| x == n) {
+                                notes.push(n.into());
+                            }
+                        }
                     }
                 }
                 Err(e) => notes.push(format!("JWKS probe failed: {e}")),
@@ -774,7 +814,8 @@ async fn bench_backend_in(
         hwm_kib,
         rss_anon_kib,
         rss_file_kib,
-        phases,
+        phases: median_rounds(&phases),
+        all_phases: phases,
         jwks_probe,
         jwks_probe_rt,
         probe_seconds: duration.as_secs(),

@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.1 keep-alive client for the high-rate scenarios (discovery, JWKS,
-//! `client_credentials`, introspection): one fixed request written as bytes, the answer read
-//! by its `Content-Length`. On two shared cores a general-purpose client (reqwest: connection
+//! `client_credentials`, introspection, password sign-in): one fixed request written as bytes
+//! (plus, for a browser, the cookies the server set), the answer read by its `Content-Length`. On two shared cores a general-purpose client (reqwest: connection
 //! pool, header maps, tower layers) spends about as much CPU per request as ma-idp does to
 //! answer, so it halves what the benchmark can show; this one spends a fraction of that. It
 //! only understands what ma-idp sends for these endpoints: a status line, headers and a body
@@ -18,18 +18,26 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct RawClient {
     addr: String,
+    /// The request line and headers, each line ending in CRLF, without the blank line.
+    head: Vec<u8>,
+    body: Vec<u8>,
+    /// `Some` for a browser: the cookies the server set (name, value), sent back with every
+    /// request.
+    cookies: Option<Vec<(String, String)>>,
+    /// The request as written (head, cookies, body), rebuilt when cookies change.
     request: Vec<u8>,
     conn: Option<TcpStream>,
     buf: Vec<u8>,
 }
 
 impl RawClient {
-    /// A client that sends `request` (complete, with headers and body) to `base`
-    /// (`http://host:port`).
-    pub fn new(base: &str, request: Vec<u8>) -> Result<RawClient, String> {
+    fn new(base: &str) -> Result<RawClient, String> {
         Ok(RawClient {
             addr: host_of(base)?,
-            request,
+            head: Vec::new(),
+            body: Vec::new(),
+            cookies: None,
+            request: Vec::new(),
             conn: None,
             buf: Vec::with_capacity(8192),
         })
@@ -37,10 +45,9 @@ impl RawClient {
 
     /// `GET path` with the `Host` header of `base`.
     pub fn get(base: &str, path: &str) -> Result<RawClient, String> {
-        let host = host_of(base)?;
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ma-idp-bench\r\n\r\n");
-        RawClient::new(base, req.into_bytes())
+        let mut c = RawClient::new(base)?;
+        c.set_get(path);
+        Ok(c)
     }
 
     /// `POST path` with a form body and an `Authorization` header.
@@ -50,15 +57,93 @@ impl RawClient {
         authorization: &str,
         form: &[(&str, &str)],
     ) -> Result<RawClient, String> {
-        let host = host_of(base)?;
+        let mut c = RawClient::new(base)?;
+        c.set_post_form(path, Some(authorization), form);
+        Ok(c)
+    }
+
+    /// A client that keeps the cookies the server sets, like a browser (one site, no
+    /// attributes: the benchmark talks to one server over plain HTTP). Give it a request with
+    /// `set_get` or `set_post_form`.
+    pub fn browser(base: &str) -> Result<RawClient, String> {
+        let mut c = RawClient::new(base)?;
+        c.cookies = Some(Vec::new());
+        Ok(c)
+    }
+
+    /// From now on, send `GET path`.
+    pub fn set_get(&mut self, path: &str) {
+        self.head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ma-idp-bench\r\n",
+            self.addr
+        )
+        .into_bytes();
+        self.body.clear();
+        self.rebuild();
+    }
+
+    /// From now on, send `POST path` with a form body (and an `Authorization` header if given).
+    pub fn set_post_form(
+        &mut self,
+        path: &str,
+        authorization: Option<&str>,
+        form: &[(&str, &str)],
+    ) {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ma-idp-bench\r\nAuthorization: {authorization}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        let auth = authorization
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        self.head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ma-idp-bench\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            self.addr,
             body.len()
-        );
-        RawClient::new(base, req.into_bytes())
+        )
+        .into_bytes();
+        self.body = body.into_bytes();
+        self.rebuild();
+    }
+
+    fn rebuild(&mut self) {
+        self.request.clear();
+        self.request.extend_from_slice(&self.head);
+        if let Some(jar) = self.cookies.as_ref().filter(|j| !j.is_empty()) {
+            let line = jar
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.request.extend_from_slice(b"Cookie: ");
+            self.request.extend_from_slice(line.as_bytes());
+            self.request.extend_from_slice(b"\r\n");
+        }
+        self.request.extend_from_slice(b"\r\n");
+        self.request.extend_from_slice(&self.body);
+    }
+
+    /// Take a `Set-Cookie` value into the jar (a browser client only); an empty value or
+    /// `Max-Age=0` removes the cookie. True when the jar changed.
+    fn take_cookie(&mut self, set_cookie: &str) -> bool {
+        let Some(jar) = self.cookies.as_mut() else {
+            return false;
+        };
+        let mut parts = set_cookie.split(';');
+        let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
+            return false;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let removed = value.is_empty() || parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0"));
+        let at = jar.iter().position(|(n, _)| n == name);
+        match (at, removed) {
+            (Some(i), true) => {
+                jar.remove(i);
+            }
+            (Some(i), false) if jar[i].1 != value => jar[i].1 = value.to_string(),
+            (None, false) => jar.push((name.to_string(), value.to_string())),
+            _ => return false,
+        }
+        true
     }
 
     /// Send the request and read the whole answer. A failure drops the connection.
@@ -111,6 +196,7 @@ impl RawClient {
         let mut length = None;
         let mut location = None;
         let mut close = false;
+        let mut set_cookies = Vec::new();
         for line in head.split("\r\n").skip(1) {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
@@ -122,6 +208,8 @@ impl RawClient {
                 return Err(format!("unsupported transfer-encoding: {value}"));
             } else if name.eq_ignore_ascii_case("location") {
                 location = Some(value.to_string());
+            } else if name.eq_ignore_ascii_case("set-cookie") {
+                set_cookies.push(value.to_string());
             } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
             {
                 close = true;
@@ -137,6 +225,13 @@ impl RawClient {
         let body = String::from_utf8_lossy(&self.buf[head_end..]).into_owned();
         if close {
             self.conn = None;
+        }
+        let mut changed = false;
+        for c in &set_cookies {
+            changed |= self.take_cookie(c);
+        }
+        if changed {
+            self.rebuild();
         }
         Ok(Resp {
             status,
@@ -210,6 +305,39 @@ mod tests {
         assert_eq!((r.status, r.body.as_str()), (401, ""));
         let e = c.send().await.err().unwrap();
         assert!(e.contains("transfer-encoding"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_browser_sends_back_the_cookies_it_was_set() {
+        let base = serve(vec![
+            b"HTTP/1.1 200 OK\r\nset-cookie: id=one; Path=/; HttpOnly\r\nset-cookie: other=x\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 303 See Other\r\nset-cookie: id=two; Path=/\r\nlocation: /next\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nset-cookie: other=; Max-Age=0\r\ncontent-length: 0\r\n\r\n",
+        ])
+        .await;
+        let mut c = RawClient::browser(&base).unwrap();
+        c.set_get("/page");
+        assert!(!String::from_utf8_lossy(&c.request).contains("Cookie:"));
+        c.send().await.unwrap();
+        c.set_post_form("/form", None, &[("a", "1")]);
+        let req = String::from_utf8(c.request.clone()).unwrap();
+        assert!(req.contains("\r\nCookie: id=one; other=x\r\n"), "{req}");
+        assert!(req.ends_with("\r\n\r\na=1"), "{req}");
+        assert!(!req.contains("Authorization"), "{req}");
+        let r = c.send().await.unwrap();
+        assert_eq!((r.status, r.location.as_deref()), (303, Some("/next")));
+        let req = String::from_utf8(c.request.clone()).unwrap();
+        assert!(req.contains("\r\nCookie: id=two; other=x\r\n"), "{req}");
+        c.send().await.unwrap();
+        let req = String::from_utf8(c.request.clone()).unwrap();
+        assert!(req.contains("\r\nCookie: id=two\r\n"), "{req}");
+    }
+
+    #[test]
+    fn a_plain_client_keeps_no_cookies() {
+        let mut c = RawClient::get("http://127.0.0.1:1", "/x").unwrap();
+        assert!(!c.take_cookie("id=one"));
+        assert!(!String::from_utf8_lossy(&c.request).contains("Cookie"));
     }
 
     #[test]

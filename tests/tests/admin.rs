@@ -25,6 +25,7 @@ both_backends!(
     admin_listener_keeps_admin_off_the_public_listener,
     tenant_admin_matrix,
     bad_input_is_never_a_server_error,
+    sign_ins_move_the_session_to_a_fresh_key,
 );
 
 /// The operator every test signs in as (tenant `home`, password `PASSWORD`).
@@ -2453,5 +2454,125 @@ async fn bad_input_is_never_a_server_error(backend: Backend) {
     assert_eq!(rows(&html).len(), 1, "only the Alexa client");
     assert_eq!(public_sign_in(&app, "home", "alice", PASSWORD).await.0, 303);
     link_as(&app, &s, "alice", PASSWORD, &alexa_redirects()[0]).await;
+    app.stop().await;
+}
+
+/// The session cookie's `name=value`, if the answer sets one.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap_or_default().to_string())
+}
+
+/// No session fixation: a sign-in (public or admin) moves the session to a fresh key, and the
+/// key the browser had before (which an attacker may have planted) stops working at once. The
+/// pending authorization request and the CSRF token carry over, and only one session is left.
+async fn sign_ins_move_the_session_to_a_fresh_key(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let (s, adm) = home_with_operator(&app).await;
+    let http = &app.http;
+    let get = |path: &str, cookie: &str| {
+        http.get(app.url(path))
+            .header("cookie", cookie.to_string())
+            .send()
+    };
+
+    // Public: an authorization request, signed in on its sign-in page.
+    let redirect = alexa_redirects()[0].clone();
+    let r = http
+        .get(app.url(&authorize_url(&s, &redirect)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let planted = set_cookie(&r, "ma-idp").expect("a session cookie");
+    let html = r.text().await.unwrap();
+    let (csrf, rid) = (hidden(&html, "csrf"), hidden(&html, "rid"));
+    let r = http
+        .post(app.url(&format!("/t/{}/authorize", s.slug)))
+        .header("cookie", &planted)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("rid", rid.as_str()),
+            ("action", "login"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let next = location(&r);
+    assert!(next.ends_with(&format!("?rid={rid}")), "{next}");
+    let fresh = set_cookie(&r, "ma-idp").expect("a new session cookie at sign-in");
+    assert_ne!(fresh, planted, "the session key changes at sign-in");
+    // The fresh key carries the sign-in and the pending request: the consent page.
+    let r = get(&next, &fresh).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("value=\"approve\""),
+        "consent page expected:\n{html}"
+    );
+    assert_eq!(hidden(&html, "csrf"), csrf, "the CSRF token carries over");
+    // The old key is dead: not signed in, and the pending request is not there either.
+    assert_eq!(
+        get("/t/home/account", &planted).await.unwrap().status(),
+        302
+    );
+    let r = get(&next, &planted).await.unwrap();
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("value=\"approve\""), "{html}");
+    assert_eq!(get("/t/home/account", &fresh).await.unwrap().status(), 200);
+    // One session for alice, not two.
+    let listed = adm.page("/admin/t/home/sessions").await;
+    let alice_rows = rows(&listed)
+        .into_iter()
+        .filter(|r| r.contains(">alice</a>"))
+        .count();
+    assert_eq!(alice_rows, 1, "{listed}");
+
+    // Admin: the same on the admin sign-in.
+    let r = http.get(app.url("/admin/login")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let admin_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().to_string())
+        .next()
+        .expect("an admin session cookie");
+    let name = admin_cookie
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let csrf = hidden(&r.text().await.unwrap(), "csrf");
+    let r = http
+        .post(app.url("/admin/login"))
+        .header("cookie", &admin_cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("tenant", "home"),
+            ("username", OP),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/admin");
+    let fresh = set_cookie(&r, &name).expect("a new admin session cookie at sign-in");
+    assert_ne!(fresh, admin_cookie);
+    assert_eq!(get("/admin/tenants", &fresh).await.unwrap().status(), 200);
+    let r = get("/admin/tenants", &admin_cookie).await.unwrap();
+    assert_eq!(r.status(), 303, "the planted admin key is not signed in");
+    assert_eq!(location(&r), "/admin/login");
     app.stop().await;
 }

@@ -12,7 +12,7 @@ use crate::audit::{AuditEvent, RequestInfo};
 use crate::error::{Error, Result};
 use crate::secrets::{Secret, ct_eq, random_token};
 use crate::services::Services;
-use session_store::{KEY_TENANT, KEY_USER};
+use session_store::{KEY_REKEY, KEY_TENANT, KEY_USER};
 
 const KEY_CSRF: &str = "csrf";
 const KEY_AUTH_TIME: &str = "auth_time";
@@ -100,7 +100,8 @@ pub fn sign_in(
     amr: &[&str],
     now: i64,
 ) -> Result<()> {
-    session.renew();
+    // A fresh session key, written in the same statement as the sign-in (see `SESSION_REKEY`).
+    session.insert(KEY_REKEY, true).map_err(session_err)?;
     session
         .insert(KEY_TENANT, &tenant.id)
         .map_err(session_err)?;

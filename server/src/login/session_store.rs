@@ -14,6 +14,8 @@ use crate::store::Store;
 /// admins can list and end every session of an account).
 pub const KEY_TENANT: &str = admin_ui::SESSION_TENANT;
 pub const KEY_USER: &str = admin_ui::SESSION_USER;
+/// Asks for a fresh key at a sign-in (see `admin_ui::SESSION_REKEY`); never stored.
+pub const KEY_REKEY: &str = admin_ui::SESSION_REKEY;
 
 #[derive(Clone)]
 pub struct DbSessionStore {
@@ -53,7 +55,9 @@ impl SessionStore for DbSessionStore {
             .map_err(|e| LoadError::Deserialization(e.into()))
     }
 
-    async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+    async fn save(&self, mut state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+        // A new session has a new key anyway.
+        state.remove(KEY_REKEY);
         let key = random_token();
         let id = token_hash(key.expose());
         let now = self.clock.now();
@@ -69,15 +73,18 @@ impl SessionStore for DbSessionStore {
             )
             .await
             .map_err(|e| SaveError::Other(e.into()))?;
-        SessionKey::try_from(key.expose().to_string()).map_err(|e| SaveError::Other(e.into()))
+        session_key_of(key.expose()).map_err(SaveError::Other)
     }
 
     async fn update(
         &self,
         session_key: SessionKey,
-        state: State,
+        mut state: State,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
+        // At a sign-in the row moves to a fresh key in the same statement: the old key (which
+        // may have been planted) stops working.
+        let fresh = state.remove(KEY_REKEY).map(|_| random_token());
         let id = token_hash(session_key.as_ref());
         let now = self.clock.now();
         let text =
@@ -86,6 +93,7 @@ impl SessionStore for DbSessionStore {
             .store
             .session_update(
                 &id,
+                fresh.as_ref().map(|k| token_hash(k.expose())).as_deref(),
                 json_str(&state, KEY_TENANT),
                 json_str(&state, KEY_USER),
                 text,
@@ -95,18 +103,23 @@ impl SessionStore for DbSessionStore {
             .await
             .map_err(|e| UpdateError::Other(e.into()))?;
         if updated {
-            Ok(session_key)
-        } else {
-            // Ended meanwhile: never resurrect it, nor its sign-in, under any key.
-            let mut state = state;
+            return match fresh {
+                Some(k) => session_key_of(k.expose()).map_err(UpdateError::Other),
+                None => Ok(session_key),
+            };
+        }
+        let mut state = state;
+        if fresh.is_none() {
+            // Ended meanwhile: never resurrect it, nor its sign-in, under any key. (A sign-in
+            // made in this request stands on its own: it is saved whole below.)
             for k in [KEY_TENANT, KEY_USER, "auth_time", "amr"] {
                 state.remove(k);
             }
-            self.save(state, ttl).await.map_err(|e| match e {
-                SaveError::Serialization(e) => UpdateError::Serialization(e),
-                SaveError::Other(e) => UpdateError::Other(e),
-            })
         }
+        self.save(state, ttl).await.map_err(|e| match e {
+            SaveError::Serialization(e) => UpdateError::Serialization(e),
+            SaveError::Other(e) => UpdateError::Other(e),
+        })
     }
 
     async fn update_ttl(
@@ -131,4 +144,8 @@ impl SessionStore for DbSessionStore {
             .await
             .map_err(Into::into)
     }
+}
+
+fn session_key_of(key: &str) -> Result<SessionKey, anyhow::Error> {
+    SessionKey::try_from(key.to_string()).map_err(Into::into)
 }

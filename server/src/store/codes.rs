@@ -131,7 +131,8 @@ impl Store {
         }
     }
 
-    /// Delete codes that expired long ago.
+    /// Delete codes and tokens that expired long ago, ended sessions and idle sign-in
+    /// attempt counters.
     pub async fn purge_expired(&self, now: i64) -> Result<()> {
         authorization_code::Entity::delete_many()
             .filter(authorization_code::Column::ExpiresAt.lt(now - 86_400))
@@ -147,6 +148,14 @@ impl Store {
             .await?;
         entity::browser_session::Entity::delete_many()
             .filter(entity::browser_session::Column::ExpiresAt.lt(now))
+            .exec(&self.db)
+            .await?;
+        // Sign-in attempt counters (one per tried username, existing or not) unused for a day
+        // and with no lockout running. Forgetting one costs at most one more round of
+        // `login_max_attempts` guesses a day, and restarts its lockout doubling.
+        entity::login_throttle::Entity::delete_many()
+            .filter(entity::login_throttle::Column::UpdatedAt.lt(now - 86_400))
+            .filter(entity::login_throttle::Column::LockedUntil.lt(now))
             .exec(&self.db)
             .await?;
         Ok(())

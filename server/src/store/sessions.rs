@@ -38,17 +38,26 @@ impl Store {
         Ok(())
     }
 
-    /// Update a live session; false when it no longer exists (ended or expired).
+    /// Update a live session; false when it no longer exists (ended or expired). With
+    /// `new_id_hash` the session also moves to that key and counts as created now (a sign-in).
+    #[allow(clippy::too_many_arguments)]
     pub async fn session_update(
         &self,
         id_hash: &str,
+        new_id_hash: Option<&str>,
         tenant_id: Option<String>,
         user_id: Option<String>,
         state: String,
         now: i64,
         expires_at: i64,
     ) -> Result<bool> {
-        let n = browser_session::Entity::update_many()
+        let mut q = browser_session::Entity::update_many();
+        if let Some(new_id) = new_id_hash {
+            q = q
+                .col_expr(browser_session::Column::Id, Expr::value(new_id))
+                .col_expr(browser_session::Column::CreatedAt, Expr::value(now));
+        }
+        let n = q
             .col_expr(browser_session::Column::State, Expr::value(state))
             .col_expr(browser_session::Column::TenantId, Expr::value(tenant_id))
             .col_expr(browser_session::Column::UserId, Expr::value(user_id))

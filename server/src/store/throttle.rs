@@ -1,7 +1,7 @@
 use entity::login_throttle;
-use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, OnConflict, WithQuery};
+use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, WithQuery};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait, Statement,
 };
 
 use super::audit::{audit_insert, insert_audit};
@@ -23,6 +23,11 @@ impl Store {
     /// attempts exactly `max_attempts` are allowed before the account locks. The attempt that
     /// reaches the limit starts the lockout at once (it is lifted again if that attempt turns
     /// out to be right). Lockouts double: `base * 2^(n-1)`, at most `cap` seconds.
+    ///
+    /// One statement (`INSERT … ON CONFLICT DO UPDATE … WHERE not locked … RETURNING`): the
+    /// row lock (PostgreSQL) or write lock (SQLite) it takes lines parallel attempts up, and
+    /// the arithmetic runs on the row as it is then. No row comes back when the account is
+    /// locked: the update's `WHERE` left it alone.
     pub async fn claim_attempt(
         &self,
         key: &str,
@@ -31,61 +36,67 @@ impl Store {
         base: i64,
         cap: i64,
     ) -> Result<Claim> {
-        let txn = self.write_txn().await?;
-        // Write first: create the row or touch it. This takes the row (PostgreSQL) or
-        // database (SQLite) lock, so parallel attempts line up here, in one transaction.
-        login_throttle::Entity::insert(login_throttle::ActiveModel {
-            key: Set(key.to_string()),
-            attempts: Set(0),
-            lockouts: Set(0),
-            locked_until: Set(0),
-            updated_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(login_throttle::Column::Key)
-                .update_column(login_throttle::Column::UpdatedAt)
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        let Some(row) = login_throttle::Entity::find_by_id(key.to_string())
-            .unique(&txn)
-            .await?
-        else {
-            txn.rollback().await?;
-            return Ok(Claim::Allowed);
-        };
-        if row.locked_until > now {
-            txn.rollback().await?;
-            return Ok(Claim::Locked(row.locked_until));
-        }
-        let mut attempts = row.attempts;
-        let mut lockouts = row.lockouts;
-        if attempts >= max_attempts {
-            // The last lockout is over: a fresh round.
-            attempts = 0;
-        }
-        attempts += 1;
-        let mut locked_until = row.locked_until;
-        if attempts >= max_attempts {
-            lockouts += 1;
-            let factor = 1i64
-                .checked_shl((lockouts - 1).clamp(0, 30) as u32)
-                .unwrap_or(i64::MAX);
-            locked_until = now + base.saturating_mul(factor).min(cap);
-        }
-        login_throttle::Entity::update_many()
-            .col_expr(login_throttle::Column::Attempts, Expr::value(attempts))
-            .col_expr(login_throttle::Column::Lockouts, Expr::value(lockouts))
-            .col_expr(
-                login_throttle::Column::LockedUntil,
-                Expr::value(locked_until),
+        let max_attempts = max_attempts.max(1);
+        // A lockout longer than a century is as good as forever, and keeps `now + delay` far
+        // from overflowing (PostgreSQL would fail the statement).
+        const LONGEST: i64 = 100 * 365 * 86_400;
+        let (base, cap) = (base.clamp(1, LONGEST), cap.clamp(1, LONGEST));
+        let (full, full_delay) = lockout_steps(base, cap);
+        // A first attempt that already reaches the limit (a limit of 1) locks at once.
+        let (first_lockouts, first_until) = if max_attempts <= 1 {
+            (
+                1,
+                now.saturating_add(lockout_delay(0, base, full, full_delay)),
             )
-            .filter(login_throttle::Column::Key.eq(key))
-            .exec(&txn)
+        } else {
+            (0, 0)
+        };
+        // $1 key, $2 now, $3 max attempts, $4 base, $5 steps before the full delay,
+        // $6 the full delay, $7/$8 the new row's lockouts and lock.
+        const SQL: &str = "INSERT INTO login_throttle (\"key\", attempts, lockouts, locked_until, updated_at) \
+             VALUES ($1, 1, $7, $8, $2) \
+             ON CONFLICT (\"key\") DO UPDATE SET \
+             attempts = CASE WHEN login_throttle.attempts >= $3 THEN 1 ELSE login_throttle.attempts + 1 END, \
+             lockouts = CASE WHEN (CASE WHEN login_throttle.attempts >= $3 THEN 1 ELSE login_throttle.attempts + 1 END) >= $3 \
+                 THEN login_throttle.lockouts + 1 ELSE login_throttle.lockouts END, \
+             locked_until = CASE WHEN (CASE WHEN login_throttle.attempts >= $3 THEN 1 ELSE login_throttle.attempts + 1 END) >= $3 \
+                 THEN $2 + (CASE WHEN login_throttle.lockouts >= $5 THEN $6 \
+                     ELSE ($4 << CAST(login_throttle.lockouts AS INTEGER)) END) \
+                 ELSE login_throttle.locked_until END, \
+             updated_at = $2 \
+             WHERE login_throttle.locked_until <= $2 \
+             RETURNING locked_until";
+        let backend = self.backend();
+        let sql = match backend {
+            DbBackend::Postgres => SQL.to_string(),
+            // SQLite's numbered parameters are `?N`.
+            _ => SQL.replace('$', "?"),
+        };
+        let values: [sea_orm::Value; 8] = [
+            key.into(),
+            now.into(),
+            max_attempts.into(),
+            base.into(),
+            full.into(),
+            full_delay.into(),
+            first_lockouts.into(),
+            first_until.into(),
+        ];
+        let counted = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
-        txn.commit().await?;
-        Ok(Claim::Allowed)
+        if counted.is_some() {
+            return Ok(Claim::Allowed);
+        }
+        // Locked (the rare path): read until when.
+        let until = login_throttle::Entity::find_by_id(key.to_string())
+            .unique(&self.db)
+            .await?
+            .map_or(0, |r| r.locked_until);
+        // Lifted between the two statements (a success elsewhere, or time): still refuse
+        // this attempt, which was not counted; the next one will be.
+        Ok(Claim::Locked(until.max(now + 1)))
     }
 
     /// A successful sign-in clears the counter and any lockout it started, and records its
@@ -116,5 +127,63 @@ impl Store {
             txn.commit().await?;
         }
         Ok(())
+    }
+}
+
+/// The lockout after `previous` lockouts lasts `base * 2^previous` seconds, at most `cap`, and
+/// at most `base * 2^30`. Returns `(steps, full)`: from `steps` previous lockouts on, the delay
+/// is `full`; below that, `base << previous` cannot pass `cap` (so SQL needs no `min`, and no
+/// multiplication can overflow).
+fn lockout_steps(base: i64, cap: i64) -> (i64, i64) {
+    // The largest k ≤ 30 with base * 2^k ≤ cap, if any.
+    let fits = (0..=30).rev().find(|&k| {
+        base.checked_shl(k)
+            .is_some_and(|d| d >> k == base && d <= cap)
+    });
+    match fits {
+        Some(30) => (30, base << 30),
+        Some(k) => (i64::from(k) + 1, cap),
+        None => (0, cap),
+    }
+}
+
+/// The same rule in Rust (for a new row, and for the tests of the SQL).
+fn lockout_delay(previous: i64, base: i64, steps: i64, full: i64) -> i64 {
+    if previous >= steps {
+        full
+    } else {
+        base << previous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lockout_delay, lockout_steps};
+
+    /// The rule as it was written before it moved into SQL: `min(base * 2^min(n, 30), cap)`.
+    fn reference(previous: i64, base: i64, cap: i64) -> i64 {
+        let factor = 1i64
+            .checked_shl(previous.clamp(0, 30) as u32)
+            .unwrap_or(i64::MAX);
+        base.saturating_mul(factor).min(cap)
+    }
+
+    #[test]
+    fn lockout_delays_match_the_doubling_rule() {
+        let bases = [1, 2, 3, 60, 900, 86_400, 1 << 40, i64::MAX / 3, i64::MAX];
+        let caps = [1, 59, 60, 3_600, 86_400, 1 << 45, i64::MAX];
+        for base in bases {
+            for cap in caps {
+                let (steps, full) = lockout_steps(base, cap);
+                assert!(full <= cap, "base {base} cap {cap}");
+                for previous in 0..70 {
+                    assert_eq!(
+                        lockout_delay(previous, base, steps, full),
+                        reference(previous, base, cap),
+                        "base {base} cap {cap} previous {previous}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -642,6 +642,23 @@ async fn bench_backend_in(
         }
         if kind == kinds[0] && args.rounds > 1 {
             eprintln!("   round {round} of {}", args.rounds);
+            // Between rounds on a PostgreSQL without autovacuum, do what autovacuum would
+            // have done meanwhile: without fresh statistics, cached plans made when the
+            // tables were small stay sequential scans (ma-idp warns about this at start).
+            if let Some(pg) = pg.as_ref().filter(|_| round > 1) {
+                let off = admin
+                    .psql(&pg.name, "SHOW autovacuum")
+                    .is_ok_and(|v| v.trim() == "off");
+                if off {
+                    let n = "PostgreSQL's autovacuum is off on this server: the benchmark runs VACUUM ANALYZE on its database between rounds, as autovacuum would";
+                    if !notes.iter().any(|x| x == n) {
+                        notes.push(n.into());
+                    }
+                    if let Err(e) = admin.psql(&pg.name, "VACUUM ANALYZE") {
+                        notes.push(format!("VACUUM ANALYZE failed: {e:#}"));
+                    }
+                }
+            }
         }
         let perf = (args.perf.as_deref() == Some(kind.key())).then(|| {
             std::env::current_dir().unwrap_or_default().join(format!(

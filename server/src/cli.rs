@@ -410,6 +410,11 @@ async fn serve(settings: Settings, no_migrate: bool) -> anyhow::Result<()> {
     if !no_migrate {
         services.store.migrate().await?;
     }
+    if services.store.autovacuum_off().await {
+        tracing::warn!(
+            "PostgreSQL's autovacuum is off: ma-idp's tables will bloat and its query plans go stale as they grow (turn autovacuum on, or run VACUUM ANALYZE regularly)"
+        );
+    }
     let listener = std::net::TcpListener::bind(&listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let tenants = services.store.tenants().await?;

@@ -114,6 +114,12 @@ impl Store {
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
+                    // Each connection's page cache: 512 KiB (SQLite's default is 2 MB, up to
+                    // 32 MB over a full pool, growing with the database). In WAL mode a
+                    // connection drops its cache whenever another one has committed, so under
+                    // writes a large cache holds memory more than it saves reads; the OS page
+                    // cache serves the rest.
+                    .pragma("cache_size", "-512")
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
                     .create_if_missing(true)
@@ -155,6 +161,24 @@ impl Store {
             _ => TransactionOptions::default(),
         };
         self.db.begin_with_options(opts).await
+    }
+
+    /// PostgreSQL with autovacuum off: tables bloat and cached query plans go stale as they
+    /// grow (a refresh grant's join turns into sequential scans). False on SQLite or when the
+    /// setting cannot be read.
+    pub async fn autovacuum_off(&self) -> bool {
+        use sea_orm::ConnectionTrait;
+        if self.backend() != DbBackend::Postgres {
+            return false;
+        }
+        let q = sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT current_setting('autovacuum') AS v",
+        );
+        match self.db.query_one_raw(q).await {
+            Ok(Some(row)) => row.try_get::<String>("", "v").is_ok_and(|v| v == "off"),
+            _ => false,
+        }
     }
 
     pub async fn migrate(&self) -> Result<(), DbErr> {

@@ -30,6 +30,7 @@ both_backends!(
     password_hash_is_upgraded_at_sign_in,
     concurrent_refreshes_of_one_token_are_retries,
     concurrent_introspections_answer_each_token,
+    refresh_in_one_statement_where_it_can,
 );
 
 fn long_state() -> String {
@@ -155,6 +156,30 @@ async fn refresh_replay_after_grace_revokes_family(backend: Backend) {
     let (s, retry) = app.refresh(&setup, &first).await;
     assert_eq!(s, 200);
     let third = retry["refresh_token"].as_str().unwrap().to_string();
+    // Both are audited, naming the member and the client (on PostgreSQL the first refresh
+    // writes its event in the same statement as the rotation, the retry in a transaction).
+    let t = app.svc.tenant("home").await.unwrap();
+    let alice = app
+        .svc
+        .store
+        .user_by_username(&t.id, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let refreshed: Vec<_> = app
+        .svc
+        .store
+        .audit_events(&t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "token_refreshed" && e.outcome == "ok")
+        .collect();
+    assert_eq!(refreshed.len(), 2, "{refreshed:?}");
+    for e in &refreshed {
+        assert_eq!(e.user_id.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(e.client_id.as_deref(), Some(setup.client_id.as_str()));
+    }
     // A month later the live token still refreshes (sliding lifetime, no browser session).
     app.clock.advance(30 * 24 * 3600);
     let (s, r2) = app.refresh(&setup, &second).await;
@@ -1659,4 +1684,95 @@ async fn concurrent_introspections_answer_each_token(backend: Backend) {
         }
     }
     app.stop().await;
+}
+
+/// The store's one-statement refresh (PostgreSQL): it rotates a live token presented by its
+/// client, and writes nothing in any other case (the full transaction then answers). On
+/// SQLite it always declines.
+async fn refresh_in_one_statement_where_it_can(backend: Backend) {
+    use ma_idp::secrets::token_hash;
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200);
+    let first = tok["refresh_token"].as_str().unwrap().to_string();
+    let t = app.svc.tenant("home").await.unwrap();
+    let client = app
+        .svc
+        .store
+        .client_by_client_id(&t.id, &setup.client_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .client;
+    let next = "next-refresh-token-for-this-test";
+    let at_once = |presented: &str, client_pk: &str| {
+        at_once_rotation(
+            &app,
+            &t.id,
+            token_hash(presented),
+            client_pk.to_string(),
+            next,
+        )
+    };
+    // Another client's attempt, or an unknown token: declined, nothing written.
+    assert!(at_once(&first, "not-the-client").await.is_none());
+    assert!(at_once("no such token", &client.id).await.is_none());
+    let rotated = at_once(&first, &client.id).await;
+    match backend {
+        Backend::Postgres => {
+            let fam = rotated.expect("PostgreSQL rotates in one statement");
+            assert_eq!(fam.client_id, client.id);
+            // The presented token is used now; its successor works over HTTP.
+            assert!(at_once(&first, &client.id).await.is_none());
+            let (s, r) = app.refresh(&setup, next).await;
+            assert_eq!(s, 200, "{r}");
+            // The first token was rotated a moment ago: a retry within the grace window.
+            let (s, r) = app.refresh(&setup, &first).await;
+            assert_eq!(s, 200, "{r}");
+        }
+        Backend::Sqlite => {
+            assert!(rotated.is_none(), "SQLite uses the transaction");
+            // Nothing was written: the first token still refreshes normally.
+            let (s, r) = app.refresh(&setup, &first).await;
+            assert_eq!(s, 200, "{r}");
+            let (s, _) = app.refresh(&setup, next).await;
+            assert_eq!(s, 400, "no successor was stored");
+        }
+    }
+    app.stop().await;
+}
+
+/// `Store::rotate_refresh_at_once` with a successor `next`, valid an hour.
+async fn at_once_rotation(
+    app: &TestApp,
+    tenant_id: &str,
+    presented_hash: String,
+    client_pk: String,
+    next: &str,
+) -> Option<entity::refresh_family::Model> {
+    let now = app.svc.now();
+    let ev = ma_idp::audit::AuditEvent {
+        tenant_id: Some(tenant_id.to_string()),
+        kind: "token_refreshed",
+        outcome: "ok",
+        ..Default::default()
+    };
+    app.svc
+        .store
+        .rotate_refresh_at_once(
+            tenant_id,
+            &presented_hash,
+            &client_pk,
+            now,
+            &ma_idp::secrets::token_hash(next),
+            now + 3600,
+            ev,
+        )
+        .await
+        .unwrap()
 }

@@ -42,6 +42,39 @@ impl Services {
         let expires_at = now + refresh_ttl(tenant, c);
         let audit =
             AuditEvent::new("token_refreshed", "ok", Some(&tenant.id), req).client(&c.client_id);
+        // The common case (a live token presented once, no narrower scope asked for) in one
+        // statement where the database allows it; everything else below.
+        if requested.is_none() {
+            let at_once = self
+                .store
+                .rotate_refresh_at_once(
+                    &tenant.id,
+                    &token_hash(presented),
+                    &c.id,
+                    now,
+                    &next_hash,
+                    expires_at,
+                    audit.clone(),
+                )
+                .await?;
+            if let Some(family) = at_once {
+                return self
+                    .user_token_response(
+                        tenant,
+                        c,
+                        UserGrant {
+                            user_id: &family.user_id,
+                            scope: &family.scope,
+                            auth_time: family.auth_time,
+                            amr: &family.amr,
+                            family_id: &family.id,
+                            nonce: None,
+                        },
+                        Some(&next),
+                    )
+                    .await;
+            }
+        }
         let mut scope_out = String::new();
         let outcome = self
             .store

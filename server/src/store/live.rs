@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use entity::{grant, refresh_family, revoked_access_token, user};
+use entity::{refresh_family, revoked_access_token, user};
 use sea_orm::sea_query::{Expr, ExprTrait, Query, UnionType};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
@@ -177,22 +177,9 @@ async fn query(
         f.expr(Expr::cust("1"))
             .expr(Expr::col((F, refresh_family::Column::Id)))
             .expr(Expr::col((F, refresh_family::Column::TenantId)))
-            .expr(Expr::col((user::Entity, user::Column::Username)))
-            .from(F)
-            .inner_join(
-                grant::Entity,
-                Expr::col((grant::Entity, grant::Column::Id))
-                    .equals((F, refresh_family::Column::GrantId)),
-            )
-            .inner_join(
-                user::Entity,
-                Expr::col((user::Entity, user::Column::Id))
-                    .equals((F, refresh_family::Column::UserId)),
-            )
-            .and_where(Expr::col((F, refresh_family::Column::Id)).is_in(families))
-            .and_where(Expr::col((F, refresh_family::Column::RevokedAt)).is_null())
-            .and_where(Expr::col((grant::Entity, grant::Column::RevokedAt)).is_null())
-            .and_where(Expr::col((user::Entity, user::Column::Disabled)).eq(false));
+            .expr(Expr::col((user::Entity, user::Column::Username)));
+        super::refresh::from_live_families(&mut f)
+            .and_where(Expr::col((F, refresh_family::Column::Id)).is_in(families));
         q.union(UnionType::All, f);
     }
     let mut revoked = HashSet::new();

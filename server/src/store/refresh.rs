@@ -8,7 +8,7 @@ use sea_orm::{
     FromQueryResult, Iterable, QueryFilter, QueryResult, QueryTrait,
 };
 
-use super::audit::{audit_insert, insert_audit};
+use super::audit::{audit_insert, audit_insert_select, insert_audit};
 use super::{SelectUnique, Store, new_id};
 use crate::audit::AuditEvent;
 use crate::error::Result;
@@ -92,6 +92,25 @@ async fn token_row<C: ConnectionTrait>(
         Some(row) => Ok(Some(decode_token_row(&row, token_hash)?)),
         None => Ok(None),
     }
+}
+
+/// `FROM refresh_families` joined with each family's grant and member, keeping only families
+/// that are live: the family and its grant not revoked, the member present and not disabled.
+pub(super) fn from_live_families(q: &mut SelectStatement) -> &mut SelectStatement {
+    use refresh_family::Entity as F;
+    q.from(F)
+        .inner_join(
+            grant::Entity,
+            Expr::col((grant::Entity, grant::Column::Id))
+                .equals((F, refresh_family::Column::GrantId)),
+        )
+        .inner_join(
+            user::Entity,
+            Expr::col((user::Entity, user::Column::Id)).equals((F, refresh_family::Column::UserId)),
+        )
+        .and_where(Expr::col((F, refresh_family::Column::RevokedAt)).is_null())
+        .and_where(Expr::col((grant::Entity, grant::Column::RevokedAt)).is_null())
+        .and_where(Expr::col((user::Entity, user::Column::Disabled)).eq(false))
 }
 
 fn token_row_query(tenant_id: &str, token_hash: &str) -> SelectStatement {
@@ -239,6 +258,113 @@ pub struct RefreshStatus {
 }
 
 impl Store {
+    /// PostgreSQL's common case of a refresh in one statement, no transaction around it: the
+    /// presented token is marked used only if it is unused, unexpired and its family (this
+    /// tenant's, this client's) and the family's grant and member are live; its successor, the
+    /// grant's last use and the audit event are written by the same statement. Returns the
+    /// family, or `None` when nothing was written (any other case, or SQLite): then
+    /// `rotate_refresh` works out the answer (unknown, wrong client, revoked, expired, a retry
+    /// within the grace window, a replay). Four round trips become one.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rotate_refresh_at_once(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        client_pk: &str,
+        now: i64,
+        next_hash: &str,
+        expires_at: i64,
+        audit: AuditEvent,
+    ) -> Result<Option<refresh_family::Model>> {
+        use refresh_family::Entity as F;
+        if self.backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let marked = Alias::new("marked");
+        let mut live_families = Query::select();
+        live_families.column((F, refresh_family::Column::Id));
+        from_live_families(&mut live_families)
+            .and_where(Expr::col((F, refresh_family::Column::TenantId)).eq(tenant_id))
+            .and_where(Expr::col((F, refresh_family::Column::ClientId)).eq(client_pk));
+        let mut mark = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+            .filter(refresh_token::Column::TokenHash.eq(token_hash))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .filter(refresh_token::Column::ExpiresAt.gt(now))
+            .filter(refresh_token::Column::FamilyId.in_subquery(live_families))
+            .into_query();
+        mark.returning_col(refresh_token::Column::FamilyId);
+        // The marked token's family (one row, or none).
+        let family_of_marked = || {
+            Query::select()
+                .from(F)
+                .inner_join(
+                    marked.clone(),
+                    Expr::col((F, refresh_family::Column::Id))
+                        .equals((marked.clone(), refresh_token::Column::FamilyId)),
+                )
+                .to_owned()
+        };
+        let successor = Query::insert()
+            .into_table(refresh_token::Entity)
+            .columns([
+                refresh_token::Column::Id,
+                refresh_token::Column::FamilyId,
+                refresh_token::Column::TokenHash,
+                refresh_token::Column::CreatedAt,
+                refresh_token::Column::ExpiresAt,
+            ])
+            .select_from(
+                Query::select()
+                    .expr(Expr::val(new_id()))
+                    .column((marked.clone(), refresh_token::Column::FamilyId))
+                    .expr(Expr::val(next_hash))
+                    .expr(Expr::val(now))
+                    .expr(Expr::val(expires_at))
+                    .from(marked.clone())
+                    .to_owned(),
+            )
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+            .to_owned();
+        let touch_grant = grant::Entity::update_many()
+            .col_expr(grant::Column::LastRefreshedAt, Expr::value(now))
+            .filter(
+                grant::Column::Id.in_subquery(
+                    family_of_marked()
+                        .column((F, refresh_family::Column::GrantId))
+                        .to_owned(),
+                ),
+            )
+            .into_query();
+        let audited = audit_insert_select(
+            audit,
+            now,
+            Expr::col((F, refresh_family::Column::UserId)),
+            family_of_marked(),
+        )?;
+        let cte = |name: &str, q: sea_orm::sea_query::SubQueryStatement| {
+            let mut c = CommonTableExpression::new();
+            c.table_name(Alias::new(name));
+            c.query(q);
+            c
+        };
+        let q = WithQuery::new()
+            .cte(cte("marked", mark.into()))
+            .cte(cte("successor", successor.into()))
+            .cte(cte("touched", touch_grant.into()))
+            .cte(cte("audited", audited.into()))
+            .query(
+                family_of_marked()
+                    .columns(refresh_family::Column::iter().map(|c| (F, c)))
+                    .to_owned(),
+            )
+            .to_owned();
+        match self.db.query_one(&q).await? {
+            Some(row) => Ok(Some(refresh_family::Model::from_query_result(&row, "")?)),
+            None => Ok(None),
+        }
+    }
+
     /// Rotate a refresh token in one transaction: the presented token is marked used by one
     /// conditional update and its successor is inserted. A token already rotated inside the
     /// grace window gets another successor (a retry); outside it, the family is revoked.

@@ -229,17 +229,22 @@ impl Services {
             username.chars().take(128).collect::<String>()
         );
         let lim = &self.settings.limits;
-        if let crate::store::Claim::Locked(until) = self
+        // The member is read with the claim (one statement on PostgreSQL); a username no
+        // member could have is not looked up.
+        let lookup = (!username.is_empty() && username.len() <= 128)
+            .then_some((tenant.id.as_str(), username.as_str()));
+        let (claim, member) = self
             .store
             .claim_attempt(
                 &key,
                 self.now(),
-                lim.login_max_attempts.max(1),
-                lim.login_lockout_seconds.max(1),
-                lim.login_lockout_max_seconds.max(1),
+                lim.login_max_attempts,
+                lim.login_lockout_seconds,
+                lim.login_lockout_max_seconds,
+                lookup,
             )
-            .await?
-        {
+            .await?;
+        if let crate::store::Claim::Locked(until) = claim {
             metrics::counter!("ma_idp_sign_ins_total", "method" => "password", "outcome" => "locked").increment(1);
             self.store
                 .insert_audit(
@@ -251,13 +256,9 @@ impl Services {
                 .await?;
             return Ok(PasswordOutcome::Locked(until));
         }
-        let (user, phc) = if username.is_empty() || username.len() > 128 {
-            (None, None)
-        } else {
-            match self.store.user_with_password(&tenant.id, &username).await? {
-                Some((u, phc)) => (Some(u), phc),
-                None => (None, None),
-            }
+        let (user, phc) = match member {
+            Some((u, phc)) => (Some(u), phc),
+            None => (None, None),
         };
         let stale = phc
             .as_deref()

@@ -108,7 +108,6 @@ impl SessionStore for DbSessionStore {
                 None => Ok(session_key),
             };
         }
-        let mut state = state;
         if fresh.is_none() {
             // Ended meanwhile: never resurrect it, nor its sign-in, under any key. (A sign-in
             // made in this request stands on its own: it is saved whole below.)

@@ -26,7 +26,7 @@ pub use admin::{AuditQuery, DayCount};
 pub use clients::{ClientWithUris, NewClient};
 pub use codes::{CodeOutcome, NewCode};
 pub use refresh::{AccessLive, NewRefresh, RefreshOutcome, RefreshStatus};
-pub use throttle::Claim;
+pub use throttle::{Claim, Member};
 
 /// A lookup by a unique key. `.one()` adds a bound `LIMIT ?`, and SQLite re-prepares such a
 /// statement on every execution (measured: 8–14% of the CPU of a token request); a unique

@@ -1,13 +1,17 @@
-use entity::login_throttle;
+use entity::{login_throttle, user};
 use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, WithQuery};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
+    Statement,
 };
 
 use super::audit::{audit_insert, insert_audit};
 use super::{SelectUnique, Store};
 use crate::audit::AuditEvent;
 use crate::error::Result;
+
+/// A member and their password hash (PHC string), if they have one.
+pub type Member = (user::Model, Option<String>);
 
 /// The answer to "may this account try a password now?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,12 @@ impl Store {
     /// row lock (PostgreSQL) or write lock (SQLite) it takes lines parallel attempts up, and
     /// the arithmetic runs on the row as it is then. No row comes back when the account is
     /// locked: the update's `WHERE` left it alone.
+    ///
+    /// With `member = Some((tenant, username))` it also reads that member and their password
+    /// hash, as `Store::user_with_password` does; on PostgreSQL in the same statement (one
+    /// round trip fewer per sign-in), on SQLite after the claim. The member is read only
+    /// when the attempt is allowed.
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim_attempt(
         &self,
         key: &str,
@@ -35,7 +45,8 @@ impl Store {
         max_attempts: i64,
         base: i64,
         cap: i64,
-    ) -> Result<Claim> {
+        member: Option<(&str, &str)>,
+    ) -> Result<(Claim, Option<Member>)> {
         let max_attempts = max_attempts.max(1);
         // A lockout longer than a century is as good as forever, and keeps `now + delay` far
         // from overflowing (PostgreSQL would fail the statement).
@@ -53,26 +64,26 @@ impl Store {
         };
         // $1 key, $2 now, $3 max attempts, $4 base, $5 steps before the full delay,
         // $6 the full delay, $7/$8 the new row's lockouts and lock.
-        const SQL: &str = "INSERT INTO login_throttle (\"key\", attempts, lockouts, locked_until, updated_at) \
+        // The count after this attempt (a count that had reached the limit starts over).
+        const AFTER: &str = "(CASE WHEN login_throttle.attempts >= $3 THEN 1 \
+             ELSE login_throttle.attempts + 1 END)";
+        let sql = format!(
+            "INSERT INTO login_throttle (\"key\", attempts, lockouts, locked_until, updated_at) \
              VALUES ($1, 1, $7, $8, $2) \
              ON CONFLICT (\"key\") DO UPDATE SET \
-             attempts = CASE WHEN login_throttle.attempts >= $3 THEN 1 ELSE login_throttle.attempts + 1 END, \
-             lockouts = CASE WHEN (CASE WHEN login_throttle.attempts >= $3 THEN 1 ELSE login_throttle.attempts + 1 END) >= $3 \
+             attempts = {AFTER}, \
+             lockouts = CASE WHEN {AFTER} >= $3 \
                  THEN login_throttle.lockouts + 1 ELSE login_throttle.lockouts END, \
-             locked_until = CASE WHEN (CASE WHEN login_throttle.attempts >= $3 THEN 1 ELSE login_throttle.attempts + 1 END) >= $3 \
+             locked_until = CASE WHEN {AFTER} >= $3 \
                  THEN $2 + (CASE WHEN login_throttle.lockouts >= $5 THEN $6 \
                      ELSE ($4 << CAST(login_throttle.lockouts AS INTEGER)) END) \
                  ELSE login_throttle.locked_until END, \
              updated_at = $2 \
              WHERE login_throttle.locked_until <= $2 \
-             RETURNING locked_until";
+             RETURNING locked_until"
+        );
         let backend = self.backend();
-        let sql = match backend {
-            DbBackend::Postgres => SQL.to_string(),
-            // SQLite's numbered parameters are `?N`.
-            _ => SQL.replace('$', "?"),
-        };
-        let values: [sea_orm::Value; 8] = [
+        let mut values: Vec<sea_orm::Value> = vec![
             key.into(),
             now.into(),
             max_attempts.into(),
@@ -82,12 +93,61 @@ impl Store {
             first_lockouts.into(),
             first_until.into(),
         ];
-        let counted = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
-        if counted.is_some() {
-            return Ok(Claim::Allowed);
+        let (counted, member) = match (backend, member) {
+            (DbBackend::Postgres, Some((tenant_id, username))) => {
+                // The claim as a data-modifying CTE (it runs once, whether or not the row
+                // is read); the outer query always gives one row: did the claim count, and
+                // the member if there is one.
+                values.push(tenant_id.into());
+                values.push(username.into());
+                let sql = format!(
+                    "WITH claim AS ({sql}) \
+                     SELECT EXISTS (SELECT 1 FROM claim) AS counted, users.*, \
+                     password_credentials.phc AS password_phc \
+                     FROM (SELECT 1) AS one \
+                     LEFT JOIN users ON users.tenant_id = $9 AND users.username = $10 \
+                     LEFT JOIN password_credentials ON password_credentials.user_id = users.id"
+                );
+                let row = self
+                    .db
+                    .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+                    .await?
+                    .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?;
+                let counted: bool = row.try_get("", "counted")?;
+                let member = if !counted {
+                    None
+                } else if row.try_get::<Option<String>>("", "id")?.is_some() {
+                    Some((
+                        user::Model::from_query_result(&row, "")?,
+                        row.try_get("", "password_phc")?,
+                    ))
+                } else {
+                    None
+                };
+                (counted, member)
+            }
+            _ => {
+                let sql = match backend {
+                    DbBackend::Postgres => sql,
+                    // SQLite's numbered parameters are `?N`.
+                    _ => sql.replace('$', "?"),
+                };
+                let counted = self
+                    .db
+                    .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+                    .await?
+                    .is_some();
+                let member = match member {
+                    Some((tenant_id, username)) if counted => {
+                        self.user_with_password(tenant_id, username).await?
+                    }
+                    _ => None,
+                };
+                (counted, member)
+            }
+        };
+        if counted {
+            return Ok((Claim::Allowed, member));
         }
         // Locked (the rare path): read until when.
         let until = login_throttle::Entity::find_by_id(key.to_string())
@@ -96,7 +156,7 @@ impl Store {
             .map_or(0, |r| r.locked_until);
         // Lifted between the two statements (a success elsewhere, or time): still refuse
         // this attempt, which was not counted; the next one will be.
-        Ok(Claim::Locked(until.max(now + 1)))
+        Ok((Claim::Locked(until.max(now + 1)), None))
     }
 
     /// A successful sign-in clears the counter and any lockout it started, and records its

@@ -53,7 +53,7 @@ impl Store {
         &self,
         tenant_id: &str,
         username: &str,
-    ) -> Result<Option<(user::Model, Option<String>)>> {
+    ) -> Result<Option<super::Member>> {
         use sea_orm::sea_query::{Expr, ExprTrait, Query};
         use sea_orm::{ConnectionTrait, FromQueryResult, Iterable};
         let mut q = Query::select();

@@ -73,6 +73,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/t/{t}/providers", web::get().to(tenants::providers))
         .route("/t/{t}/providers", web::post().to(tenants::add_provider))
+        .route(
+            "/t/{t}/providers/{slug}",
+            web::get().to(tenants::provider_get),
+        )
+        .route(
+            "/t/{t}/providers/{slug}",
+            web::post().to(tenants::provider_post),
+        )
+        .route(
+            "/t/{t}/providers/{slug}/remove",
+            web::post().to(tenants::provider_remove),
+        )
         .route("/t/{t}/clients", web::get().to(clients::list))
         .route("/t/{t}/clients", web::post().to(clients::create))
         .route(

@@ -139,6 +139,8 @@ pub struct ProviderView {
     pub auto_create: bool,
     pub link_by_email: bool,
     pub enabled: bool,
+    /// A client secret is stored (sealed; never shown).
+    pub has_secret: bool,
     pub created_at: i64,
 }
 
@@ -154,6 +156,22 @@ pub struct NewProviderForm {
     pub scopes: Option<String>,
     pub auto_create: bool,
     pub link_by_email: bool,
+}
+
+/// The edit form of a provider: every field it shows. The kind and slug do not change.
+pub struct ProviderEditForm {
+    pub display_name: String,
+    pub client_id: String,
+    /// Empty: keep the stored secret.
+    pub client_secret: String,
+    pub scopes: String,
+    /// Amazon only.
+    pub region: Option<String>,
+    /// OIDC only.
+    pub issuer: Option<String>,
+    pub auto_create: bool,
+    pub link_by_email: bool,
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -458,6 +476,24 @@ pub trait AdminPort: Send + Sync + 'static {
         p: NewProviderForm,
         origin: &Origin,
     ) -> AdminResult<ProviderView>;
+    /// One provider of this tenant, by slug.
+    async fn provider(&self, tenant_id: &str, slug: &str) -> AdminResult<Option<ProviderView>>;
+    async fn update_provider(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        slug: &str,
+        p: ProviderEditForm,
+        origin: &Origin,
+    ) -> AdminResult<ProviderView>;
+    /// Remove a provider and the identities linked through it; returns how many links went.
+    async fn remove_provider(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        slug: &str,
+        origin: &Origin,
+    ) -> AdminResult<u64>;
 
     // Sessions.
     async fn sessions(

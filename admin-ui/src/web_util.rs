@@ -52,6 +52,7 @@ static TERA: LazyLock<Result<Tera, String>> = LazyLock::new(|| {
         template!("link.html"),
         template!("grants_table.html"),
         template!("providers.html"),
+        template!("provider.html"),
         template!("alexa_values.html"),
     ])
     .map_err(|e| format!("{e:?}"))?;

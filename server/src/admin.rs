@@ -203,6 +203,7 @@ impl Port {
     ) -> ProviderView {
         ProviderView {
             redirect_uri: self.svc.federation_redirect_uri(t, &p.slug),
+            has_secret: p.client_secret_enc.is_some(),
             slug: p.slug,
             kind: p.kind,
             display_name: p.display_name,
@@ -949,6 +950,68 @@ impl AdminPort for Port {
             .await
             .map_err(ae)?;
         Ok(self.provider_view(&t, m))
+    }
+
+    async fn provider(&self, tenant_id: &str, slug: &str) -> AdminResult<Option<ProviderView>> {
+        let t = self.tenant(tenant_id).await?;
+        Ok(self
+            .svc
+            .store
+            .provider_by_slug(&t.id, slug)
+            .await
+            .map_err(ae)?
+            .map(|p| self.provider_view(&t, p)))
+    }
+
+    async fn update_provider(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        slug: &str,
+        p: ProviderEditForm,
+        origin: &Origin,
+    ) -> AdminResult<ProviderView> {
+        use crate::federation::{ProviderChange, SecretChange};
+        let t = self.tenant(tenant_id).await?;
+        let m = self
+            .svc
+            .update_provider(
+                &t,
+                slug,
+                ProviderChange {
+                    display_name: Some(p.display_name),
+                    client_id: Some(p.client_id),
+                    client_secret: (!p.client_secret.is_empty())
+                        .then(|| SecretChange::Replace(Secret::new(&p.client_secret))),
+                    scopes: (!p.scopes.is_empty()).then_some(p.scopes),
+                    region: p.region,
+                    issuer: p.issuer,
+                    auto_create: Some(p.auto_create),
+                    link_by_email: Some(p.link_by_email),
+                    enabled: Some(p.enabled),
+                    ..ProviderChange::default()
+                },
+                by(actor, origin),
+            )
+            .await
+            .map_err(ae)?
+            .ok_or(AdminError::NotFound)?;
+        Ok(self.provider_view(&t, m))
+    }
+
+    async fn remove_provider(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        slug: &str,
+        origin: &Origin,
+    ) -> AdminResult<u64> {
+        let t = self.tenant(tenant_id).await?;
+        self.svc
+            .remove_provider(&t, slug, by(actor, origin))
+            .await
+            .map_err(ae)?
+            .ok_or(AdminError::NotFound)
     }
 
     async fn sessions(

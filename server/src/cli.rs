@@ -91,6 +91,56 @@ pub enum ProviderCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change a provider's settings; only the options given change (its kind and slug stay).
+    /// A new client secret is read from standard input with --client-secret-stdin. An empty
+    /// endpoint (e.g. --token-endpoint "") clears that override.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        /// The provider's slug.
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long, conflicts_with = "no_client_secret")]
+        client_secret_stdin: bool,
+        /// Forget the stored client secret (a public upstream client).
+        #[arg(long)]
+        no_client_secret: bool,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        authorization_endpoint: Option<String>,
+        #[arg(long)]
+        token_endpoint: Option<String>,
+        #[arg(long)]
+        userinfo_endpoint: Option<String>,
+        #[arg(long)]
+        jwks_uri: Option<String>,
+        #[arg(long)]
+        auto_create: Option<bool>,
+        #[arg(long)]
+        link_by_email: Option<bool>,
+        /// false: no sign-in button and no sign-ins with it; its links stay.
+        #[arg(long)]
+        enabled: Option<bool>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a provider and unlink every identity linked through it.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        /// The provider's slug.
+        slug: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -660,11 +710,7 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
         }) => {
             let t = svc.tenant(&tenant).await?;
             let secret = if client_secret_stdin {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s)?;
-                let trimmed = s.trim().to_string();
-                s.clear();
-                Some(Secret::new(trimmed))
+                Some(client_secret_from_stdin()?)
             } else {
                 None
             };
@@ -707,6 +753,82 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Provider(ProviderCmd::Set {
+            tenant,
+            slug,
+            name,
+            client_id,
+            client_secret_stdin,
+            no_client_secret,
+            region,
+            issuer,
+            scope,
+            authorization_endpoint,
+            token_endpoint,
+            userinfo_endpoint,
+            jwks_uri,
+            auto_create,
+            link_by_email,
+            enabled,
+            json,
+        }) => {
+            use crate::federation::{ProviderChange, SecretChange};
+            let t = svc.tenant(&tenant).await?;
+            let client_secret = if client_secret_stdin {
+                Some(SecretChange::Replace(client_secret_from_stdin()?))
+            } else if no_client_secret {
+                Some(SecretChange::Remove)
+            } else {
+                None
+            };
+            let p = svc
+                .update_provider(
+                    &t,
+                    &slug,
+                    ProviderChange {
+                        display_name: name,
+                        client_id,
+                        client_secret,
+                        scopes: scope,
+                        region,
+                        issuer,
+                        authorization_endpoint,
+                        token_endpoint,
+                        userinfo_endpoint,
+                        jwks_uri,
+                        auto_create,
+                        link_by_email,
+                        enabled,
+                    },
+                    "cli",
+                )
+                .await?
+                .ok_or_else(|| no_provider(&t, &slug))?;
+            print(
+                json,
+                json!({"tenant": t.slug, "slug": p.slug, "kind": p.kind, "name": p.display_name,
+                       "client_id": p.client_id, "enabled": p.enabled,
+                       "has_client_secret": p.client_secret_enc.is_some()}),
+                format!("changed provider {} of {}", p.slug, t.slug),
+            );
+            Ok(())
+        }
+        Cmd::Provider(ProviderCmd::Remove { tenant, slug, json }) => {
+            let t = svc.tenant(&tenant).await?;
+            let links = svc
+                .remove_provider(&t, &slug, "cli")
+                .await?
+                .ok_or_else(|| no_provider(&t, &slug))?;
+            print(
+                json,
+                json!({"tenant": t.slug, "slug": slug, "removed": true, "links_removed": links}),
+                format!(
+                    "removed provider {slug} from {} ({links} linked identities unlinked)",
+                    t.slug
+                ),
+            );
+            Ok(())
+        }
         Cmd::Provider(ProviderCmd::List { tenant, json }) => {
             let t = svc.tenant(&tenant).await?;
             let ps = svc.store.providers_of_tenant(&t.id).await?;
@@ -741,4 +863,17 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn no_provider(t: &entity::tenant::Model, slug: &str) -> crate::error::Error {
+    crate::error::Error::not_found(format!("tenant {} has no provider {slug:?}", t.slug))
+}
+
+/// An upstream client secret from standard input (surrounding white space dropped).
+fn client_secret_from_stdin() -> std::io::Result<Secret> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    let trimmed = s.trim().to_string();
+    s.clear();
+    Ok(Secret::new(trimmed))
 }

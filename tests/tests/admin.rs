@@ -2027,6 +2027,30 @@ async fn tenant_admin_matrix(backend: Backend) {
     let (st, bob_b) = public_sign_in(&app, "other", "bob", PASSWORD).await;
     assert_eq!(st, 303);
     let b_kids = kids(&app, "other").await;
+    let tb = app.svc.tenant("other").await.unwrap();
+    app.svc
+        .add_provider(
+            &tb,
+            ma_idp::federation::NewProvider {
+                slug: "b-work".into(),
+                kind: "oidc".into(),
+                display_name: "B Work".into(),
+                client_id: "b-client".into(),
+                client_secret: None,
+                scopes: None,
+                region: None,
+                issuer: Some("https://login.example.com".into()),
+                authorization_endpoint: None,
+                token_endpoint: None,
+                userinfo_endpoint: None,
+                jwks_uri: None,
+                auto_create: false,
+                link_by_email: false,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
 
     // The operator reaches both tenants; B's ids come from the operator's pages.
     let op = Admin::sign_in(&app, "home", OP, PASSWORD).await;
@@ -2057,6 +2081,8 @@ async fn tenant_admin_matrix(backend: Backend) {
         "/admin/t/other/keys".into(),
         "/admin/t/other/audit".into(),
         format!("/admin/t/other/audit?user={b_bob}"),
+        "/admin/t/other/providers".into(),
+        "/admin/t/other/providers/b-work".into(),
     ];
     let a_pages = [
         "/admin/t/home",
@@ -2098,6 +2124,7 @@ async fn tenant_admin_matrix(backend: Backend) {
         format!("/admin/t/home/users/{b_bob}"),
         format!("/admin/t/home/users/{b_boss}"),
         format!("/admin/t/home/clients/{b_client}"),
+        "/admin/t/home/providers/b-work".into(),
         "/admin/audit".into(),
     ]);
     for p in &gets {
@@ -2199,7 +2226,27 @@ async fn tenant_admin_matrix(backend: Backend) {
         ));
         posts.push((format!("/admin/t/{t}/grants/{b_grant}/revoke"), vec![]));
         posts.push((format!("/admin/t/{t}/sessions/{b_session}/end"), vec![]));
+        posts.push((
+            format!("/admin/t/{t}/providers/b-work"),
+            vec![
+                ("display_name", "Hijacked"),
+                ("client_id", "evil"),
+                ("client_secret", "evil-secret"),
+                ("issuer", "https://evil.example"),
+                ("enabled", "on"),
+            ],
+        ));
+        posts.push((format!("/admin/t/{t}/providers/b-work/remove"), vec![]));
     }
+    posts.push((
+        "/admin/t/other/providers".into(),
+        vec![
+            ("kind", "oidc"),
+            ("slug", "evil"),
+            ("client_id", "evil"),
+            ("issuer", "https://evil.example"),
+        ],
+    ));
     for (p, fields) in &posts {
         for confirm in [false, true] {
             let mut f = fields.clone();

@@ -31,6 +31,7 @@ both_backends!(
     racing_links_of_one_identity_one_wins,
     cli_adds_and_lists_a_provider,
     admin_links_identities_and_providers_create_members,
+    admin_changes_disables_and_removes_a_provider,
     link_by_verified_email_only_when_allowed,
     tenant_policy_creates_members_for_every_provider,
 );
@@ -709,6 +710,7 @@ async fn id_token_claims(app: &TestApp, slug: &str, aud: &str, id_token: &str) -
         .claims
 }
 
+#[derive(Debug)]
 struct Event {
     kind: String,
     outcome: String,
@@ -1821,6 +1823,103 @@ async fn cli_adds_and_lists_a_provider(backend: Backend) {
     );
     assert!(!ok && err.contains("amazon or oidc"), "{err}");
 
+    // `provider set` changes only what it is given; a new secret comes on standard input.
+    let rotated = "lwa-secret-rotated-77a9";
+    let changed = cli.json(
+        &[
+            "provider",
+            "set",
+            "--tenant",
+            "home",
+            "amazon",
+            "--name",
+            "Amazon (family)",
+            "--client-secret-stdin",
+            "--json",
+        ],
+        Some(&format!("{rotated}\n")),
+    );
+    assert_eq!(changed["name"], "Amazon (family)");
+    assert_eq!(changed["client_id"], "X", "unchanged");
+    assert_eq!(changed["enabled"], true);
+    assert_eq!(changed["has_client_secret"], true);
+    assert!(!changed.to_string().contains(rotated));
+    let (ok, _, err) = cli.run(
+        &[
+            "provider", "set", "--tenant", "home", "amazon", "--region", "XX",
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("NA, EU or FE"), "{err}");
+    let (ok, _, err) = cli.run(
+        &[
+            "provider",
+            "set",
+            "--tenant",
+            "home",
+            "nope",
+            "--enabled",
+            "false",
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("no provider"), "{err}");
+    cli.json(
+        &[
+            "provider",
+            "add",
+            "--tenant",
+            "home",
+            "--kind",
+            "oidc",
+            "--slug",
+            "work",
+            "--client-id",
+            "w",
+            "--issuer",
+            "https://login.example.com",
+            "--json",
+        ],
+        None,
+    );
+    let off = cli.json(
+        &[
+            "provider",
+            "set",
+            "--tenant",
+            "home",
+            "work",
+            "--enabled",
+            "false",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(off["enabled"], false);
+    assert_eq!(off["has_client_secret"], false);
+    let (ok, _, err) = cli.run(
+        &[
+            "provider", "set", "--tenant", "home", "work", "--issuer", "",
+        ],
+        None,
+    );
+    assert!(
+        !ok && err.contains("issuer"),
+        "an OIDC provider keeps an issuer: {err}"
+    );
+    let removed = cli.json(
+        &["provider", "remove", "--tenant", "home", "work", "--json"],
+        None,
+    );
+    assert_eq!(removed["links_removed"], 0);
+    let (ok, _, err) = cli.run(&["provider", "remove", "--tenant", "home", "work"], None);
+    assert!(!ok && err.contains("no provider"), "{err}");
+    let listed = cli.json(&["provider", "list", "--tenant", "home", "--json"], None);
+    let ps = listed["providers"].as_array().unwrap();
+    assert_eq!(ps.len(), 1, "{listed}");
+    assert_eq!(ps[0]["name"], "Amazon (family)");
+    let secret = rotated;
+
     // At rest the secret is sealed; opened with the master key it is the one given.
     let settings = ma_idp::Settings {
         data_dir: cli.dir.path().to_path_buf(),
@@ -1883,6 +1982,209 @@ async fn operator(app: &TestApp, slug: &str) -> Browser {
         .await;
     assert_eq!(r.status(), 303, "operator signs in");
     b
+}
+
+/// The sign-in page of a fresh authorization, as a new browser sees it.
+async fn fresh_login_page(app: &TestApp, setup: &Setup, state: &str) -> (Browser, String) {
+    let b = app.browser();
+    let html = open_authorize(
+        &b,
+        "/t/home/authorize",
+        &authorize_query(setup, state, None),
+    )
+    .await;
+    (b, html)
+}
+
+/// Admin: a provider's page changes its settings (checked as when it is added, audited
+/// without the secret), disables it, and removes it with the identities linked through it.
+async fn admin_changes_disables_and_removes_a_provider(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    let amazon = AmazonStandIn::start(vec![app.svc.federation_redirect_uri(&t, "amazon")]);
+    app.svc
+        .add_provider(&t, amazon.provider("amazon", None), "test")
+        .await
+        .unwrap();
+    let alice = user_id(&app, &t.id, "alice").await;
+    let admin = operator(&app, "home").await;
+    let user_page = format!("/admin/t/home/users/{alice}");
+    let (_, html) = page(admin.get(&user_page).await).await;
+    let r = admin
+        .post(
+            &format!("{user_page}/link"),
+            &[
+                ("csrf", &hidden(&html, "csrf")),
+                ("provider", "amazon"),
+                ("subject", AMAZON_USER),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+
+    // The list links to the provider's page, which shows its settings but never the secret.
+    let (_, list) = page(admin.get("/admin/t/home/providers").await).await;
+    assert!(
+        list.contains("href=\"/admin/t/home/providers/amazon\""),
+        "{list}"
+    );
+    let edit = "/admin/t/home/providers/amazon";
+    let (s, html) = page(admin.get(edit).await).await;
+    assert_eq!(s, 200);
+    assert!(html.contains(AMAZON_CLIENT_ID), "{html}");
+    assert!(html.contains("one is stored"), "{html}");
+    assert!(!html.contains(AMAZON_SECRET), "the secret is never shown");
+    let csrf = hidden(&html, "csrf");
+    let form = |name: &'static str, secret: &'static str, region: &'static str, on: bool| {
+        let mut f = vec![
+            ("csrf", csrf.clone()),
+            ("display_name", name.to_string()),
+            ("client_id", AMAZON_CLIENT_ID.to_string()),
+            ("client_secret", secret.to_string()),
+            ("region", region.to_string()),
+            ("scopes", "profile".to_string()),
+        ];
+        if on {
+            f.push(("enabled", "on".to_string()));
+        }
+        f
+    };
+    let post = |f: Vec<(&'static str, String)>| {
+        let admin = &admin;
+        async move {
+            let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = admin.post(edit, &f).await;
+            assert_eq!(r.status(), 303);
+            assert_eq!(location(&r), edit);
+            unescape(&page(admin.get(edit).await).await.1)
+        }
+    };
+
+    // A bad value is refused with a message, and nothing changes.
+    let html = post(form("Amazon (family)", "", "XX", true)).await;
+    assert!(html.contains("An Amazon region is NA, EU or FE."), "{html}");
+    let stored = app
+        .svc
+        .store
+        .provider_by_slug(&t.id, "amazon")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.display_name, "Amazon");
+    assert_eq!(stored.region.as_deref(), Some("NA"));
+
+    // A new name and a wrong secret: the button says the new name, and Amazon refuses the
+    // secret the next sign-in presents.
+    let html = post(form("Amazon (family)", "not-the-secret", "EU", true)).await;
+    assert!(html.contains("Amazon (family) saved."), "{html}");
+    let (b, login) = fresh_login_page(&app, &setup, "s1").await;
+    let before = failed_sign_ins(&app, &t.id, "amazon", "upstream_error").await;
+    let up = press_sign_in_with(&b, &login, "home", "Amazon (family)").await;
+    assert!(up.contains("client_id="), "{up}");
+    let (s, _) = page(through_amazon(&b, &up).await).await;
+    assert_eq!(s, 400, "the upstream refused the client");
+    assert_eq!(
+        failed_sign_ins(&app, &t.id, "amazon", "upstream_error").await,
+        before + 1
+    );
+    // The right secret again: Alice signs in with Amazon.
+    post(form("Amazon (family)", AMAZON_SECRET, "EU", true)).await;
+    let (b, login) = fresh_login_page(&app, &setup, "s2").await;
+    let rid = hidden(&login, "rid");
+    let up = press_sign_in_with(&b, &login, "home", "Amazon (family)").await;
+    let r = through_amazon(&b, &up).await;
+    assert_eq!(r.status(), 302, "signed in");
+    assert_eq!(location(&r), format!("/t/home/authorize?rid={rid}"));
+    // (The audit log lists the newest first.)
+    let changes: Vec<Value> = events(&app, &t.id)
+        .await
+        .into_iter()
+        .rev()
+        .filter(|e| e.kind == "provider_changed")
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(
+        changes.len(),
+        2,
+        "the refused change wrote nothing: {changes:?}"
+    );
+    assert_eq!(
+        changes[0]["changed"],
+        json!(["display_name", "client_secret", "region"])
+    );
+    assert_eq!(changes[1]["changed"], json!(["client_secret"]));
+    let all = format!("{:?}", events(&app, &t.id).await);
+    assert!(!all.contains("not-the-secret") && !all.contains(AMAZON_SECRET));
+
+    // Disabled: no button, and its start is not found; the link stays.
+    let html = post(form("Amazon (family)", "", "EU", false)).await;
+    assert!(html.contains("disabled"), "{html}");
+    let (b, login) = fresh_login_page(&app, &setup, "s3").await;
+    assert!(!unescape(&login).contains("Sign in with Amazon"), "{login}");
+    let r = b
+        .post(
+            "/t/home/federation/amazon/start",
+            &[("csrf", &hidden(&login, "csrf")), ("purpose", "sign_in")],
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    let (_, user) = page(admin.get(&user_page).await).await;
+    assert!(unescape(&user).contains(AMAZON_USER), "{user}");
+
+    // Removed, after a confirmation: the link goes with it, and the page is gone.
+    let remove = format!("{edit}/remove");
+    let (s, confirm) = page(admin.post(&remove, &[("csrf", &csrf)]).await).await;
+    assert_eq!(s, 200);
+    assert!(confirm.contains("Please confirm"), "{confirm}");
+    assert!(
+        app.svc
+            .store
+            .provider_by_slug(&t.id, "amazon")
+            .await
+            .unwrap()
+            .is_some(),
+        "nothing removed before the confirmation"
+    );
+    let r = admin
+        .post(&remove, &[("csrf", &csrf), ("confirm", "yes")])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/admin/t/home/providers");
+    let (_, list) = page(admin.get("/admin/t/home/providers").await).await;
+    let list = unescape(&list);
+    assert!(list.contains("1 linked account unlinked"), "{list}");
+    assert!(list.contains("No providers yet."), "{list}");
+    assert_eq!(admin.get(edit).await.status(), 404);
+    assert_eq!(
+        admin
+            .post(&remove, &[("csrf", &csrf), ("confirm", "yes")])
+            .await
+            .status(),
+        404
+    );
+    let (_, user) = page(admin.get(&user_page).await).await;
+    assert!(user.contains("No linked upstream identities."), "{user}");
+    assert!(
+        app.svc
+            .store
+            .identities_of_user(&t.id, &alice)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let removed: Vec<Value> = events(&app, &t.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "provider_removed")
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(
+        removed,
+        vec![json!({"slug": "amazon", "kind": "amazon", "links_removed": 1})]
+    );
 }
 
 /// Admin: link and unlink an upstream identity on a user's page, add a provider with the

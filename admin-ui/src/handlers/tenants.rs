@@ -4,8 +4,10 @@ use actix_web::{HttpRequest, web};
 
 use super::{done, or_back};
 use crate::Ui;
-use crate::port::TenantSettings;
-use crate::web_util::{Res, View, admin, form, operator_only, scoped, seconds, see_other};
+use crate::port::{AdminError, ProviderEditForm, ProviderView, TenantSettings};
+use crate::web_util::{
+    Fail, Res, View, admin, confirm, form, operator_only, scoped, seconds, see_other,
+};
 
 pub async fn list(ui: web::Data<Ui>, session: Session) -> Res {
     let actor = admin(&ui, &session).await?;
@@ -190,4 +192,106 @@ pub async fn add_provider(
             p.display_name, p.redirect_uri
         ),
     )
+}
+
+/// One provider's page: its settings to change, and its removal.
+pub async fn provider_get(
+    ui: web::Data<Ui>,
+    session: Session,
+    path: web::Path<(String, String)>,
+) -> Res {
+    let (t, slug) = path.into_inner();
+    let (actor, tenant) = scoped(&ui, &session, &t).await?;
+    let p = provider_of(&ui, &tenant.id, &slug).await?;
+    View::new(&session, &p.display_name)
+        .actor(&actor)
+        .tenant(&tenant)
+        .with("p", &p)
+        .render("admin/provider.html")
+}
+
+pub async fn provider_post(
+    ui: web::Data<Ui>,
+    session: Session,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Res {
+    let (t, slug) = path.into_inner();
+    let f = form(&req, &body, &session)?;
+    let (actor, tenant) = scoped(&ui, &session, &t).await?;
+    let p = provider_of(&ui, &tenant.id, &slug).await?;
+    let back = format!("/admin/t/{}/providers/{}", tenant.slug, p.slug);
+    let amazon = p.kind == "amazon";
+    let r = ui
+        .port
+        .update_provider(
+            &actor,
+            &tenant.id,
+            &p.slug,
+            ProviderEditForm {
+                display_name: f.trimmed("display_name").to_string(),
+                client_id: f.trimmed("client_id").to_string(),
+                client_secret: f.get("client_secret").trim().to_string(),
+                scopes: f.trimmed("scopes").to_string(),
+                region: amazon.then(|| f.trimmed("region").to_string()),
+                issuer: (!amazon).then(|| f.trimmed("issuer").to_string()),
+                auto_create: f.checked("auto_create"),
+                link_by_email: f.checked("link_by_email"),
+                enabled: f.checked("enabled"),
+            },
+            &ui.port.origin(&req),
+        )
+        .await
+        .map_err(Into::into);
+    let p = or_back(&session, &back, r)?;
+    done(&session, &back, &format!("{} saved.", p.display_name))
+}
+
+pub async fn provider_remove(
+    ui: web::Data<Ui>,
+    session: Session,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Res {
+    let (t, slug) = path.into_inner();
+    let f = form(&req, &body, &session)?;
+    let (actor, tenant) = scoped(&ui, &session, &t).await?;
+    // An unknown slug (or another tenant's) is not found, before and after confirming.
+    let p = provider_of(&ui, &tenant.id, &slug).await?;
+    if !f.confirmed() {
+        return confirm(
+            &session,
+            &req,
+            &f,
+            (&actor, &tenant),
+            &format!(
+                "Remove {}? Its sign-in button goes, and every account linked through it is unlinked; members keep their other ways to sign in.",
+                p.display_name
+            ),
+            "Remove",
+        );
+    }
+    let links = ui
+        .port
+        .remove_provider(&actor, &tenant.id, &p.slug, &ui.port.origin(&req))
+        .await?;
+    done(
+        &session,
+        &format!("/admin/t/{}/providers", tenant.slug),
+        &format!(
+            "{} removed ({links} linked account{} unlinked).",
+            p.display_name,
+            if links == 1 { "" } else { "s" }
+        ),
+    )
+}
+
+/// A provider of this tenant, or not found (also when it is another tenant's).
+async fn provider_of(ui: &Ui, tenant_id: &str, slug: &str) -> Result<ProviderView, Fail> {
+    ui.port
+        .provider(tenant_id, slug)
+        .await?
+        .ok_or(Fail::Admin(AdminError::NotFound))
 }

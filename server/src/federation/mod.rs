@@ -183,6 +183,80 @@ fn check_url(label: &str, u: &Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// What changes in a provider; `None` keeps the current value. An empty endpoint clears
+/// its override.
+#[derive(Default)]
+pub struct ProviderChange {
+    pub display_name: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretChange>,
+    pub scopes: Option<String>,
+    pub region: Option<String>,
+    pub issuer: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub auto_create: Option<bool>,
+    pub link_by_email: Option<bool>,
+    pub enabled: Option<bool>,
+}
+
+pub enum SecretChange {
+    Replace(Secret),
+    /// A public upstream client (no secret).
+    Remove,
+}
+
+/// The checks a provider's settings pass, new or changed. Returns its scopes and region
+/// (defaults filled in).
+fn checked_provider(p: &NewProvider) -> Result<(String, Option<String>)> {
+    let (scopes, region) = match p.kind.as_str() {
+        "amazon" => {
+            let r = p.region.as_deref().unwrap_or("NA").to_ascii_uppercase();
+            if !matches!(r.as_str(), "NA" | "EU" | "FE") {
+                return Err(Error::invalid_request("an Amazon region is NA, EU or FE"));
+            }
+            let s = p.scopes.clone().unwrap_or_else(|| "profile".into());
+            if !matches!(s.as_str(), "profile" | "profile:user_id") {
+                return Err(Error::invalid_request(
+                    "Login with Amazon scopes are profile or profile:user_id",
+                ));
+            }
+            (s, Some(r))
+        }
+        "oidc" => {
+            if p.issuer.as_deref().is_none_or(str::is_empty) {
+                return Err(Error::invalid_request("an OIDC provider needs --issuer"));
+            }
+            // (`openid` is always asked for, whether listed or not.)
+            let s = p
+                .scopes
+                .clone()
+                .unwrap_or_else(|| "openid email profile".into());
+            (s, None)
+        }
+        _ => return Err(Error::invalid_request("a provider kind is amazon or oidc")),
+    };
+    for (l, u) in [
+        ("issuer", &p.issuer),
+        ("authorization endpoint", &p.authorization_endpoint),
+        ("token endpoint", &p.token_endpoint),
+        ("userinfo endpoint", &p.userinfo_endpoint),
+        ("JWKS URI", &p.jwks_uri),
+    ] {
+        check_url(l, u)?;
+    }
+    if p.client_id.is_empty() || p.client_id.len() > 400 {
+        return Err(Error::invalid_request("a client ID is 1-400 characters"));
+    }
+    let name = p.display_name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(Error::invalid_request("a display name is 1-200 characters"));
+    }
+    Ok((scopes, region))
+}
+
 impl Services {
     fn secret_aad(tenant_id: &str, slug: &str) -> String {
         format!("upstream-secret:{tenant_id}:{slug}")
@@ -201,46 +275,7 @@ impl Services {
                 "a provider slug is 1-64 characters of a-z, 0-9 and '-'",
             ));
         }
-        let scopes = match p.kind.as_str() {
-            "amazon" => {
-                let r = p.region.as_deref().unwrap_or("NA").to_ascii_uppercase();
-                if !matches!(r.as_str(), "NA" | "EU" | "FE") {
-                    return Err(Error::invalid_request("an Amazon region is NA, EU or FE"));
-                }
-                let s = p.scopes.clone().unwrap_or_else(|| "profile".into());
-                if !matches!(s.as_str(), "profile" | "profile:user_id") {
-                    return Err(Error::invalid_request(
-                        "Login with Amazon scopes are profile or profile:user_id",
-                    ));
-                }
-                s
-            }
-            "oidc" => {
-                if p.issuer.as_deref().is_none_or(str::is_empty) {
-                    return Err(Error::invalid_request("an OIDC provider needs --issuer"));
-                }
-                p.scopes
-                    .clone()
-                    .unwrap_or_else(|| "openid email profile".into())
-            }
-            _ => return Err(Error::invalid_request("a provider kind is amazon or oidc")),
-        };
-        for (l, u) in [
-            ("issuer", &p.issuer),
-            ("authorization endpoint", &p.authorization_endpoint),
-            ("token endpoint", &p.token_endpoint),
-            ("userinfo endpoint", &p.userinfo_endpoint),
-            ("JWKS URI", &p.jwks_uri),
-        ] {
-            check_url(l, u)?;
-        }
-        if p.client_id.is_empty() || p.client_id.len() > 400 {
-            return Err(Error::invalid_request("a client ID is 1-400 characters"));
-        }
-        let name = p.display_name.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(Error::invalid_request("a display name is 1-200 characters"));
-        }
+        let (scopes, region) = checked_provider(&p)?;
         if self
             .store
             .provider_by_slug(&tenant.id, &p.slug)
@@ -253,15 +288,7 @@ impl Services {
             )));
         }
         let sealed = match &p.client_secret {
-            Some(s) => Some(
-                self.keys
-                    .sealer()
-                    .seal(
-                        &Self::secret_aad(&tenant.id, &p.slug),
-                        s.expose().as_bytes(),
-                    )
-                    .map_err(Error::internal)?,
-            ),
+            Some(s) => Some(self.seal_upstream_secret(tenant, &p.slug, s)?),
             None => None,
         };
         let now = self.now();
@@ -270,12 +297,11 @@ impl Services {
             tenant_id: tenant.id.clone(),
             slug: p.slug.clone(),
             kind: p.kind.clone(),
-            display_name: name.to_string(),
+            display_name: p.display_name.trim().to_string(),
             client_id: p.client_id.clone(),
             client_secret_enc: sealed,
             scopes,
-            region: (p.kind == "amazon")
-                .then(|| p.region.as_deref().unwrap_or("NA").to_ascii_uppercase()),
+            region,
             issuer: p.issuer.clone(),
             authorization_endpoint: p.authorization_endpoint.clone(),
             token_endpoint: p.token_endpoint.clone(),
@@ -296,6 +322,145 @@ impl Services {
             )
             .await?;
         Ok(m)
+    }
+
+    fn seal_upstream_secret(
+        &self,
+        tenant: &tenant::Model,
+        slug: &str,
+        secret: &Secret,
+    ) -> Result<Vec<u8>> {
+        self.keys
+            .sealer()
+            .seal(
+                &Self::secret_aad(&tenant.id, slug),
+                secret.expose().as_bytes(),
+            )
+            .map_err(Error::internal)
+    }
+
+    /// Change a provider of this tenant (its kind and slug stay: the slug is in the redirect
+    /// URI registered at the upstream). Checked as a new provider is; audited with the names
+    /// of the fields that changed (never the secret's value). `None` when the tenant has no
+    /// such provider.
+    pub async fn update_provider(
+        &self,
+        tenant: &tenant::Model,
+        slug: &str,
+        change: ProviderChange,
+        by: impl Into<By>,
+    ) -> Result<Option<upstream_provider::Model>> {
+        let by = by.into();
+        let Some(old) = self.store.provider_by_slug(&tenant.id, slug).await? else {
+            return Ok(None);
+        };
+        // An empty endpoint clears its override (back to the default or discovery).
+        let endpoint = |new: Option<String>, old: &Option<String>| match new {
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(v.trim().to_string()),
+            None => old.clone(),
+        };
+        let merged = NewProvider {
+            slug: old.slug.clone(),
+            kind: old.kind.clone(),
+            display_name: change
+                .display_name
+                .unwrap_or_else(|| old.display_name.clone()),
+            client_id: change.client_id.unwrap_or_else(|| old.client_id.clone()),
+            client_secret: None,
+            scopes: Some(change.scopes.unwrap_or_else(|| old.scopes.clone())),
+            region: change.region.or_else(|| old.region.clone()),
+            issuer: change.issuer.or_else(|| old.issuer.clone()),
+            authorization_endpoint: endpoint(
+                change.authorization_endpoint,
+                &old.authorization_endpoint,
+            ),
+            token_endpoint: endpoint(change.token_endpoint, &old.token_endpoint),
+            userinfo_endpoint: endpoint(change.userinfo_endpoint, &old.userinfo_endpoint),
+            jwks_uri: endpoint(change.jwks_uri, &old.jwks_uri),
+            auto_create: change.auto_create.unwrap_or(old.auto_create),
+            link_by_email: change.link_by_email.unwrap_or(old.link_by_email),
+        };
+        let (scopes, region) = checked_provider(&merged)?;
+        let client_secret_enc = match change.client_secret {
+            Some(SecretChange::Replace(s)) => Some(self.seal_upstream_secret(tenant, slug, &s)?),
+            Some(SecretChange::Remove) => None,
+            None => old.client_secret_enc.clone(),
+        };
+        let new = upstream_provider::Model {
+            display_name: merged.display_name.trim().to_string(),
+            client_id: merged.client_id,
+            client_secret_enc,
+            scopes,
+            region,
+            issuer: merged.issuer,
+            authorization_endpoint: merged.authorization_endpoint,
+            token_endpoint: merged.token_endpoint,
+            userinfo_endpoint: merged.userinfo_endpoint,
+            jwks_uri: merged.jwks_uri,
+            auto_create: merged.auto_create,
+            link_by_email: merged.link_by_email,
+            enabled: change.enabled.unwrap_or(old.enabled),
+            ..old.clone()
+        };
+        let changed: Vec<&str> = [
+            ("display_name", old.display_name != new.display_name),
+            ("client_id", old.client_id != new.client_id),
+            (
+                "client_secret",
+                old.client_secret_enc != new.client_secret_enc,
+            ),
+            ("scopes", old.scopes != new.scopes),
+            ("region", old.region != new.region),
+            ("issuer", old.issuer != new.issuer),
+            (
+                "authorization_endpoint",
+                old.authorization_endpoint != new.authorization_endpoint,
+            ),
+            ("token_endpoint", old.token_endpoint != new.token_endpoint),
+            (
+                "userinfo_endpoint",
+                old.userinfo_endpoint != new.userinfo_endpoint,
+            ),
+            ("jwks_uri", old.jwks_uri != new.jwks_uri),
+            ("auto_create", old.auto_create != new.auto_create),
+            ("link_by_email", old.link_by_email != new.link_by_email),
+            ("enabled", old.enabled != new.enabled),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect();
+        if changed.is_empty() {
+            return Ok(Some(old));
+        }
+        let ev = AuditEvent::new("provider_changed", "ok", Some(&tenant.id), &by.req)
+            .actor(&by.actor)
+            .detail(serde_json::json!({"slug": new.slug, "changed": changed}));
+        if !self.store.update_provider(&new, ev, self.now()).await? {
+            return Ok(None);
+        }
+        Ok(Some(new))
+    }
+
+    /// Remove a provider of this tenant and every identity linked through it (members who
+    /// signed in only with it keep their accounts and can be given a password or passkey).
+    /// Returns how many links went with it; `None` when the tenant has no such provider.
+    pub async fn remove_provider(
+        &self,
+        tenant: &tenant::Model,
+        slug: &str,
+        by: impl Into<By>,
+    ) -> Result<Option<u64>> {
+        let by = by.into();
+        let Some(p) = self.store.provider_by_slug(&tenant.id, slug).await? else {
+            return Ok(None);
+        };
+        let ev = AuditEvent::new("provider_removed", "ok", Some(&tenant.id), &by.req)
+            .actor(&by.actor)
+            .detail(serde_json::json!({"slug": p.slug, "kind": p.kind}));
+        self.store
+            .remove_provider(&tenant.id, &p.id, ev, self.now())
+            .await
     }
 
     /// The enabled providers of a tenant, for sign-in buttons: (slug, name).

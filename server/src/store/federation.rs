@@ -3,7 +3,9 @@ use entity::{upstream_identity, upstream_provider, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
+use super::audit::insert_audit;
 use super::{SelectUnique, Store};
+use crate::audit::AuditEvent;
 use crate::error::Result;
 
 impl Store {
@@ -31,6 +33,120 @@ impl Store {
         .exec_without_returning(&self.db)
         .await?;
         Ok(())
+    }
+
+    /// Write a provider's changeable settings (not its tenant, slug, kind or creation time)
+    /// with the audit event of the change, in one transaction. False when it is gone.
+    pub async fn update_provider(
+        &self,
+        p: &upstream_provider::Model,
+        audit: AuditEvent,
+        now: i64,
+    ) -> Result<bool> {
+        let txn = self.write_txn().await?;
+        let updated = upstream_provider::Entity::update_many()
+            .col_expr(
+                upstream_provider::Column::DisplayName,
+                Expr::value(p.display_name.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::ClientId,
+                Expr::value(p.client_id.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::ClientSecretEnc,
+                Expr::value(p.client_secret_enc.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::Scopes,
+                Expr::value(p.scopes.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::Region,
+                Expr::value(p.region.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::Issuer,
+                Expr::value(p.issuer.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::AuthorizationEndpoint,
+                Expr::value(p.authorization_endpoint.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::TokenEndpoint,
+                Expr::value(p.token_endpoint.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::UserinfoEndpoint,
+                Expr::value(p.userinfo_endpoint.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::JwksUri,
+                Expr::value(p.jwks_uri.clone()),
+            )
+            .col_expr(
+                upstream_provider::Column::AutoCreate,
+                Expr::value(p.auto_create),
+            )
+            .col_expr(
+                upstream_provider::Column::LinkByEmail,
+                Expr::value(p.link_by_email),
+            )
+            .col_expr(upstream_provider::Column::Enabled, Expr::value(p.enabled))
+            .filter(upstream_provider::Column::Id.eq(p.id.clone()))
+            .filter(upstream_provider::Column::TenantId.eq(p.tenant_id.clone()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if updated == 0 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&txn, audit, now).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Delete a provider of this tenant and the identities linked through it, with the audit
+    /// event (which learns how many links went), in one transaction. `None` when it is gone.
+    pub async fn remove_provider(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        audit: AuditEvent,
+        now: i64,
+    ) -> Result<Option<u64>> {
+        let txn = self.write_txn().await?;
+        let links = upstream_identity::Entity::delete_many()
+            .filter(upstream_identity::Column::TenantId.eq(tenant_id))
+            .filter(upstream_identity::Column::ProviderId.eq(id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let gone = upstream_provider::Entity::delete_many()
+            .filter(upstream_provider::Column::Id.eq(id))
+            .filter(upstream_provider::Column::TenantId.eq(tenant_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if gone == 0 {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        let mut audit = audit;
+        let mut detail = audit
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(d) = detail.as_object_mut() {
+            d.insert("links_removed".into(), links.into());
+        }
+        audit.detail = Some(detail.to_string());
+        insert_audit(&txn, audit, now).await?;
+        txn.commit().await?;
+        Ok(Some(links))
     }
 
     pub async fn providers_of_tenant(

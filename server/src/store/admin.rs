@@ -181,7 +181,7 @@ impl Store {
                 ])
                 .to_owned(),
         )
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.w())
         .await?;
         self.cache.settings_changed();
         Ok(())
@@ -218,7 +218,7 @@ impl Store {
             .col_expr(tenant::Column::FedAutoCreate, Expr::value(fed_policy.0))
             .col_expr(tenant::Column::FedLinkByEmail, Expr::value(fed_policy.1))
             .filter(tenant::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         self.cache.tenants_changed();
         Ok(())
@@ -297,7 +297,7 @@ impl Store {
             .col_expr(user::Column::Role, Expr::value(role))
             .filter(user::Column::Id.eq(id))
             .filter(user::Column::TenantId.eq(tenant_id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected;
         Ok(n == 1)
@@ -371,7 +371,7 @@ impl Store {
         let n = browser_session::Entity::delete_many()
             .filter(browser_session::Column::Id.eq(id_hash))
             .filter(browser_session::Column::TenantId.eq(tenant_id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected;
         Ok(n == 1)
@@ -381,7 +381,7 @@ impl Store {
         Ok(browser_session::Entity::delete_many()
             .filter(browser_session::Column::TenantId.eq(tenant_id))
             .filter(browser_session::Column::UserId.eq(user_id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected)
     }
@@ -456,7 +456,7 @@ impl Store {
             .filter(client::Column::Id.eq(pk))
             .filter(client::Column::TenantId.eq(tenant_id))
             .filter(client::Column::Public.eq(false))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected;
         self.cache.clients_changed();

@@ -83,7 +83,7 @@ fn audit_model(ev: AuditEvent, now: i64) -> audit_event::ActiveModel {
 
 impl Store {
     pub async fn insert_audit(&self, ev: AuditEvent, now: i64) -> Result<()> {
-        insert_audit(&self.db, ev, now).await
+        insert_audit(&self.w(), ev, now).await
     }
 
     pub async fn audit_events(&self, tenant_id: &str) -> Result<Vec<audit_event::Model>> {

@@ -41,7 +41,7 @@ impl Store {
             expires_at: Set(m.expires_at),
             consumed_at: Set(None),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.w())
         .await?;
         Ok(())
     }
@@ -136,19 +136,19 @@ impl Store {
     pub async fn purge_expired(&self, now: i64) -> Result<()> {
         authorization_code::Entity::delete_many()
             .filter(authorization_code::Column::ExpiresAt.lt(now - 86_400))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         refresh_token::Entity::delete_many()
             .filter(refresh_token::Column::ExpiresAt.lt(now - 86_400))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         entity::revoked_access_token::Entity::delete_many()
             .filter(entity::revoked_access_token::Column::ExpiresAt.lt(now))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         entity::browser_session::Entity::delete_many()
             .filter(entity::browser_session::Column::ExpiresAt.lt(now))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         // Sign-in attempt counters (one per tried username, existing or not) unused for a day
         // and with no lockout running. Forgetting one costs at most one more round of
@@ -156,7 +156,7 @@ impl Store {
         entity::login_throttle::Entity::delete_many()
             .filter(entity::login_throttle::Column::UpdatedAt.lt(now - 86_400))
             .filter(entity::login_throttle::Column::LockedUntil.lt(now))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         Ok(())
     }

@@ -30,7 +30,7 @@ impl Store {
             enabled: Set(p.enabled),
             created_at: Set(p.created_at),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.w())
         .await?;
         Ok(())
     }
@@ -259,7 +259,7 @@ impl Store {
         upstream_identity::Entity::update_many()
             .col_expr(upstream_identity::Column::LastUsedAt, Expr::value(now))
             .filter(upstream_identity::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         Ok(())
     }
@@ -270,7 +270,7 @@ impl Store {
             .filter(upstream_identity::Column::Id.eq(id))
             .filter(upstream_identity::Column::TenantId.eq(tenant_id))
             .filter(upstream_identity::Column::UserId.eq(user_id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected;
         Ok(n == 1)

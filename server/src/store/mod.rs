@@ -87,6 +87,106 @@ pub struct Store {
     db: DatabaseConnection,
     cache: std::sync::Arc<cache::Caches>,
     live: std::sync::Arc<live::LiveChecks>,
+    /// SQLite: this process's writers take turns here, first come first served, before they
+    /// ask SQLite for its write lock. Left to SQLite alone, a writer that finds the lock taken
+    /// sleeps in its busy handler (1, 2, 5 … up to 100 ms between tries) while the lock,
+    /// released meanwhile, stays idle. `None` on PostgreSQL (row locks, no single writer).
+    writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction; on SQLite it also holds this process's write turn until it ends.
+pub(crate) struct WriteTxn {
+    txn: sea_orm::DatabaseTransaction,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        let WriteTxn { txn, _turn } = self;
+        txn.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        let WriteTxn { txn, _turn } = self;
+        txn.rollback().await
+    }
+}
+
+#[async_trait::async_trait]
+impl sea_orm::ConnectionTrait for WriteTxn {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+    async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+    async fn query_one_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+    async fn query_all_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+    fn support_returning(&self) -> bool {
+        self.txn.support_returning()
+    }
+}
+
+/// The pool for one write statement outside a transaction: on SQLite each statement waits
+/// for this process's write turn (see `Store::writes`).
+pub(crate) struct Writes<'a>(&'a Store);
+
+impl Writes<'_> {
+    async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.0.writes {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl sea_orm::ConnectionTrait for Writes<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.0.db.get_database_backend()
+    }
+    async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        let _turn = self.turn().await;
+        self.0.db.execute_raw(stmt).await
+    }
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        let _turn = self.turn().await;
+        self.0.db.execute_unprepared(sql).await
+    }
+    async fn query_one_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+        let _turn = self.turn().await;
+        self.0.db.query_one_raw(stmt).await
+    }
+    async fn query_all_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        let _turn = self.turn().await;
+        self.0.db.query_all_raw(stmt).await
+    }
+    fn support_returning(&self) -> bool {
+        self.0.db.support_returning()
+    }
+}
+
+fn write_turns(db: &DatabaseConnection) -> Option<std::sync::Arc<tokio::sync::Mutex<()>>> {
+    (db.get_database_backend() == DbBackend::Sqlite).then(Default::default)
 }
 
 impl std::fmt::Debug for Store {
@@ -126,6 +226,7 @@ impl Store {
             });
         let db = Database::connect(opts).await?;
         Ok(Self {
+            writes: write_turns(&db),
             db,
             cache: std::sync::Arc::new(cache::Caches::new(cache_ttl)),
             live: Default::default(),
@@ -134,6 +235,7 @@ impl Store {
 
     pub fn from_connection(db: DatabaseConnection) -> Self {
         Self {
+            writes: write_turns(&db),
             db,
             cache: std::sync::Arc::new(cache::Caches::new(Duration::ZERO)),
             live: Default::default(),
@@ -151,7 +253,10 @@ impl Store {
     /// A transaction that writes. On SQLite it starts `IMMEDIATE`: it takes the write lock at
     /// once (waiting up to `busy_timeout`) instead of failing with "database is locked" when a
     /// read is later upgraded to a write under contention.
-    pub(crate) async fn write_txn(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    ///
+    /// On SQLite it first waits for this process's write turn (`Store::writes`) and holds it
+    /// until the transaction ends.
+    pub(crate) async fn write_txn(&self) -> Result<WriteTxn, DbErr> {
         use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
         let opts = match self.backend() {
             DbBackend::Sqlite => TransactionOptions {
@@ -160,7 +265,16 @@ impl Store {
             },
             _ => TransactionOptions::default(),
         };
-        self.db.begin_with_options(opts).await
+        let turn = Writes(self).turn().await;
+        Ok(WriteTxn {
+            txn: self.db.begin_with_options(opts).await?,
+            _turn: turn,
+        })
+    }
+
+    /// Where a write statement outside a transaction goes (see `Writes`).
+    pub(crate) fn w(&self) -> Writes<'_> {
+        Writes(self)
     }
 
     /// PostgreSQL with autovacuum off: tables bloat and cached query plans go stale as they

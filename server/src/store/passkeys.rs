@@ -20,7 +20,7 @@ impl Store {
             created_at: Set(p.created_at),
             last_used_at: Set(p.last_used_at),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.w())
         .await?;
         Ok(())
     }
@@ -60,7 +60,7 @@ impl Store {
             .col_expr(passkey::Column::BackupState, Expr::value(backup_state))
             .col_expr(passkey::Column::LastUsedAt, Expr::value(now))
             .filter(passkey::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         Ok(())
     }
@@ -77,7 +77,7 @@ impl Store {
             .filter(passkey::Column::Id.eq(id))
             .filter(passkey::Column::TenantId.eq(tenant_id))
             .filter(passkey::Column::UserId.eq(user_id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected
             == 1)
@@ -88,7 +88,7 @@ impl Store {
             .filter(passkey::Column::Id.eq(id))
             .filter(passkey::Column::TenantId.eq(tenant_id))
             .filter(passkey::Column::UserId.eq(user_id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected
             == 1)
@@ -103,7 +103,7 @@ impl Store {
             state: Set(c.state),
             expires_at: Set(c.expires_at),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.w())
         .await?;
         Ok(())
     }
@@ -127,7 +127,7 @@ impl Store {
         };
         let taken = webauthn_ceremony::Entity::delete_many()
             .filter(webauthn_ceremony::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected
             == 1;
@@ -137,7 +137,7 @@ impl Store {
     pub async fn purge_ceremonies(&self, now: i64) -> Result<()> {
         webauthn_ceremony::Entity::delete_many()
             .filter(webauthn_ceremony::Column::ExpiresAt.lt(now))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         Ok(())
     }
@@ -152,7 +152,7 @@ impl Store {
             expires_at: Set(l.expires_at),
             used_at: Set(None),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.w())
         .await?;
         Ok(())
     }
@@ -180,7 +180,7 @@ impl Store {
             .filter(enrollment_link::Column::Id.eq(id))
             .filter(enrollment_link::Column::UsedAt.is_null())
             .filter(enrollment_link::Column::ExpiresAt.gt(now))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected
             == 1)

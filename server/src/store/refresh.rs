@@ -4,8 +4,8 @@ use sea_orm::sea_query::{
     WithQuery,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    FromQueryResult, Iterable, QueryFilter, QueryResult, QueryTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    Iterable, QueryFilter, QueryResult, QueryTrait,
 };
 
 use super::audit::{audit_insert, audit_insert_select, insert_audit};
@@ -198,7 +198,7 @@ fn decode_token_row(row: &QueryResult, token_hash: &str) -> Result<TokenRow> {
 /// Mark the presented token used (only if unused and unexpired) and read it with its family.
 /// Answers whether this call marked it, and the row as it was before.
 async fn mark_used_and_read(
-    txn: &DatabaseTransaction,
+    txn: &super::WriteTxn,
     tenant_id: &str,
     token_hash: &str,
     now: i64,
@@ -490,7 +490,7 @@ impl Store {
             .col_expr(refresh_family::Column::RevokedReason, Expr::value(reason))
             .filter(refresh_family::Column::Id.eq(family_id))
             .filter(refresh_family::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         Ok(())
     }

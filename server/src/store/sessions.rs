@@ -33,7 +33,7 @@ impl Store {
             updated_at: Set(now),
             expires_at: Set(expires_at),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.w())
         .await?;
         Ok(())
     }
@@ -65,7 +65,7 @@ impl Store {
             .col_expr(browser_session::Column::ExpiresAt, Expr::value(expires_at))
             .filter(browser_session::Column::Id.eq(id_hash))
             .filter(browser_session::Column::ExpiresAt.gt(now))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected;
         Ok(n == 1)
@@ -76,14 +76,14 @@ impl Store {
             .col_expr(browser_session::Column::UpdatedAt, Expr::value(now))
             .col_expr(browser_session::Column::ExpiresAt, Expr::value(expires_at))
             .filter(browser_session::Column::Id.eq(id_hash))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         Ok(())
     }
 
     pub async fn session_delete(&self, id_hash: &str) -> Result<()> {
         browser_session::Entity::delete_by_id(id_hash.to_string())
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         Ok(())
     }
@@ -114,7 +114,7 @@ impl Store {
             .filter(browser_session::Column::Id.eq(id_hash))
             .filter(browser_session::Column::TenantId.eq(tenant_id))
             .filter(browser_session::Column::UserId.eq(user_id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?
             .rows_affected;
         Ok(n == 1)

@@ -22,7 +22,7 @@ impl Store {
             created_at: Set(t.created_at),
         };
         tenant::Entity::insert(am)
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.w())
             .await?;
         self.cache.tenants_changed();
         Ok(())
@@ -69,7 +69,7 @@ impl Store {
                 Expr::value(passkeys_required),
             )
             .filter(tenant::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&self.w())
             .await?;
         self.cache.tenants_changed();
         Ok(())

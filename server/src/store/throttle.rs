@@ -109,7 +109,7 @@ impl Store {
                      LEFT JOIN password_credentials ON password_credentials.user_id = users.id"
                 );
                 let row = self
-                    .db
+                    .w()
                     .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
                     .await?
                     .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?;
@@ -133,7 +133,7 @@ impl Store {
                     _ => sql.replace('$', "?"),
                 };
                 let counted = self
-                    .db
+                    .w()
                     .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
                     .await?
                     .is_some();

@@ -1,9 +1,12 @@
 use entity::{authorization_code, refresh_family, refresh_token};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryTrait,
+};
 
-use super::audit::insert_audit;
-use super::refresh::{NewRefresh, insert_refresh};
+use super::audit::audit_insert;
+use super::refresh::{NewRefresh, refresh_insert};
 use super::{SelectUnique, Store};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
@@ -64,21 +67,32 @@ impl Store {
         let txn = self.write_txn().await?;
         // Write first: takes the row (PostgreSQL) or database (SQLite) write lock before any
         // read, so a concurrent redemption waits for our commit.
-        let won = authorization_code::Entity::update_many()
+        let consume = authorization_code::Entity::update_many()
             .col_expr(authorization_code::Column::ConsumedAt, Expr::value(now))
             .filter(authorization_code::Column::CodeHash.eq(code_hash))
             .filter(authorization_code::Column::TenantId.eq(tenant_id))
-            .filter(authorization_code::Column::ConsumedAt.is_null())
-            .exec(&txn)
-            .await?
-            .rows_affected
-            == 1;
-        let Some(code) = authorization_code::Entity::find()
+            .filter(authorization_code::Column::ConsumedAt.is_null());
+        let read = authorization_code::Entity::find()
             .filter(authorization_code::Column::CodeHash.eq(code_hash))
-            .filter(authorization_code::Column::TenantId.eq(tenant_id))
-            .unique(&txn)
-            .await?
-        else {
+            .filter(authorization_code::Column::TenantId.eq(tenant_id));
+        let b = txn.get_database_backend();
+        let (won, code) = if b == DbBackend::Sqlite {
+            // One call (see `batch`): `changes()` says whether the update consumed it.
+            let mut select = read.into_query();
+            select.expr_as(Expr::cust("changes()"), "won");
+            match super::batch(&txn, vec![b.build(&consume.into_query()), b.build(&select)]).await?
+            {
+                Some(row) => (
+                    row.try_get::<i64>("", "won")? == 1,
+                    Some(authorization_code::Model::from_query_result(&row, "")?),
+                ),
+                None => (false, None),
+            }
+        } else {
+            let won = consume.exec(&txn).await?.rows_affected == 1;
+            (won, read.unique(&txn).await?)
+        };
+        let Some(code) = code else {
             txn.rollback().await?;
             return Ok(CodeOutcome::Unknown);
         };
@@ -102,6 +116,7 @@ impl Store {
                 Err(e)
             }
             Ok((refresh, audit)) => {
+                let mut writes = Vec::new();
                 if let Some(r) = refresh {
                     let fam = refresh_family::ActiveModel {
                         id: Set(r.family_id.clone()),
@@ -117,13 +132,15 @@ impl Store {
                         revoked_at: Set(None),
                         revoked_reason: Set(None),
                     };
-                    refresh_family::Entity::insert(fam)
-                        .exec_without_returning(&txn)
-                        .await?;
-                    insert_refresh(&txn, &r, now).await?;
+                    writes.push(b.build(&refresh_family::Entity::insert(fam).into_query()));
+                    writes.push(b.build(&refresh_insert(&r, now)));
                 }
                 if let Some(ev) = audit {
-                    insert_audit(&txn, ev, now).await?;
+                    writes.push(b.build(&audit_insert(ev, now)));
+                }
+                // One call on SQLite (see `batch`).
+                if !writes.is_empty() {
+                    super::batch(&txn, writes).await?;
                 }
                 txn.commit().await.map_err(Error::from)?;
                 Ok(CodeOutcome::Redeemed(code))

@@ -140,6 +140,46 @@ impl sea_orm::ConnectionTrait for WriteTxn {
     }
 }
 
+/// Several statements in one call on SQLite: sqlx runs them in order on the connection's
+/// thread (plain `?` parameters number on from one statement to the next), so a write
+/// transaction, which holds SQLite's only write lock, hands work to that thread once instead
+/// of once per statement. With a final `SELECT`, its first row is the answer (`changes()`
+/// there counts the rows of the statement before it). On PostgreSQL (the extended protocol
+/// takes one statement at a time) they run one after the other.
+pub(crate) async fn batch<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    statements: Vec<sea_orm::Statement>,
+) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Sqlite {
+        let mut last = None;
+        let n = statements.len();
+        for (i, st) in statements.into_iter().enumerate() {
+            if i + 1 == n {
+                last = db.query_one_raw(st).await?;
+            } else {
+                db.execute_raw(st).await?;
+            }
+        }
+        return Ok(last);
+    }
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for st in statements {
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str(&st.sql);
+        if let Some(v) = st.values {
+            values.extend(v.0);
+        }
+    }
+    db.query_one_raw(sea_orm::Statement::from_sql_and_values(
+        backend, sql, values,
+    ))
+    .await
+}
+
 /// The pool for one write statement outside a transaction: on SQLite each statement waits
 /// for this process's write turn (see `Store::writes`).
 pub(crate) struct Writes<'a>(&'a Store);

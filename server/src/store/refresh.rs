@@ -8,7 +8,7 @@ use sea_orm::{
     Iterable, QueryFilter, QueryResult, QueryTrait,
 };
 
-use super::audit::{audit_insert, audit_insert_select, insert_audit};
+use super::audit::{audit_insert, audit_insert_select};
 use super::{SelectUnique, Store, new_id};
 use crate::audit::AuditEvent;
 use crate::error::Result;
@@ -53,19 +53,8 @@ fn refresh_model(r: &NewRefresh, now: i64) -> refresh_token::ActiveModel {
     }
 }
 
-fn refresh_insert(r: &NewRefresh, now: i64) -> InsertStatement {
+pub(crate) fn refresh_insert(r: &NewRefresh, now: i64) -> InsertStatement {
     refresh_token::Entity::insert(refresh_model(r, now)).into_query()
-}
-
-pub(crate) async fn insert_refresh<C: ConnectionTrait>(
-    db: &C,
-    r: &NewRefresh,
-    now: i64,
-) -> Result<()> {
-    refresh_token::Entity::insert(refresh_model(r, now))
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
 }
 
 /// A refresh token with its family, read in one query (token, family, grant, user and
@@ -208,10 +197,21 @@ async fn mark_used_and_read(
         .filter(refresh_token::Column::TokenHash.eq(token_hash))
         .filter(refresh_token::Column::UsedAt.is_null())
         .filter(refresh_token::Column::ExpiresAt.gt(now));
-    if txn.get_database_backend() != DbBackend::Postgres {
-        // SQLite answers in-process: two statements cost next to nothing.
-        let fresh = mark.exec(txn).await?.rows_affected == 1;
-        return Ok((fresh, token_row(txn, tenant_id, token_hash).await?));
+    let backend = txn.get_database_backend();
+    if backend != DbBackend::Postgres {
+        // SQLite: the update and the read in one call; `changes()` says whether it marked.
+        let mut select = token_row_query(tenant_id, token_hash);
+        select.expr_as(Expr::cust("changes()"), "fresh");
+        let Some(row) = super::batch(
+            txn,
+            vec![backend.build(&mark.into_query()), backend.build(&select)],
+        )
+        .await?
+        else {
+            return Ok((false, None));
+        };
+        let fresh: i64 = row.try_get("", "fresh")?;
+        return Ok((fresh == 1, Some(decode_token_row(&row, token_hash)?)));
     }
     // PostgreSQL: one round trip. The update runs as a data-modifying CTE; the select beside
     // it reads the snapshot from before the update and learns from the CTE whether it matched.
@@ -443,9 +443,16 @@ impl Store {
                 .to_owned();
             txn.execute(&q).await?;
         } else {
-            insert_refresh(&txn, &next, now).await?;
-            touch_grant.exec(&txn).await?;
-            insert_audit(&txn, audit, now).await?;
+            let b = txn.get_database_backend();
+            super::batch(
+                &txn,
+                vec![
+                    b.build(&refresh_insert(&next, now)),
+                    b.build(&touch_grant.into_query()),
+                    b.build(&audit_insert(audit, now)),
+                ],
+            )
+            .await?;
         }
         txn.commit().await?;
         Ok(RefreshOutcome::Rotated { family: fam, retry })

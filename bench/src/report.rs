@@ -104,7 +104,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
     );
     let _ = writeln!(
         o,
-        "| ma-idp configuration | defaults: HTTP workers = cores, database pool 16, argon2id m={ARGON2_M_KIB} KiB t={ARGON2_T} p={ARGON2_P} with hashes at once = cores, `RUST_LOG=warn`, plain HTTP on 127.0.0.1 |"
+        "| ma-idp configuration | defaults: HTTP workers = cores, database pool 8 on SQLite and 16 on PostgreSQL, argon2id m={ARGON2_M_KIB} KiB t={ARGON2_T} p={ARGON2_P} with hashes at once = cores, `RUST_LOG=warn`, plain HTTP on 127.0.0.1 |"
     );
     if info.ip_limits_off {
         let _ = writeln!(

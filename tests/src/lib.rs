@@ -183,7 +183,7 @@ pub fn settings_for(dir: &std::path::Path, db: Option<String>, port: u16) -> Set
         data_dir: dir.to_path_buf(),
         master_key: Some(STANDARD.encode([7u8; 32])),
         workers: Some(2),
-        db_max_connections: 8,
+        db_max_connections: Some(8),
         argon2: ma_idp::config::Argon2Settings {
             m_cost: 8192,
             t_cost: 1,

@@ -194,7 +194,7 @@ impl Settings {
     /// The database pool size: `db_max_connections`, at least 1; by default 8 on SQLite and
     /// 16 on PostgreSQL. (Measured on SQLite with 2 cores, where ma-idp's writers take turns
     /// in-process and each connection is a thread with its own page and statement caches: 8
-    /// connections answered as fast as 16 and kept the peak RSS of a sign-in storm 3 MiB
+    /// connections answered as fast as 16 and kept the peak RSS of a sign-in storm 4 MiB
     /// lower. PostgreSQL commits in parallel and keeps 16.)
     pub fn db_pool_size(&self) -> u32 {
         let default = if self.database_url().starts_with("sqlite:") {

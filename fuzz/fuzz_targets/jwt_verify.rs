@@ -27,7 +27,7 @@ fn keys() -> &'static Arc<TenantKeys> {
         let settings = Settings {
             data_dir: dir.clone(),
             master_key: Some(base64::engine::general_purpose::STANDARD.encode([3u8; 32])),
-            db_max_connections: 1,
+            db_max_connections: Some(1),
             ..Settings::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -139,6 +139,30 @@ async fn sweep_stale_databases(conn: &sea_orm::DatabaseConnection) {
         .await;
 }
 
+/// Drops the PostgreSQL database `fresh_pg_database` made when it goes out of scope, even when
+/// the test panics: for the tests that run ma-idp as a process (CLI, browser, interop, crash)
+/// instead of through `TestApp`, whose `stop` drops its own. `None` (SQLite) does nothing.
+pub struct DropDatabase(pub Option<String>);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let Some(url) = self.0.take() else {
+            return;
+        };
+        // Drop may run inside a runtime (a test's own): use a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(drop_pg_database(&url)),
+                Err(e) => eprintln!("could not drop test database {url}: {e}"),
+            }
+        })
+        .join();
+    }
+}
+
 /// Drop a database `fresh_pg_database` made (its connections are closed by force).
 pub async fn drop_pg_database(url: &str) {
     let Some((_, name)) = url.rsplit_once('/') else {

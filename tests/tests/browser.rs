@@ -71,6 +71,7 @@ async fn passkeys_in_chromium(backend: Backend) {
             None => return,
         },
     };
+    let _drop_database = DropDatabase(db.clone());
     let mut cmd = Command::new("node");
     cmd.arg("tests/browser/passkeys.mjs")
         .current_dir(root())

@@ -68,6 +68,7 @@ async fn cli_sets_up_alexa_and_serve_links_it(backend: Backend) {
             None => return,
         },
     };
+    let _drop_database = DropDatabase(db.clone());
     let cli = Cli {
         dir: tempfile::tempdir().unwrap(),
         db,

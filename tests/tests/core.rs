@@ -1686,11 +1686,13 @@ async fn concurrent_introspections_answer_each_token(backend: Backend) {
     app.stop().await;
 }
 
-/// The store's one-statement refresh (PostgreSQL): it rotates a live token presented by its
-/// client, and writes nothing in any other case (the full transaction then answers). On
-/// SQLite it always declines.
+/// The store's one-call refresh (one statement on PostgreSQL, one `IMMEDIATE` transaction
+/// sent at once on SQLite): it rotates a live token presented by its client, and writes
+/// nothing in any other case (the full transaction then answers); a write failing half-way is
+/// rolled back whole.
 async fn refresh_in_one_statement_where_it_can(backend: Backend) {
     use ma_idp::secrets::token_hash;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
@@ -1723,26 +1725,72 @@ async fn refresh_in_one_statement_where_it_can(backend: Backend) {
     assert!(at_once(&first, "not-the-client").await.is_none());
     assert!(at_once("no such token", &client.id).await.is_none());
     let rotated = at_once(&first, &client.id).await;
-    match backend {
-        Backend::Postgres => {
-            let fam = rotated.expect("PostgreSQL rotates in one statement");
-            assert_eq!(fam.client_id, client.id);
-            // The presented token is used now; its successor works over HTTP.
-            assert!(at_once(&first, &client.id).await.is_none());
-            let (s, r) = app.refresh(&setup, next).await;
-            assert_eq!(s, 200, "{r}");
-            // The first token was rotated a moment ago: a retry within the grace window.
-            let (s, r) = app.refresh(&setup, &first).await;
-            assert_eq!(s, 200, "{r}");
-        }
-        Backend::Sqlite => {
-            assert!(rotated.is_none(), "SQLite uses the transaction");
-            // Nothing was written: the first token still refreshes normally.
-            let (s, r) = app.refresh(&setup, &first).await;
-            assert_eq!(s, 200, "{r}");
-            let (s, _) = app.refresh(&setup, next).await;
-            assert_eq!(s, 400, "no successor was stored");
-        }
+    let fam = rotated.expect("the common case rotates in one call");
+    assert_eq!(fam.client_id, client.id);
+    // The presented token is used now; its successor works over HTTP.
+    assert!(at_once(&first, &client.id).await.is_none());
+    let (s, r) = app.refresh(&setup, next).await;
+    assert_eq!(s, 200, "{r}");
+    let after = r["refresh_token"].as_str().unwrap().to_string();
+    // The first token was rotated a moment ago: a retry within the grace window.
+    let (s, r) = app.refresh(&setup, &first).await;
+    assert_eq!(s, 200, "{r}");
+    // The one call wrote the grant's last use and its audit event with the successor.
+    let grant = entity::grant::Entity::find_by_id(fam.grant_id.clone())
+        .one(app.svc.store.connection())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        grant.last_refreshed_at.is_some(),
+        "the grant's last use is written"
+    );
+    let refreshed = entity::audit_event::Entity::find()
+        .filter(entity::audit_event::Column::Kind.eq("token_refreshed"))
+        .filter(entity::audit_event::Column::UserId.eq(fam.user_id.clone()))
+        .count(app.svc.store.connection())
+        .await
+        .unwrap();
+    assert_eq!(
+        refreshed, 3,
+        "one audit event per rotation (one call, two over HTTP)"
+    );
+
+    // A write that fails half-way (the successor's hash is taken: `next` again) undoes the
+    // mark it made, and leaves no transaction open behind it: the token it tried to rotate
+    // is still unused and refreshes normally, and later writes go through.
+    let failed = app
+        .svc
+        .store
+        .rotate_refresh_at_once(
+            &t.id,
+            &token_hash(&after),
+            &client.id,
+            app.svc.now(),
+            &token_hash(next),
+            app.svc.now() + 3600,
+            ma_idp::audit::AuditEvent {
+                tenant_id: Some(t.id.clone()),
+                kind: "token_refreshed",
+                outcome: "ok",
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(failed.is_err(), "a taken successor hash fails the write");
+    let row = entity::refresh_token::Entity::find()
+        .filter(entity::refresh_token::Column::TokenHash.eq(token_hash(&after)))
+        .one(app.svc.store.connection())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.used_at, None, "the failed write's mark was rolled back");
+    let (s, r) = app.refresh(&setup, &after).await;
+    assert_eq!(s, 200, "the token whose rotation failed refreshes: {r}");
+    for _ in 0..3 {
+        let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+        let (s, _) = exchange(&app, &setup, &code, redirect, true, None).await;
+        assert_eq!(s, 200, "writes go on after the failed one");
     }
     app.stop().await;
 }

@@ -1750,6 +1750,7 @@ async fn cli_adds_and_lists_a_provider(backend: Backend) {
             None => return,
         },
     };
+    let _drop_database = DropDatabase(db.clone());
     let cli = Cli {
         dir: tempfile::tempdir().unwrap(),
         db: db.clone(),

@@ -37,6 +37,7 @@ async fn database(backend: Backend) -> Option<Option<String>> {
 }
 
 fn run(mut cmd: Command, backend: Backend, db: Option<String>) {
+    let _drop_database = DropDatabase(db.clone());
     cmd.current_dir(root()).env("MA_IDP_BIN", binary()).env(
         "MA_IDP_TEST_BACKEND",
         if backend == Backend::Sqlite {

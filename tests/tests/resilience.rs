@@ -467,6 +467,7 @@ async fn server_crash_loses_no_token(backend: Backend) {
             None => return,
         },
     };
+    let _drop_database = DropDatabase(db.clone());
     let inst = Install::new(db);
     let setup = inst.setup();
     let mut served = Served {

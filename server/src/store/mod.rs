@@ -180,6 +180,58 @@ pub(crate) async fn batch<C: sea_orm::ConnectionTrait>(
     .await
 }
 
+/// SQLite: `statements` as one `IMMEDIATE` transaction sent to a connection's thread in a
+/// single call (`BEGIN IMMEDIATE; …; COMMIT`), while this process's write turn is held: the
+/// write lock is held for one hand-off instead of one per statement plus the `BEGIN` and the
+/// `COMMIT`. Returns the rows the statements answered (a `SELECT` before the `COMMIT` reads
+/// inside the transaction). If anything fails the transaction is rolled back on that same
+/// connection (or the connection is closed, if even that fails), so no pooled connection is
+/// ever left inside a transaction.
+pub(crate) async fn sqlite_atomic(
+    store: &Store,
+    statements: Vec<sea_orm::Statement>,
+) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx;
+    let err = |e: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e)));
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    let mut values = Vec::new();
+    for st in statements {
+        sql.push_str(&st.sql);
+        sql.push_str(";\n");
+        if let Some(v) = st.values {
+            values.extend(v.0);
+        }
+    }
+    sql.push_str("COMMIT");
+    let _turn = Writes(store).turn().await;
+    let mut conn = store
+        .db
+        .get_sqlite_connection_pool()
+        .acquire()
+        .await
+        .map_err(err)?;
+    let answer = sqlx::query_with(
+        sqlx::AssertSqlSafe(sql.as_str()),
+        sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
+    )
+    .fetch_all(&mut *conn)
+    .await;
+    match answer {
+        Ok(rows) => Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect()),
+        Err(e) => {
+            // A failure after `BEGIN` leaves the transaction open on this connection.
+            if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                && !r.to_string().contains("no transaction is active")
+            {
+                tracing::error!(error = %r, "rollback failed; closing the connection");
+                conn.close_on_drop();
+            }
+            Err(err(e))
+        }
+    }
+}
+
 /// The pool for one write statement outside a transaction: on SQLite each statement waits
 /// for this process's write turn (see `Store::writes`).
 pub(crate) struct Writes<'a>(&'a Store);

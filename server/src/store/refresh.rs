@@ -258,13 +258,18 @@ pub struct RefreshStatus {
 }
 
 impl Store {
-    /// PostgreSQL's common case of a refresh in one statement, no transaction around it: the
-    /// presented token is marked used only if it is unused, unexpired and its family (this
-    /// tenant's, this client's) and the family's grant and member are live; its successor, the
-    /// grant's last use and the audit event are written by the same statement. Returns the
-    /// family, or `None` when nothing was written (any other case, or SQLite): then
-    /// `rotate_refresh` works out the answer (unknown, wrong client, revoked, expired, a retry
-    /// within the grace window, a replay). Four round trips become one.
+    /// The common case of a refresh in one call to the database: the presented token is
+    /// marked used only if it is unused, unexpired and its family (this tenant's, this
+    /// client's) and the family's grant and member are live; its successor, the grant's last
+    /// use and the audit event are written with it. Returns the family, or `None` when nothing
+    /// was written (any other case): then `rotate_refresh` works out the answer (unknown, wrong
+    /// client, revoked, expired, a retry within the grace window, a replay).
+    ///
+    /// PostgreSQL: one statement of data-modifying CTEs, no transaction around it. SQLite: the
+    /// same writes as one `IMMEDIATE` transaction sent in one call (`store::sqlite_atomic`):
+    /// the successor is inserted only if the mark matched (`changes() = 1`), and the statements
+    /// after it find the family through the successor's id. Four or more round trips become
+    /// one.
     #[allow(clippy::too_many_arguments)]
     pub async fn rotate_refresh_at_once(
         &self,
@@ -277,60 +282,76 @@ impl Store {
         audit: AuditEvent,
     ) -> Result<Option<refresh_family::Model>> {
         use refresh_family::Entity as F;
-        if self.backend() != DbBackend::Postgres {
-            return Ok(None);
-        }
-        let marked = Alias::new("marked");
+        use refresh_token::Column as T;
+        let postgres = self.backend() == DbBackend::Postgres;
         let mut live_families = Query::select();
         live_families.column((F, refresh_family::Column::Id));
         from_live_families(&mut live_families)
             .and_where(Expr::col((F, refresh_family::Column::TenantId)).eq(tenant_id))
             .and_where(Expr::col((F, refresh_family::Column::ClientId)).eq(client_pk));
         let mut mark = refresh_token::Entity::update_many()
-            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
-            .filter(refresh_token::Column::TokenHash.eq(token_hash))
-            .filter(refresh_token::Column::UsedAt.is_null())
-            .filter(refresh_token::Column::ExpiresAt.gt(now))
-            .filter(refresh_token::Column::FamilyId.in_subquery(live_families))
+            .col_expr(T::UsedAt, Expr::value(now))
+            .filter(T::TokenHash.eq(token_hash))
+            .filter(T::UsedAt.is_null())
+            .filter(T::ExpiresAt.gt(now))
+            .filter(T::FamilyId.in_subquery(live_families))
             .into_query();
-        mark.returning_col(refresh_token::Column::FamilyId);
-        // The marked token's family (one row, or none).
-        let family_of_marked = || {
+        // PostgreSQL: the marked token's family_id comes from the `marked` CTE. SQLite: from
+        // the presented token, read only if the mark just matched.
+        let marked = Alias::new("marked");
+        let marked_family = if postgres {
+            mark.returning_col(T::FamilyId);
             Query::select()
-                .from(F)
-                .inner_join(
-                    marked.clone(),
-                    Expr::col((F, refresh_family::Column::Id))
-                        .equals((marked.clone(), refresh_token::Column::FamilyId)),
-                )
+                .column((marked.clone(), T::FamilyId))
+                .from(marked.clone())
+                .to_owned()
+        } else {
+            Query::select()
+                .column(T::FamilyId)
+                .from(refresh_token::Entity)
+                .and_where(Expr::col(T::TokenHash).eq(token_hash))
+                .and_where(Expr::cust("changes() = 1"))
                 .to_owned()
         };
+        // The family now written to (one row, or none). On SQLite: the successor's family,
+        // found by the successor's id (new for this call), only if it was inserted.
+        let successor_id = new_id();
+        let family_written = || {
+            let mut q = Query::select();
+            q.from(F);
+            if postgres {
+                q.inner_join(
+                    marked.clone(),
+                    Expr::col((F, refresh_family::Column::Id))
+                        .equals((marked.clone(), T::FamilyId)),
+                );
+            } else {
+                q.inner_join(
+                    refresh_token::Entity,
+                    Expr::col((F, refresh_family::Column::Id))
+                        .equals((refresh_token::Entity, T::FamilyId)),
+                )
+                .and_where(Expr::col((refresh_token::Entity, T::Id)).eq(successor_id.as_str()));
+            }
+            q
+        };
+        let mut successor_source = marked_family;
+        successor_source
+            .expr(Expr::val(successor_id.as_str()))
+            .expr(Expr::val(next_hash))
+            .expr(Expr::val(now))
+            .expr(Expr::val(expires_at));
         let successor = Query::insert()
             .into_table(refresh_token::Entity)
-            .columns([
-                refresh_token::Column::Id,
-                refresh_token::Column::FamilyId,
-                refresh_token::Column::TokenHash,
-                refresh_token::Column::CreatedAt,
-                refresh_token::Column::ExpiresAt,
-            ])
-            .select_from(
-                Query::select()
-                    .expr(Expr::val(new_id()))
-                    .column((marked.clone(), refresh_token::Column::FamilyId))
-                    .expr(Expr::val(next_hash))
-                    .expr(Expr::val(now))
-                    .expr(Expr::val(expires_at))
-                    .from(marked.clone())
-                    .to_owned(),
-            )
+            .columns([T::FamilyId, T::Id, T::TokenHash, T::CreatedAt, T::ExpiresAt])
+            .select_from(successor_source)
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
             .to_owned();
         let touch_grant = grant::Entity::update_many()
             .col_expr(grant::Column::LastRefreshedAt, Expr::value(now))
             .filter(
                 grant::Column::Id.in_subquery(
-                    family_of_marked()
+                    family_written()
                         .column((F, refresh_family::Column::GrantId))
                         .to_owned(),
                 ),
@@ -340,26 +361,43 @@ impl Store {
             audit,
             now,
             Expr::col((F, refresh_family::Column::UserId)),
-            family_of_marked(),
+            family_written(),
         )?;
-        let cte = |name: &str, q: sea_orm::sea_query::SubQueryStatement| {
-            let mut c = CommonTableExpression::new();
-            c.table_name(Alias::new(name));
-            c.query(q);
-            c
-        };
-        let q = WithQuery::new()
-            .cte(cte("marked", mark.into()))
-            .cte(cte("successor", successor.into()))
-            .cte(cte("touched", touch_grant.into()))
-            .cte(cte("audited", audited.into()))
-            .query(
-                family_of_marked()
-                    .columns(refresh_family::Column::iter().map(|c| (F, c)))
-                    .to_owned(),
-            )
+        let answer = family_written()
+            .columns(refresh_family::Column::iter().map(|c| (F, c)))
             .to_owned();
-        match self.db.query_one(&q).await? {
+        let row = if postgres {
+            let cte = |name: &str, q: sea_orm::sea_query::SubQueryStatement| {
+                let mut c = CommonTableExpression::new();
+                c.table_name(Alias::new(name));
+                c.query(q);
+                c
+            };
+            let q = WithQuery::new()
+                .cte(cte("marked", mark.into()))
+                .cte(cte("successor", successor.into()))
+                .cte(cte("touched", touch_grant.into()))
+                .cte(cte("audited", audited.into()))
+                .query(answer)
+                .to_owned();
+            self.db.query_one(&q).await?
+        } else {
+            let b = DbBackend::Sqlite;
+            super::sqlite_atomic(
+                self,
+                vec![
+                    b.build(&mark),
+                    b.build(&successor),
+                    b.build(&touch_grant),
+                    b.build(&audited),
+                    b.build(&answer),
+                ],
+            )
+            .await?
+            .into_iter()
+            .next()
+        };
+        match row {
             Some(row) => Ok(Some(refresh_family::Model::from_query_result(&row, "")?)),
             None => Ok(None),
         }

@@ -197,6 +197,9 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The admin listener's base URL, when started with `start_with_admin_listener`.
     pub admin_base: Option<String>,
+    /// The PostgreSQL database, dropped by `stop` or, for a test that ends without it (or
+    /// panics), when the `TestApp` is dropped. Last, so it drops after everything using it.
+    database: DropDatabase,
 }
 
 pub fn settings_for(dir: &std::path::Path, db: Option<String>, port: u16) -> Settings {
@@ -257,6 +260,7 @@ impl TestApp {
         };
         let listener = free_listener();
         let port = listener.local_addr().unwrap().port();
+        let database = DropDatabase(db.clone());
         let mut settings = settings_for(dir.path(), db, port);
         let admin = admin_listener.then(free_listener);
         let admin_base = admin.as_ref().map(|l| {
@@ -285,6 +289,7 @@ impl TestApp {
                 .build()
                 .unwrap(),
             admin_base,
+            database,
         })
     }
 
@@ -323,8 +328,8 @@ impl TestApp {
         if let Some(s) = self.server.take() {
             s.stop().await;
         }
-        if let Some(url) = &self.settings.database_url {
-            drop_pg_database(url).await;
+        if let Some(url) = self.database.0.take() {
+            drop_pg_database(&url).await;
         }
     }
 

@@ -94,6 +94,47 @@ pub struct Store {
     writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
+/// `ConnectionTrait` for `$ty` by delegation to `$conn`, holding `$turn` (evaluated first,
+/// kept until the call ends) around each statement.
+macro_rules! connection_via {
+    ($ty:ty, $s:ident => $turn:expr, $conn:expr) => {
+        #[async_trait::async_trait]
+        impl sea_orm::ConnectionTrait for $ty {
+            fn get_database_backend(&$s) -> DbBackend {
+                $conn.get_database_backend()
+            }
+            async fn execute_raw(
+                &$s,
+                stmt: sea_orm::Statement,
+            ) -> Result<sea_orm::ExecResult, DbErr> {
+                let _turn = $turn;
+                $conn.execute_raw(stmt).await
+            }
+            async fn execute_unprepared(&$s, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+                let _turn = $turn;
+                $conn.execute_unprepared(sql).await
+            }
+            async fn query_one_raw(
+                &$s,
+                stmt: sea_orm::Statement,
+            ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+                let _turn = $turn;
+                $conn.query_one_raw(stmt).await
+            }
+            async fn query_all_raw(
+                &$s,
+                stmt: sea_orm::Statement,
+            ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+                let _turn = $turn;
+                $conn.query_all_raw(stmt).await
+            }
+            fn support_returning(&$s) -> bool {
+                $conn.support_returning()
+            }
+        }
+    };
+}
+
 /// A write transaction; on SQLite it also holds this process's write turn until it ends.
 pub(crate) struct WriteTxn {
     txn: sea_orm::DatabaseTransaction,
@@ -112,33 +153,8 @@ impl WriteTxn {
     }
 }
 
-#[async_trait::async_trait]
-impl sea_orm::ConnectionTrait for WriteTxn {
-    fn get_database_backend(&self) -> DbBackend {
-        self.txn.get_database_backend()
-    }
-    async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<sea_orm::ExecResult, DbErr> {
-        self.txn.execute_raw(stmt).await
-    }
-    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
-        self.txn.execute_unprepared(sql).await
-    }
-    async fn query_one_raw(
-        &self,
-        stmt: sea_orm::Statement,
-    ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
-        self.txn.query_one_raw(stmt).await
-    }
-    async fn query_all_raw(
-        &self,
-        stmt: sea_orm::Statement,
-    ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
-        self.txn.query_all_raw(stmt).await
-    }
-    fn support_returning(&self) -> bool {
-        self.txn.support_returning()
-    }
-}
+// Both delegate every call to a connection; they differ only in when the write turn is held.
+connection_via!(WriteTxn, self => (), self.txn);
 
 /// Several statements in one call on SQLite: sqlx runs them in order on the connection's
 /// thread (plain `?` parameters number on from one statement to the next), so a write
@@ -245,37 +261,7 @@ impl Writes<'_> {
     }
 }
 
-#[async_trait::async_trait]
-impl sea_orm::ConnectionTrait for Writes<'_> {
-    fn get_database_backend(&self) -> DbBackend {
-        self.0.db.get_database_backend()
-    }
-    async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<sea_orm::ExecResult, DbErr> {
-        let _turn = self.turn().await;
-        self.0.db.execute_raw(stmt).await
-    }
-    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
-        let _turn = self.turn().await;
-        self.0.db.execute_unprepared(sql).await
-    }
-    async fn query_one_raw(
-        &self,
-        stmt: sea_orm::Statement,
-    ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
-        let _turn = self.turn().await;
-        self.0.db.query_one_raw(stmt).await
-    }
-    async fn query_all_raw(
-        &self,
-        stmt: sea_orm::Statement,
-    ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
-        let _turn = self.turn().await;
-        self.0.db.query_all_raw(stmt).await
-    }
-    fn support_returning(&self) -> bool {
-        self.0.db.support_returning()
-    }
-}
+connection_via!(Writes<'_>, self => self.turn().await, self.0.db);
 
 fn write_turns(db: &DatabaseConnection) -> Option<std::sync::Arc<tokio::sync::Mutex<()>>> {
     (db.get_database_backend() == DbBackend::Sqlite).then(Default::default)

@@ -1,3 +1,5 @@
+use std::sync::LazyLock;
+
 use entity::{login_throttle, user};
 use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, WithQuery};
 use sea_orm::{
@@ -21,6 +23,47 @@ pub enum Claim {
     /// Locked until this time.
     Locked(i64),
 }
+
+// The claim statement, built once. $1 key, $2 now, $3 max attempts, $4 base, $5 steps before
+// the full delay, $6 the full delay, $7/$8 the new row's lockouts and lock.
+static CLAIM_PG: LazyLock<String> = LazyLock::new(|| {
+    // The count after this attempt (a count that had reached the limit starts over).
+    const AFTER: &str = "(CASE WHEN login_throttle.attempts >= $3 THEN 1 \
+         ELSE login_throttle.attempts + 1 END)";
+    format!(
+        "INSERT INTO login_throttle (\"key\", attempts, lockouts, locked_until, updated_at) \
+         VALUES ($1, 1, $7, $8, $2) \
+         ON CONFLICT (\"key\") DO UPDATE SET \
+         attempts = {AFTER}, \
+         lockouts = CASE WHEN {AFTER} >= $3 \
+             THEN login_throttle.lockouts + 1 ELSE login_throttle.lockouts END, \
+         locked_until = CASE WHEN {AFTER} >= $3 \
+             THEN $2 + (CASE WHEN login_throttle.lockouts >= $5 THEN $6 \
+                 ELSE ($4 << CAST(login_throttle.lockouts AS INTEGER)) END) \
+             ELSE login_throttle.locked_until END, \
+         updated_at = $2 \
+         WHERE login_throttle.locked_until <= $2 \
+         RETURNING locked_until"
+    )
+});
+
+/// SQLite's numbered parameters are `?N`.
+static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| CLAIM_PG.replace('$', "?"));
+
+/// PostgreSQL: the claim as a data-modifying CTE (it runs once, whether or not the row is
+/// read); the outer query always gives one row: did the claim count, and the member ($9
+/// tenant, $10 username) if there is one.
+static CLAIM_AND_MEMBER_PG: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH claim AS ({}) \
+         SELECT EXISTS (SELECT 1 FROM claim) AS counted, users.*, \
+         password_credentials.phc AS password_phc \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN users ON users.tenant_id = $9 AND users.username = $10 \
+         LEFT JOIN password_credentials ON password_credentials.user_id = users.id",
+        CLAIM_PG.as_str()
+    )
+});
 
 impl Store {
     /// Count one sign-in attempt for `key`, atomically across instances: of many parallel
@@ -62,26 +105,6 @@ impl Store {
         } else {
             (0, 0)
         };
-        // $1 key, $2 now, $3 max attempts, $4 base, $5 steps before the full delay,
-        // $6 the full delay, $7/$8 the new row's lockouts and lock.
-        // The count after this attempt (a count that had reached the limit starts over).
-        const AFTER: &str = "(CASE WHEN login_throttle.attempts >= $3 THEN 1 \
-             ELSE login_throttle.attempts + 1 END)";
-        let sql = format!(
-            "INSERT INTO login_throttle (\"key\", attempts, lockouts, locked_until, updated_at) \
-             VALUES ($1, 1, $7, $8, $2) \
-             ON CONFLICT (\"key\") DO UPDATE SET \
-             attempts = {AFTER}, \
-             lockouts = CASE WHEN {AFTER} >= $3 \
-                 THEN login_throttle.lockouts + 1 ELSE login_throttle.lockouts END, \
-             locked_until = CASE WHEN {AFTER} >= $3 \
-                 THEN $2 + (CASE WHEN login_throttle.lockouts >= $5 THEN $6 \
-                     ELSE ($4 << CAST(login_throttle.lockouts AS INTEGER)) END) \
-                 ELSE login_throttle.locked_until END, \
-             updated_at = $2 \
-             WHERE login_throttle.locked_until <= $2 \
-             RETURNING locked_until"
-        );
         let backend = self.backend();
         let mut values: Vec<sea_orm::Value> = vec![
             key.into(),
@@ -95,19 +118,10 @@ impl Store {
         ];
         let (counted, member) = match (backend, member) {
             (DbBackend::Postgres, Some((tenant_id, username))) => {
-                // The claim as a data-modifying CTE (it runs once, whether or not the row
-                // is read); the outer query always gives one row: did the claim count, and
-                // the member if there is one.
+                // One row: did the claim count, and the member (`CLAIM_AND_MEMBER_PG`).
                 values.push(tenant_id.into());
                 values.push(username.into());
-                let sql = format!(
-                    "WITH claim AS ({sql}) \
-                     SELECT EXISTS (SELECT 1 FROM claim) AS counted, users.*, \
-                     password_credentials.phc AS password_phc \
-                     FROM (SELECT 1) AS one \
-                     LEFT JOIN users ON users.tenant_id = $9 AND users.username = $10 \
-                     LEFT JOIN password_credentials ON password_credentials.user_id = users.id"
-                );
+                let sql = CLAIM_AND_MEMBER_PG.as_str();
                 let row = self
                     .w()
                     .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -128,9 +142,8 @@ impl Store {
             }
             _ => {
                 let sql = match backend {
-                    DbBackend::Postgres => sql,
-                    // SQLite's numbered parameters are `?N`.
-                    _ => sql.replace('$', "?"),
+                    DbBackend::Postgres => CLAIM_PG.as_str(),
+                    _ => CLAIM_SQLITE.as_str(),
                 };
                 let counted = self
                     .w()

@@ -31,6 +31,7 @@ both_backends!(
     concurrent_refreshes_of_one_token_are_retries,
     concurrent_introspections_answer_each_token,
     refresh_in_one_statement_where_it_can,
+    code_exchange_writes_with_the_code_or_not_at_all,
 );
 
 fn long_state() -> String {
@@ -1792,6 +1793,102 @@ async fn refresh_in_one_statement_where_it_can(backend: Backend) {
         let (s, _) = exchange(&app, &setup, &code, redirect, true, None).await;
         assert_eq!(s, 200, "writes go on after the failed one");
     }
+    app.stop().await;
+}
+
+/// A code exchange (one read and one write call in the common case) writes the refresh family,
+/// its token and one audit event with the consumed code; a refused exchange (wrong PKCE
+/// verifier) still consumes the code, so the right verifier afterwards is a replay.
+async fn code_exchange_writes_with_the_code_or_not_at_all(backend: Backend) {
+    use entity::{audit_event, authorization_code, refresh_family, refresh_token};
+    use ma_idp::secrets::token_hash;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let db = app.svc.store.connection();
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let verifier = new_verifier();
+    let (code, _) = app
+        .authorize_code(&setup, redirect, "s", Some(&verifier))
+        .await;
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, Some(&verifier)).await;
+    assert_eq!(s, 200, "{tok}");
+    let stored = authorization_code::Entity::find()
+        .filter(authorization_code::Column::CodeHash.eq(token_hash(&code)))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.consumed_at.is_some(), "the code is consumed");
+    let fams = refresh_family::Entity::find()
+        .filter(refresh_family::Column::CodeId.eq(stored.id.clone()))
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(fams.len(), 1, "one refresh family, tied to the code");
+    let fam = &fams[0];
+    assert_eq!(
+        (&fam.user_id, &fam.grant_id, &fam.scope, fam.revoked_at),
+        (&stored.user_id, &stored.grant_id, &stored.scope, None)
+    );
+    let rt = refresh_token::Entity::find()
+        .filter(
+            refresh_token::Column::TokenHash.eq(token_hash(tok["refresh_token"].as_str().unwrap())),
+        )
+        .one(db)
+        .await
+        .unwrap()
+        .expect("the refresh token answered is stored");
+    assert_eq!(rt.family_id, fam.id);
+    let granted = audit_event::Entity::find()
+        .filter(audit_event::Column::Kind.eq("token_granted"))
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(granted.len(), 1, "one audit event");
+    assert_eq!(granted[0].user_id.as_deref(), Some(stored.user_id.as_str()));
+    assert!(
+        granted[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("authorization_code"),
+        "{:?}",
+        granted[0].detail
+    );
+
+    // Refused (wrong verifier): consumed, nothing issued; the right verifier is then a replay.
+    let (code, _) = app
+        .authorize_code(&setup, redirect, "s", Some(&verifier))
+        .await;
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, Some(&new_verifier())).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, Some(&verifier)).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already used"),
+        "{e}"
+    );
+    assert_eq!(refresh_family::Entity::find().count(db).await.unwrap(), 1);
+    assert_eq!(
+        audit_event::Entity::find()
+            .filter(audit_event::Column::Kind.eq("token_granted"))
+            .count(db)
+            .await
+            .unwrap(),
+        1
+    );
     app.stop().await;
 }
 

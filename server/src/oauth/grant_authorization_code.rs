@@ -76,7 +76,7 @@ impl Services {
                         token_hash: refresh_hash.clone(),
                         expires_at,
                     }),
-                    Some(audit.user(&code.user_id)),
+                    Some(audit.clone().user(&code.user_id)),
                 ))
             })
             .await;

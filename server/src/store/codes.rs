@@ -1,11 +1,13 @@
 use entity::{authorization_code, refresh_family, refresh_token};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, DynIden, Expr, IntoIden, Query, SelectStatement, WithQuery,
+};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
     QueryFilter, QueryTrait,
 };
 
-use super::audit::audit_insert;
+use super::audit::{audit_insert, audit_insert_select};
 use super::refresh::{NewRefresh, refresh_insert};
 use super::{SelectUnique, Store};
 use crate::audit::AuditEvent;
@@ -49,11 +51,15 @@ impl Store {
         Ok(())
     }
 
-    /// Redeem a code in one transaction. The code is consumed by one conditional update, so of
-    /// two concurrent redemptions exactly one wins. `decide` (the service's checks: client,
-    /// redirect URI, PKCE, expiry) runs inside the transaction; when it refuses, the code stays
-    /// consumed. When it accepts, the refresh family and token it describes are committed with
-    /// the consumption. A replay revokes every family issued from the code.
+    /// Redeem a code. The code is consumed by one conditional update, so of two concurrent
+    /// redemptions exactly one wins. `decide` (the service's checks: client, redirect URI,
+    /// PKCE, expiry) sees the code; when it refuses, the code is consumed all the same. When
+    /// it accepts, the refresh family and token it describes and its audit event are committed
+    /// with the consumption. A replay revokes every family issued from the code.
+    ///
+    /// The common case (an unused code that `decide` accepts) is one read and one write call
+    /// (`redeem_at_once`); anything else, or losing a race for the code, goes through the
+    /// transaction (`redeem_in_txn`), which calls `decide` again on the code as it is then.
     pub async fn redeem_code<F>(
         &self,
         tenant_id: &str,
@@ -62,7 +68,171 @@ impl Store {
         decide: F,
     ) -> Result<CodeOutcome>
     where
-        F: FnOnce(&authorization_code::Model) -> Result<(Option<NewRefresh>, Option<AuditEvent>)>,
+        F: Fn(&authorization_code::Model) -> Result<(Option<NewRefresh>, Option<AuditEvent>)>,
+    {
+        // A code's fields never change but `consumed_at`, so checks on a read outside the
+        // write hold as long as the write consumes the code only if still unused.
+        let code = authorization_code::Entity::find()
+            .filter(authorization_code::Column::CodeHash.eq(code_hash))
+            .filter(authorization_code::Column::TenantId.eq(tenant_id))
+            .unique(&self.db)
+            .await?;
+        if let Some(code) = code
+            && code.consumed_at.is_none()
+            && let Ok((refresh, audit)) = decide(&code)
+            && self.redeem_at_once(&code, now, refresh, audit).await?
+        {
+            return Ok(CodeOutcome::Redeemed(code));
+        }
+        self.redeem_in_txn(tenant_id, code_hash, now, decide).await
+    }
+
+    /// Consume `code` if it is still unused and write the refresh family, token and audit
+    /// event with it, in one call: on PostgreSQL one statement (the inserts as CTEs reading
+    /// the consumed row), on SQLite one `IMMEDIATE` transaction sent at once (each insert runs
+    /// only if the statement before it changed one row: `changes() = 1`). True if consumed.
+    async fn redeem_at_once(
+        &self,
+        code: &authorization_code::Model,
+        now: i64,
+        refresh: Option<NewRefresh>,
+        audit: Option<AuditEvent>,
+    ) -> Result<bool> {
+        use refresh_family::Column as F;
+        use refresh_token::Column as T;
+        let postgres = self.backend() == DbBackend::Postgres;
+        let consumed = Alias::new("consumed");
+        let mut consume = authorization_code::Entity::update_many()
+            .col_expr(authorization_code::Column::ConsumedAt, Expr::value(now))
+            .filter(authorization_code::Column::Id.eq(code.id.clone()))
+            .filter(authorization_code::Column::ConsumedAt.is_null())
+            .into_query();
+        // The rows of each insert: on PostgreSQL one per consumed row, on SQLite one if the
+        // statement before changed one row.
+        let gated = |values: Vec<Expr>| -> SelectStatement {
+            let mut q = Query::select();
+            q.exprs(values);
+            if postgres {
+                q.from(consumed.clone());
+            } else {
+                q.and_where(Expr::cust("changes() = 1"));
+            }
+            q
+        };
+        let insert = |table: DynIden, columns: Vec<DynIden>, values: Vec<Expr>| {
+            Query::insert()
+                .into_table(table)
+                .columns(columns)
+                .select_from(gated(values))
+                .map(|q| q.to_owned())
+                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
+        };
+        let mut writes = Vec::new();
+        if let Some(r) = refresh {
+            writes.push(insert(
+                refresh_family::Entity.into_iden(),
+                [
+                    F::Id,
+                    F::TenantId,
+                    F::GrantId,
+                    F::ClientId,
+                    F::UserId,
+                    F::CodeId,
+                    F::Scope,
+                    F::AuthTime,
+                    F::Amr,
+                    F::CreatedAt,
+                ]
+                .iter()
+                .map(|c| c.into_iden())
+                .collect(),
+                vec![
+                    Expr::val(r.family_id.clone()),
+                    Expr::val(code.tenant_id.clone()),
+                    Expr::val(code.grant_id.clone()),
+                    Expr::val(code.client_id.clone()),
+                    Expr::val(code.user_id.clone()),
+                    Expr::val(code.id.clone()),
+                    Expr::val(code.scope.clone()),
+                    Expr::val(code.auth_time),
+                    Expr::val(code.amr.clone()),
+                    Expr::val(now),
+                ],
+            )?);
+            writes.push(insert(
+                refresh_token::Entity.into_iden(),
+                [T::Id, T::FamilyId, T::TokenHash, T::CreatedAt, T::ExpiresAt]
+                    .iter()
+                    .map(|c| c.into_iden())
+                    .collect(),
+                vec![
+                    Expr::val(super::new_id()),
+                    Expr::val(r.family_id),
+                    Expr::val(r.token_hash),
+                    Expr::val(now),
+                    Expr::val(r.expires_at),
+                ],
+            )?);
+        }
+        if let Some(ev) = audit {
+            let user = ev.user_id.clone();
+            writes.push(audit_insert_select(
+                ev,
+                now,
+                Expr::val(user),
+                gated(vec![]),
+            )?);
+        }
+        let row = if postgres {
+            consume.returning_col(authorization_code::Column::Id);
+            let mut q = WithQuery::new();
+            q.cte(
+                CommonTableExpression::new()
+                    .query(consume)
+                    .table_name(consumed.clone())
+                    .to_owned(),
+            );
+            for (i, w) in writes.into_iter().enumerate() {
+                q.cte(
+                    CommonTableExpression::new()
+                        .query(w)
+                        .table_name(Alias::new(format!("w{i}")))
+                        .to_owned(),
+                );
+            }
+            q.query(
+                Query::select()
+                    .expr_as(Expr::cust("COUNT(*)"), "won")
+                    .from(consumed)
+                    .to_owned(),
+            );
+            self.db.query_one(&q).await?
+        } else {
+            let b = DbBackend::Sqlite;
+            let mut statements = vec![b.build(&consume)];
+            statements.extend(writes.iter().map(|w| b.build(w)));
+            statements.push(b.build(Query::select().expr_as(Expr::cust("changes()"), "won")));
+            super::sqlite_atomic(self, statements)
+                .await?
+                .into_iter()
+                .next()
+        };
+        Ok(match row {
+            Some(row) => row.try_get::<i64>("", "won")? == 1,
+            None => false,
+        })
+    }
+
+    /// `redeem_code` in one transaction: consume, read, decide, write.
+    async fn redeem_in_txn<F>(
+        &self,
+        tenant_id: &str,
+        code_hash: &str,
+        now: i64,
+        decide: F,
+    ) -> Result<CodeOutcome>
+    where
+        F: Fn(&authorization_code::Model) -> Result<(Option<NewRefresh>, Option<AuditEvent>)>,
     {
         let txn = self.write_txn().await?;
         // Write first: takes the row (PostgreSQL) or database (SQLite) write lock before any

@@ -43,7 +43,7 @@ impl Services {
         let audit =
             AuditEvent::new("token_refreshed", "ok", Some(&tenant.id), req).client(&c.client_id);
         // The common case (a live token presented once, no narrower scope asked for) in one
-        // statement where the database allows it; everything else below.
+        // call to the database; everything else below.
         if requested.is_none() {
             let at_once = self
                 .store

@@ -220,32 +220,39 @@ pub(crate) async fn sqlite_atomic(
         }
     }
     sql.push_str("COMMIT");
-    let _turn = Writes(store).turn().await;
-    let mut conn = store
-        .db
-        .get_sqlite_connection_pool()
-        .acquire()
-        .await
-        .map_err(err)?;
-    let answer = sqlx::query_with(
-        sqlx::AssertSqlSafe(sql.as_str()),
-        sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
-    )
-    .fetch_all(&mut *conn)
-    .await;
-    match answer {
-        Ok(rows) => Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect()),
-        Err(e) => {
-            // A failure after `BEGIN` leaves the transaction open on this connection.
-            if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-                && !r.to_string().contains("no transaction is active")
-            {
-                tracing::error!(error = %r, "rollback failed; closing the connection");
-                conn.close_on_drop();
+    // On a task of its own: a request dropped half-way (its client went away) must not cancel
+    // the call between its `BEGIN` and its `ROLLBACK`, leaving a pooled connection holding
+    // SQLite's write lock.
+    let pool = store.db.get_sqlite_connection_pool().clone();
+    let turns = store.writes.clone();
+    let task = tokio::spawn(async move {
+        let _turn = match turns {
+            Some(m) => Some(m.lock_owned().await),
+            None => None,
+        };
+        let mut conn = pool.acquire().await.map_err(err)?;
+        let answer = sqlx::query_with(
+            sqlx::AssertSqlSafe(sql.as_str()),
+            sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
+        )
+        .fetch_all(&mut *conn)
+        .await;
+        match answer {
+            Ok(rows) => Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect()),
+            Err(e) => {
+                // A failure after `BEGIN` leaves the transaction open on this connection.
+                if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                    && !r.to_string().contains("no transaction is active")
+                {
+                    tracing::error!(error = %r, "rollback failed; closing the connection");
+                    conn.close_on_drop();
+                }
+                Err(err(e))
             }
-            Err(err(e))
         }
-    }
+    });
+    task.await
+        .map_err(|e| DbErr::Custom(format!("SQLite write task: {e}")))?
 }
 
 /// The pool for one write statement outside a transaction: on SQLite each statement waits

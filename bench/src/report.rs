@@ -18,6 +18,14 @@ fn ms(v: Option<f64>) -> String {
     }
 }
 
+/// The last round ran at under half the rate of the first.
+fn falls_by_half(rates_in_order: &[f64]) -> bool {
+    match (rates_in_order.first(), rates_in_order.last()) {
+        (Some(first), Some(last)) if rates_in_order.len() > 1 => *last < first / 2.0,
+        _ => false,
+    }
+}
+
 fn rate(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
@@ -256,6 +264,31 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
                 info.rounds,
                 spread.join("; ")
             );
+            // A scenario that slows round after round has a path that grows with the data the
+            // earlier rounds left (one round, or an A/B of single rounds, cannot show it).
+            let falling: Vec<String> = b
+                .phases
+                .iter()
+                .filter_map(|m| {
+                    let in_order: Vec<f64> = b
+                        .all_phases
+                        .iter()
+                        .filter(|p| p.kind == m.kind)
+                        .map(|p| p.rate())
+                        .collect();
+                    falls_by_half(&in_order).then(|| {
+                        let all: Vec<String> = in_order.iter().map(|r| rate(*r)).collect();
+                        format!("{} {}", m.kind.key(), all.join(" → "))
+                    })
+                })
+                .collect();
+            if !falling.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "- **slower round after round** (req/s in the order run; the last round under half the first): {}. Some path there grows with the data the earlier rounds left.",
+                    falling.join("; ")
+                );
+            }
         }
         let _ = writeln!(
             o,
@@ -444,4 +477,22 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::falls_by_half;
+
+    #[test]
+    fn a_scenario_falling_by_half_is_flagged() {
+        // The SQLite refresh of the run that found the `IN (subquery)` regression.
+        assert!(falls_by_half(&[2160.0, 110.0, 55.4]));
+        assert!(falls_by_half(&[2000.0, 999.0]));
+        // Ordinary spread, a slow first round, or a single round: not flagged.
+        assert!(!falls_by_half(&[2228.0, 1973.0, 2170.0]));
+        assert!(!falls_by_half(&[55.0, 2160.0]));
+        assert!(!falls_by_half(&[2000.0, 1000.0]));
+        assert!(!falls_by_half(&[2160.0]));
+        assert!(!falls_by_half(&[]));
+    }
 }

@@ -1,20 +1,38 @@
 use entity::{authorization_code, refresh_family, refresh_token};
-use sea_orm::sea_query::{
-    Alias, CommonTableExpression, DynIden, Expr, IntoIden, Query, SelectStatement, WithQuery,
-};
+use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, Query, SelectStatement, WithQuery};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
     QueryFilter, QueryTrait,
 };
 
 use super::audit::{audit_insert, audit_insert_select};
-use super::refresh::{NewRefresh, refresh_insert};
-use super::{SelectUnique, Store};
+use super::refresh::{NewRefresh, refresh_insert, refresh_row};
+use super::{NewRow, SelectUnique, Store};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 
 pub struct NewCode {
     pub code: authorization_code::Model,
+}
+
+/// What the service's checks decide for a code: the refresh family and token to write with
+/// it (none for a client without refresh tokens) and the audit event; an error refuses it.
+pub(crate) type Decision = Result<(Option<NewRefresh>, Option<AuditEvent>)>;
+
+/// The refresh family a code starts: the code's grant, member, scope and sign-in.
+fn family_row(code: &authorization_code::Model, family_id: &str, now: i64) -> NewRow {
+    use refresh_family::Column as F;
+    NewRow::new(refresh_family::Entity)
+        .set(F::Id, family_id)
+        .set(F::TenantId, code.tenant_id.clone())
+        .set(F::GrantId, code.grant_id.clone())
+        .set(F::ClientId, code.client_id.clone())
+        .set(F::UserId, code.user_id.clone())
+        .set(F::CodeId, code.id.clone())
+        .set(F::Scope, code.scope.clone())
+        .set(F::AuthTime, code.auth_time)
+        .set(F::Amr, code.amr.clone())
+        .set(F::CreatedAt, now)
 }
 
 pub enum CodeOutcome {
@@ -68,7 +86,7 @@ impl Store {
         decide: F,
     ) -> Result<CodeOutcome>
     where
-        F: Fn(&authorization_code::Model) -> Result<(Option<NewRefresh>, Option<AuditEvent>)>,
+        F: Fn(&authorization_code::Model) -> Decision,
     {
         // A code's fields never change but `consumed_at`, so checks on a read outside the
         // write hold as long as the write consumes the code only if still unused.
@@ -98,8 +116,6 @@ impl Store {
         refresh: Option<NewRefresh>,
         audit: Option<AuditEvent>,
     ) -> Result<bool> {
-        use refresh_family::Column as F;
-        use refresh_token::Column as T;
         let postgres = self.backend() == DbBackend::Postgres;
         let consumed = Alias::new("consumed");
         let mut consume = authorization_code::Entity::update_many()
@@ -119,60 +135,10 @@ impl Store {
             }
             q
         };
-        let insert = |table: DynIden, columns: Vec<DynIden>, values: Vec<Expr>| {
-            Query::insert()
-                .into_table(table)
-                .columns(columns)
-                .select_from(gated(values))
-                .map(|q| q.to_owned())
-                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
-        };
         let mut writes = Vec::new();
         if let Some(r) = refresh {
-            writes.push(insert(
-                refresh_family::Entity.into_iden(),
-                [
-                    F::Id,
-                    F::TenantId,
-                    F::GrantId,
-                    F::ClientId,
-                    F::UserId,
-                    F::CodeId,
-                    F::Scope,
-                    F::AuthTime,
-                    F::Amr,
-                    F::CreatedAt,
-                ]
-                .iter()
-                .map(|c| c.into_iden())
-                .collect(),
-                vec![
-                    Expr::val(r.family_id.clone()),
-                    Expr::val(code.tenant_id.clone()),
-                    Expr::val(code.grant_id.clone()),
-                    Expr::val(code.client_id.clone()),
-                    Expr::val(code.user_id.clone()),
-                    Expr::val(code.id.clone()),
-                    Expr::val(code.scope.clone()),
-                    Expr::val(code.auth_time),
-                    Expr::val(code.amr.clone()),
-                    Expr::val(now),
-                ],
-            )?);
-            writes.push(insert(
-                refresh_token::Entity.into_iden(),
-                [T::Id, T::FamilyId, T::TokenHash, T::CreatedAt, T::ExpiresAt]
-                    .iter()
-                    .map(|c| c.into_iden())
-                    .collect(),
-                vec![
-                    Expr::val(super::new_id()),
-                    Expr::val(r.family_id),
-                    Expr::val(r.token_hash),
-                    Expr::val(now),
-                    Expr::val(r.expires_at),
-                ],
-            )?);
+            writes.push(family_row(code, &r.family_id, now).insert_from(gated)?);
+            writes.push(refresh_row(&r, now).insert_from(gated)?);
         }
         if let Some(ev) = audit {
             let user = ev.user_id.clone();
@@ -232,7 +198,7 @@ impl Store {
         decide: F,
     ) -> Result<CodeOutcome>
     where
-        F: Fn(&authorization_code::Model) -> Result<(Option<NewRefresh>, Option<AuditEvent>)>,
+        F: Fn(&authorization_code::Model) -> Decision,
     {
         let txn = self.write_txn().await?;
         // Write first: takes the row (PostgreSQL) or database (SQLite) write lock before any
@@ -288,22 +254,8 @@ impl Store {
             Ok((refresh, audit)) => {
                 let mut writes = Vec::new();
                 if let Some(r) = refresh {
-                    let fam = refresh_family::ActiveModel {
-                        id: Set(r.family_id.clone()),
-                        tenant_id: Set(code.tenant_id.clone()),
-                        grant_id: Set(code.grant_id.clone()),
-                        client_id: Set(code.client_id.clone()),
-                        user_id: Set(code.user_id.clone()),
-                        code_id: Set(Some(code.id.clone())),
-                        scope: Set(code.scope.clone()),
-                        auth_time: Set(code.auth_time),
-                        amr: Set(code.amr.clone()),
-                        created_at: Set(now),
-                        revoked_at: Set(None),
-                        revoked_reason: Set(None),
-                    };
-                    writes.push(b.build(&refresh_family::Entity::insert(fam).into_query()));
-                    writes.push(b.build(&refresh_insert(&r, now)));
+                    writes.push(b.build(&family_row(&code, &r.family_id, now).insert()?));
+                    writes.push(b.build(&refresh_insert(&r, now)?));
                 }
                 if let Some(ev) = audit {
                     writes.push(b.build(&audit_insert(ev, now)));

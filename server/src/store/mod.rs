@@ -439,6 +439,58 @@ impl Store {
     }
 }
 
+/// One new row as columns and values, so the same row can be inserted by value or, in a
+/// one-call write, from a `SELECT` that yields it only if an earlier statement matched.
+pub(crate) struct NewRow {
+    table: sea_orm::sea_query::DynIden,
+    columns: Vec<sea_orm::sea_query::DynIden>,
+    values: Vec<sea_orm::sea_query::Expr>,
+}
+
+impl NewRow {
+    pub(crate) fn new(table: impl sea_orm::sea_query::IntoIden) -> Self {
+        Self {
+            table: table.into_iden(),
+            columns: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    pub(crate) fn set(
+        mut self,
+        column: impl sea_orm::sea_query::IntoIden,
+        value: impl Into<sea_orm::Value>,
+    ) -> Self {
+        self.columns.push(column.into_iden());
+        self.values.push(sea_orm::sea_query::Expr::val(value));
+        self
+    }
+
+    /// `INSERT … VALUES (…)`.
+    pub(crate) fn insert(self) -> Result<sea_orm::sea_query::InsertStatement, DbErr> {
+        sea_orm::sea_query::Query::insert()
+            .into_table(self.table)
+            .columns(self.columns)
+            .values(self.values)
+            .map(|q| q.to_owned())
+            .map_err(|e| DbErr::Custom(e.to_string()))
+    }
+
+    /// `INSERT … SELECT <values> …`, the `SELECT` made by `gate` from the row's values (it
+    /// adds the `FROM`/`WHERE` that decides whether the row is inserted).
+    pub(crate) fn insert_from(
+        self,
+        gate: impl FnOnce(Vec<sea_orm::sea_query::Expr>) -> sea_orm::sea_query::SelectStatement,
+    ) -> Result<sea_orm::sea_query::InsertStatement, DbErr> {
+        sea_orm::sea_query::Query::insert()
+            .into_table(self.table)
+            .columns(self.columns)
+            .select_from(gate(self.values))
+            .map(|q| q.to_owned())
+            .map_err(|e| DbErr::Custom(e.to_string()))
+    }
+}
+
 pub fn new_id_pub() -> String {
     new_id()
 }

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 
 use super::audit::{audit_insert, audit_insert_select};
-use super::{SelectUnique, Store, new_id};
+use super::{NewRow, SelectUnique, Store, new_id};
 use crate::audit::AuditEvent;
 use crate::error::Result;
 
@@ -42,19 +42,19 @@ pub enum RefreshOutcome {
     },
 }
 
-fn refresh_model(r: &NewRefresh, now: i64) -> refresh_token::ActiveModel {
-    refresh_token::ActiveModel {
-        id: Set(new_id()),
-        family_id: Set(r.family_id.clone()),
-        token_hash: Set(r.token_hash.clone()),
-        created_at: Set(now),
-        expires_at: Set(r.expires_at),
-        used_at: Set(None),
-    }
+/// A new refresh token's row (a fresh id, unused).
+pub(crate) fn refresh_row(r: &NewRefresh, now: i64) -> NewRow {
+    use refresh_token::Column as T;
+    NewRow::new(refresh_token::Entity)
+        .set(T::Id, new_id())
+        .set(T::FamilyId, r.family_id.clone())
+        .set(T::TokenHash, r.token_hash.clone())
+        .set(T::CreatedAt, now)
+        .set(T::ExpiresAt, r.expires_at)
 }
 
-pub(crate) fn refresh_insert(r: &NewRefresh, now: i64) -> InsertStatement {
-    refresh_token::Entity::insert(refresh_model(r, now)).into_query()
+pub(crate) fn refresh_insert(r: &NewRefresh, now: i64) -> Result<InsertStatement> {
+    Ok(refresh_row(r, now).insert()?)
 }
 
 /// A refresh token with its family, read in one query (token, family, grant, user and
@@ -485,7 +485,7 @@ impl Store {
                         .table_name(Alias::new("audited"))
                         .to_owned(),
                 )
-                .query(refresh_insert(&next, now))
+                .query(refresh_insert(&next, now)?)
                 .to_owned();
             txn.execute(&q).await?;
         } else {
@@ -493,7 +493,7 @@ impl Store {
             super::batch(
                 &txn,
                 vec![
-                    b.build(&refresh_insert(&next, now)),
+                    b.build(&refresh_insert(&next, now)?),
                     b.build(&touch_grant.into_query()),
                     b.build(&audit_insert(audit, now)),
                 ],

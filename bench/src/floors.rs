@@ -121,6 +121,71 @@ pub fn argon2_parallel_rate(m_kib: u32, t: u32, p: u32, threads: usize, secs: f6
     Ok(counts.iter().sum::<usize>() as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// `threads` argon2id hashers at the lowest priority (`SCHED_IDLE`, as ma-idp's hash threads
+/// run), hashing until stopped: the CPU and cache pressure of a password sign-in storm
+/// without any of its requests. What the JWKS probe shows beside them is the part of the
+/// storm's latency that the hashing itself sets, which no request handling can remove.
+pub struct IdleHashers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(usize, bool)>>,
+    started: Instant,
+}
+
+/// Put the calling thread under `SCHED_IDLE`. False where that is refused.
+fn make_idle() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sets the calling thread's policy; `param` is a valid sched_param.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+impl IdleHashers {
+    pub fn start(m_kib: u32, t: u32, p: u32, threads: usize) -> Result<IdleHashers> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let mut h = Hasher::new(m_kib, t, p)?;
+            let stop = stop.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("idle-argon2-{i}"))
+                .spawn(move || {
+                    let idle = make_idle();
+                    let mut n = 0usize;
+                    while !stop.load(Ordering::Relaxed) && h.hash(n).is_ok() {
+                        n += 1;
+                    }
+                    (n, idle)
+                })
+                .context("starting an idle-priority hash thread")?;
+            handles.push(handle);
+        }
+        Ok(IdleHashers {
+            stop,
+            threads: handles,
+            started: Instant::now(),
+        })
+    }
+
+    /// Stop the hashers: (hashes per second, whether every thread ran under `SCHED_IDLE`).
+    pub fn stop(self) -> (f64, bool) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64();
+        let mut total = 0;
+        let mut all_idle = true;
+        for t in self.threads {
+            let (n, idle) = t.join().unwrap_or((0, false));
+            total += n;
+            all_idle &= idle;
+        }
+        (total as f64 / secs, all_idle)
+    }
+}
+
 /// Throughput and latency of one durable transaction, at some concurrency.
 pub struct TxnFloor {
     pub how: String,

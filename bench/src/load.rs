@@ -604,6 +604,7 @@ const SETUP_ATTEMPTS: usize = 5;
 
 /// The latencies one JWKS consumer sees: a single keep-alive connection fetching the JWKS
 /// every `interval` (paced, so the probe itself adds almost no load).
+#[derive(Clone)]
 pub struct Probe {
     pub hist: Histogram<u64>,
     pub errors: u64,

@@ -223,6 +223,15 @@ pub struct BackendResult {
     pub jwks_probe: Vec<(load::Probe, load::Probe)>,
     /// The same from a second client whose thread runs under `SCHED_FIFO`, when permitted.
     pub jwks_probe_rt: Vec<(load::Probe, load::Probe)>,
+    /// The same two clients (at rest, beside idle-priority argon2 threads hashing and no
+    /// request but the probes'), one pair per round: the part of the storm's ratio that the
+    /// hashing itself sets.
+    pub jwks_probe_hashing: Vec<(load::Probe, load::Probe)>,
+    pub jwks_probe_hashing_rt: Vec<(load::Probe, load::Probe)>,
+    /// Hashes per second the idle-priority threads made beside the probes.
+    pub idle_hash_rates: Vec<f64>,
+    /// The sign-in storm the probes ran beside, per round: (sign-ins/s, errors).
+    pub storm_rates: Vec<(f64, u64)>,
     pub probe_seconds: u64,
     pub floor: Option<TxnFloor>,
     pub floor_alt: Option<TxnFloor>,
@@ -625,6 +634,10 @@ async fn bench_backend_in(
     let mut phases = Vec::new();
     let mut jwks_probe = Vec::new();
     let mut jwks_probe_rt = Vec::new();
+    let mut jwks_probe_hashing = Vec::new();
+    let mut jwks_probe_hashing_rt = Vec::new();
+    let mut idle_hash_rates = Vec::new();
+    let mut storm_rates = Vec::new();
     // Each scenario restarts VmHWM to measure its own peak; the run's peak is the largest of
     // those and of what VmHWM held before and between them.
     let mut hwm_kib = sys::proc_status_kib(server.pid, "VmHWM");
@@ -651,9 +664,7 @@ async fn bench_backend_in(
                     .is_ok_and(|v| v.trim() == "off");
                 if off {
                     let n = "PostgreSQL's autovacuum is off on this server: the benchmark runs VACUUM ANALYZE on its database between rounds, as autovacuum would";
-                    if !notes.iter().any(|x| x == n) {
-                        notes.push(n.into());
-                    }
+                    note_once(&mut notes, n);
                     if let Err(e) = admin.psql(&pg.name, "VACUUM ANALYZE") {
                         notes.push(format!("VACUUM ANALYZE failed: {e:#}"));
                     }
@@ -669,16 +680,76 @@ async fn bench_backend_in(
         });
         // Issue 8: "while a sign-in storm runs, JWKS p99 stays within 2x its value at rest".
         // The same paced probes (normal priority and SCHED_FIFO) run alone first, then beside
-        // the storm.
-        let probe = if kind == Kind::SignIn {
+        // idle-priority hashing alone, then beside a sign-in storm of their own; the timed
+        // sign-in scenario below then runs alone, like every other scenario.
+        if kind == Kind::SignIn {
             let rest = load::jwks_probes(ctx.clone(), duration, PROBE_INTERVAL).await;
-            Some((
-                rest,
-                tokio::spawn(load::jwks_probes(ctx.clone(), duration, PROBE_INTERVAL)),
-            ))
-        } else {
-            None
-        };
+            // Beside the hashing alone: one SCHED_IDLE argon2 thread per core, as ma-idp's
+            // hash threads run in the storm, and no request but the probes'.
+            match floors::IdleHashers::start(ARGON2_M_KIB, ARGON2_T, ARGON2_P, sys::cores()) {
+                Ok(hashers) => {
+                    let (normal, rt) =
+                        load::jwks_probes(ctx.clone(), duration, PROBE_INTERVAL).await;
+                    let (rate, all_idle) = hashers.stop();
+                    eprintln!(
+                        "   JWKS probe p99 beside {} idle-priority argon2 threads ({rate:.0} hashes/s): {:.2} ms",
+                        sys::cores(),
+                        normal.quantile_ms(0.99).unwrap_or(f64::NAN)
+                    );
+                    if !all_idle {
+                        let n = "the idle-priority argon2 threads beside the JWKS probe could not take SCHED_IDLE: they ran at normal priority";
+                        note_once(&mut notes, n);
+                    }
+                    idle_hash_rates.push(rate);
+                    jwks_probe_hashing.push((rest.0.clone(), normal));
+                    if let (Some(r), Some(h)) = (rest.1.clone(), rt) {
+                        jwks_probe_hashing_rt.push((r, h));
+                    }
+                }
+                Err(e) => notes.push(format!("idle-priority argon2 threads failed: {e:#}")),
+            }
+            let (rest, rest_rt) = rest;
+            let probes = tokio::spawn(load::jwks_probes(ctx.clone(), duration, PROBE_INTERVAL));
+            hwm_kib = hwm_kib.max(sys::proc_status_kib(server.pid, "VmHWM"));
+            let storm = load::run_phase(
+                kind,
+                ctx.clone(),
+                args.concurrency,
+                duration,
+                server.pid,
+                None,
+            )
+            .await;
+            hwm_kib = hwm_kib.max(storm.peak_kib);
+            storm_rates.push((storm.rate(), storm.error_count()));
+            match probes.await {
+                Ok((during, during_rt)) => {
+                    eprintln!(
+                        "   JWKS probe p99: at rest {:.2} ms, during the sign-in storm ({:.1} sign-ins/s) {:.2} ms",
+                        rest.quantile_ms(0.99).unwrap_or(f64::NAN),
+                        storm.rate(),
+                        during.quantile_ms(0.99).unwrap_or(f64::NAN)
+                    );
+                    jwks_probe.push((rest, during));
+                    match (rest_rt, during_rt) {
+                        (Some(r), Some(s)) => {
+                            eprintln!(
+                                "   JWKS real-time probe p99: at rest {:.2} ms, during the sign-in storm {:.2} ms",
+                                r.quantile_ms(0.99).unwrap_or(f64::NAN),
+                                s.quantile_ms(0.99).unwrap_or(f64::NAN)
+                            );
+                            jwks_probe_rt.push((r, s));
+                        }
+                        _ => {
+                            let n = "the real-time JWKS probe did not run: SCHED_FIFO was refused (run as root or raise RLIMIT_RTPRIO)";
+                            note_once(&mut notes, n);
+                        }
+                    }
+                }
+                Err(e) => notes.push(format!("JWKS probe failed: {e}")),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         eprint!("   {:<20} ", kind.key());
         hwm_kib = hwm_kib.max(sys::proc_status_kib(server.pid, "VmHWM"));
         let r = load::run_phase(
@@ -690,35 +761,6 @@ async fn bench_backend_in(
             perf,
         )
         .await;
-        if let Some(((rest, rest_rt), storm)) = probe {
-            match storm.await {
-                Ok((storm, storm_rt)) => {
-                    eprintln!(
-                        "   JWKS probe p99: at rest {:.2} ms, during the sign-in storm {:.2} ms",
-                        rest.quantile_ms(0.99).unwrap_or(f64::NAN),
-                        storm.quantile_ms(0.99).unwrap_or(f64::NAN)
-                    );
-                    jwks_probe.push((rest, storm));
-                    match (rest_rt, storm_rt) {
-                        (Some(r), Some(s)) => {
-                            eprintln!(
-                                "   JWKS real-time probe p99: at rest {:.2} ms, during the sign-in storm {:.2} ms",
-                                r.quantile_ms(0.99).unwrap_or(f64::NAN),
-                                s.quantile_ms(0.99).unwrap_or(f64::NAN)
-                            );
-                            jwks_probe_rt.push((r, s));
-                        }
-                        _ => {
-                            let n = "the real-time JWKS probe did not run: SCHED_FIFO was refused (run as root or raise RLIMIT_RTPRIO)";
-                            if !notes.iter().any(|x| x == n) {
-                                notes.push(n.into());
-                            }
-                        }
-                    }
-                }
-                Err(e) => notes.push(format!("JWKS probe failed: {e}")),
-            }
-        }
         eprintln!(
             "{:>8.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}  cpu {:.2} ms/req  rss {} KiB  peak {} KiB  threads {}",
             r.rate(),
@@ -835,10 +877,21 @@ async fn bench_backend_in(
         all_phases: phases,
         jwks_probe,
         jwks_probe_rt,
+        jwks_probe_hashing,
+        jwks_probe_hashing_rt,
+        idle_hash_rates,
+        storm_rates,
         probe_seconds: duration.as_secs(),
         floor,
         floor_alt,
         notes,
         log_problems,
     })
+}
+
+/// Add a note to the report unless it is there already (notes repeat from round to round).
+fn note_once(notes: &mut Vec<String>, n: &str) {
+    if !notes.iter().any(|x| x == n) {
+        notes.push(n.into());
+    }
 }

@@ -329,14 +329,43 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
                 .collect();
             let _ = writeln!(o, "  - {}: {}", p.kind.key(), parts.join(", "));
         }
-        for (probe, who) in [
+        let normal_client = "one client on a thread and runtime of its own, at normal priority like the rest of the load generator";
+        let rt_client = "a second client beside it, its thread under SCHED_FIFO: its own wake-ups never wait for a CPU, so its latency leaves out its own scheduling";
+        let hashing = if b.idle_hash_rates.is_empty() {
+            String::new()
+        } else {
+            let mut rates = b.idle_hash_rates.clone();
+            rates.sort_by(f64::total_cmp);
+            format!(
+                "beside {} SCHED_IDLE argon2 threads ({:.0} hashes/s) and no other request: what the hashing alone does to the probe",
+                info.cores,
+                rates[rates.len() / 2]
+            )
+        };
+        for (probe, who, during, what) in [
             (
                 &b.jwks_probe,
-                "one client on a thread and runtime of its own, at normal priority like the rest of the load generator",
+                normal_client,
+                "during the storm",
+                "JWKS during the password sign-in storm",
             ),
             (
                 &b.jwks_probe_rt,
-                "a second client beside it, its thread under SCHED_FIFO: its own wake-ups never wait for a CPU, so its latency leaves out its own scheduling",
+                rt_client,
+                "during the storm",
+                "JWKS during the password sign-in storm",
+            ),
+            (
+                &b.jwks_probe_hashing,
+                normal_client,
+                "beside the hashing",
+                hashing.as_str(),
+            ),
+            (
+                &b.jwks_probe_hashing_rt,
+                "the SCHED_FIFO client",
+                "beside the hashing",
+                hashing.as_str(),
             ),
         ] {
             let ratio = |(rest, storm): &(crate::load::Probe, crate::load::Probe)| {
@@ -368,7 +397,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             };
             let _ = writeln!(
                 o,
-                "- JWKS during the password sign-in storm ({who}; one request every {} ms, {} s each): p99 at rest **{:.2} ms** (p50 {:.2}), during the storm **{:.2} ms** (p50 {:.2}) = {:.2}× at rest (target ≤ 2×){rounds}; errors {} / {}",
+                "- {what} ({who}; one request every {} ms, {} s each): p99 at rest **{:.2} ms** (p50 {:.2}), {during} **{:.2} ms** (p50 {:.2}) = {:.2}× at rest (target ≤ 2×){rounds}; errors {} / {}",
                 crate::PROBE_INTERVAL.as_millis(),
                 b.probe_seconds,
                 r,
@@ -378,6 +407,19 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
                 st / r,
                 rest.errors,
                 storm.errors
+            );
+        }
+        if !b.storm_rates.is_empty() {
+            let rates: Vec<String> = b
+                .storm_rates
+                .iter()
+                .map(|(r, _)| format!("{r:.1}"))
+                .collect();
+            let errors: u64 = b.storm_rates.iter().map(|(_, e)| e).sum();
+            let _ = writeln!(
+                o,
+                "- The sign-in storm the JWKS probes ran beside is a sign-in scenario of its own, before the timed one in the table (which runs alone, like every other scenario): {} sign-ins/s (every round, in order), errors {errors}",
+                rates.join(" / ")
             );
         }
         for p in &b.all_phases {

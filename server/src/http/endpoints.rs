@@ -39,7 +39,8 @@ pub async fn discovery(svc: Svc, path: web::Path<String>) -> Result<HttpResponse
             CacheDirective::Public,
             CacheDirective::MaxAge(300),
         ]))
-        .json(svc.discovery(&tenant)))
+        .content_type("application/json")
+        .body(svc.discovery_json(&tenant)))
 }
 
 pub async fn jwks(svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {

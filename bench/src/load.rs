@@ -788,6 +788,9 @@ pub struct PhaseResult {
     /// ma-idp's CPU time during the scenario by thread name (`argon2`, `actix-rt|system`,
     /// `sqlx-sqlite-worker`, ...), largest first.
     pub thread_cpu: Vec<(String, Duration)>,
+    /// Password sign-in: one argon2id hash's time measured just before this round (the
+    /// machine's speed drifts during a run; the round is judged against its own ceiling).
+    pub hash_floor_secs: Option<f64>,
 }
 
 impl PhaseResult {
@@ -922,6 +925,7 @@ pub async fn run_phase(
         threads_after: None,
         peak_kib: None,
         thread_cpu: Vec::new(),
+        hash_floor_secs: None,
     };
     // Sample CPU at the deadline (or when every worker ran out of work), not after the
     // requests still in flight at the deadline have finished.

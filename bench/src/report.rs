@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use crate::floors::TxnFloor;
-use crate::load::Kind;
+use crate::load::{Kind, PhaseResult};
 use crate::{ARGON2_M_KIB, ARGON2_P, ARGON2_RUNS, ARGON2_T, BackendResult, RunInfo};
 
 fn mib(kib: Option<u64>) -> String {
@@ -52,8 +52,8 @@ fn floor_line(f: &TxnFloor) -> String {
 }
 
 /// The floor a scenario is compared with, as (value per second, what it is).
-fn floor_for(kind: Kind, info: &RunInfo, b: &BackendResult) -> Option<(f64, String)> {
-    match kind {
+fn floor_for(p: &PhaseResult, info: &RunInfo, b: &BackendResult) -> Option<(f64, String)> {
+    match p.kind {
         Kind::Refresh | Kind::CodeExchange => b
             .floor
             .as_ref()
@@ -65,10 +65,24 @@ fn floor_for(kind: Kind, info: &RunInfo, b: &BackendResult) -> Option<(f64, Stri
                 format!("{} ES256 signs/s ({} cores)", rate(v), info.cores),
             )
         }),
-        Kind::SignIn => info.argon2_secs.map(|s| {
-            let v = info.cores as f64 / s;
-            (v, format!("{} argon2id/s ceiling", rate(v)))
-        }),
+        Kind::SignIn => match p.hash_floor_secs {
+            Some(s) => {
+                let v = info.cores as f64 / s;
+                Some((
+                    v,
+                    format!(
+                        "{} argon2id/s ceiling ({} cores / {:.1} ms, one hash timed just before this round)",
+                        rate(v),
+                        info.cores,
+                        s * 1000.0
+                    ),
+                ))
+            }
+            None => info.argon2_secs.map(|s| {
+                let v = info.cores as f64 / s;
+                (v, format!("{} argon2id/s ceiling", rate(v)))
+            }),
+        },
         _ => None,
     }
 }
@@ -221,7 +235,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         );
         for p in &b.phases {
-            let vs = match floor_for(p.kind, info, b) {
+            let vs = match floor_for(p, info, b) {
                 Some((v, what)) if v > 0.0 => format!("{:.2} of {what}", p.rate() / v),
                 _ => "–".into(),
             };
@@ -264,6 +278,29 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
                 info.rounds,
                 spread.join("; ")
             );
+            let sign_ins: Vec<String> = b
+                .all_phases
+                .iter()
+                .filter(|p| p.kind == Kind::SignIn)
+                .filter_map(|p| {
+                    let s = p.hash_floor_secs?;
+                    let ceiling = info.cores as f64 / s;
+                    Some(format!(
+                        "{:.2} ({:.1}/s of {:.1}/s; one hash {:.1} ms)",
+                        p.rate() / ceiling,
+                        p.rate(),
+                        ceiling,
+                        s * 1000.0
+                    ))
+                })
+                .collect();
+            if !sign_ins.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "- password sign-ins against the ceiling timed just before each round (one argon2id hash, median of {ARGON2_RUNS}; on a shared machine the hash's speed drifts during a run), every round in order: {}",
+                    sign_ins.join(" / ")
+                );
+            }
             // A scenario that slows round after round has a path that grows with the data the
             // earlier rounds left (one round, or an A/B of single rounds, cannot show it).
             let falling: Vec<String> = b

@@ -127,7 +127,7 @@ pub fn argon2_parallel_rate(m_kib: u32, t: u32, p: u32, threads: usize, secs: f6
 /// storm's latency that the hashing itself sets, which no request handling can remove.
 pub struct IdleHashers {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<(usize, bool)>>,
+    threads: Vec<std::thread::JoinHandle<Result<(usize, bool)>>>,
     started: Instant,
 }
 
@@ -144,25 +144,38 @@ fn make_idle() -> bool {
 }
 
 impl IdleHashers {
+    /// Start the threads. Each takes `SCHED_IDLE` before it allocates its memory and hashes
+    /// its first hash, so nothing of theirs runs at normal priority (nor on the caller's
+    /// thread, which may be an async runtime's).
     pub fn start(m_kib: u32, t: u32, p: u32, threads: usize) -> Result<IdleHashers> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
-            let mut h = Hasher::new(m_kib, t, p)?;
-            let stop = stop.clone();
-            let handle = std::thread::Builder::new()
+            let flag = stop.clone();
+            let spawned = std::thread::Builder::new()
                 .name(format!("idle-argon2-{i}"))
                 .spawn(move || {
                     let idle = make_idle();
+                    let mut h = Hasher::new(m_kib, t, p)?;
                     let mut n = 0usize;
-                    while !stop.load(Ordering::Relaxed) && h.hash(n).is_ok() {
+                    while !flag.load(Ordering::Relaxed) {
+                        h.hash(n)?;
                         n += 1;
                     }
-                    (n, idle)
-                })
-                .context("starting an idle-priority hash thread")?;
-            handles.push(handle);
+                    Ok((n, idle))
+                });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    // Stop the ones already running before giving up.
+                    stop.store(true, Ordering::Relaxed);
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(e).context("starting an idle-priority hash thread");
+                }
+            }
         }
         Ok(IdleHashers {
             stop,
@@ -172,17 +185,26 @@ impl IdleHashers {
     }
 
     /// Stop the hashers: (hashes per second, whether every thread ran under `SCHED_IDLE`).
-    pub fn stop(self) -> (f64, bool) {
+    pub fn stop(self) -> Result<(f64, bool)> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64();
         let mut total = 0;
         let mut all_idle = true;
+        let mut failed = None;
         for t in self.threads {
-            let (n, idle) = t.join().unwrap_or((0, false));
-            total += n;
-            all_idle &= idle;
+            match t.join() {
+                Ok(Ok((n, idle))) => {
+                    total += n;
+                    all_idle &= idle;
+                }
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => failed = Some(anyhow::anyhow!("an idle-priority hash thread panicked")),
+            }
         }
-        (total as f64 / secs, all_idle)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((total as f64 / secs, all_idle)),
+        }
     }
 }
 

@@ -686,11 +686,18 @@ async fn bench_backend_in(
             let rest = load::jwks_probes(ctx.clone(), duration, PROBE_INTERVAL).await;
             // Beside the hashing alone: one SCHED_IDLE argon2 thread per core, as ma-idp's
             // hash threads run in the storm, and no request but the probes'.
-            match floors::IdleHashers::start(ARGON2_M_KIB, ARGON2_T, ARGON2_P, sys::cores()) {
-                Ok(hashers) => {
-                    let (normal, rt) =
-                        load::jwks_probes(ctx.clone(), duration, PROBE_INTERVAL).await;
-                    let (rate, all_idle) = hashers.stop();
+            let beside_hashing =
+                match floors::IdleHashers::start(ARGON2_M_KIB, ARGON2_T, ARGON2_P, sys::cores()) {
+                    Ok(hashers) => {
+                        let probes = load::jwks_probes(ctx.clone(), duration, PROBE_INTERVAL).await;
+                        hashers
+                            .stop()
+                            .map(|(rate, all_idle)| (probes, rate, all_idle))
+                    }
+                    Err(e) => Err(e),
+                };
+            match beside_hashing {
+                Ok(((normal, rt), rate, all_idle)) => {
                     eprintln!(
                         "   JWKS probe p99 beside {} idle-priority argon2 threads ({rate:.0} hashes/s): {:.2} ms",
                         sys::cores(),

@@ -32,6 +32,7 @@ both_backends!(
     concurrent_introspections_answer_each_token,
     refresh_in_one_statement_where_it_can,
     code_exchange_writes_with_the_code_or_not_at_all,
+    concurrent_one_call_refreshes_share_commits,
 );
 
 fn long_state() -> String {
@@ -1703,15 +1704,7 @@ async fn refresh_in_one_statement_where_it_can(backend: Backend) {
     let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
     assert_eq!(s, 200);
     let first = tok["refresh_token"].as_str().unwrap().to_string();
-    let t = app.svc.tenant("home").await.unwrap();
-    let client = app
-        .svc
-        .store
-        .client_by_client_id(&t.id, &setup.client_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .client;
+    let (t, client) = home_and_client(&app, &setup).await;
     let next = "next-refresh-token-for-this-test";
     let at_once = |presented: &str, client_pk: &str| {
         at_once_rotation(
@@ -1890,6 +1883,132 @@ async fn code_exchange_writes_with_the_code_or_not_at_all(backend: Backend) {
         1
     );
     app.stop().await;
+}
+
+/// Many one-call refreshes at once: on SQLite those waiting for the write turn share one
+/// commit (group commit), yet each stands or falls alone: one whose write fails half-way (its
+/// successor's hash is taken) is undone without the others of its group, which are rotated
+/// and durable; later writes go on. On PostgreSQL the same calls answer the same.
+async fn concurrent_one_call_refreshes_share_commits(backend: Backend) {
+    use ma_idp::secrets::token_hash;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let (t, client) = home_and_client(&app, &setup).await;
+    let mut tokens = Vec::new();
+    for _ in 0..16 {
+        let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+        let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+        assert_eq!(s, 200, "{tok}");
+        tokens.push(tok["refresh_token"].as_str().unwrap().to_string());
+    }
+    // Every fourth call asks for a successor whose hash is taken (the first token's).
+    let successor = |i: usize| {
+        if i % 4 == 3 {
+            tokens[0].clone()
+        } else {
+            format!("group-commit-successor-{i}")
+        }
+    };
+    let (commits_before, writes_before) = app.svc.store.group_commit_counts();
+    let answers = futures_util::future::join_all((0..tokens.len()).map(|i| {
+        let presented = token_hash(&tokens[i]);
+        let next = token_hash(&successor(i));
+        let (tenant_id, client_pk) = (t.id.clone(), client.id.clone());
+        let store = app.svc.store.clone();
+        let now = app.svc.now();
+        async move {
+            store
+                .rotate_refresh_at_once(
+                    &tenant_id,
+                    &presented,
+                    &client_pk,
+                    now,
+                    &next,
+                    now + 3600,
+                    ma_idp::audit::AuditEvent {
+                        tenant_id: Some(tenant_id.clone()),
+                        kind: "token_refreshed",
+                        outcome: "ok",
+                        ..Default::default()
+                    },
+                )
+                .await
+        }
+    }))
+    .await;
+    let (commits, writes) = app.svc.store.group_commit_counts();
+    let (commits, writes) = (commits - commits_before, writes - writes_before);
+    if backend == Backend::Sqlite {
+        assert_eq!(writes, 16, "every call is one atomic write");
+        assert!(
+            commits < writes,
+            "concurrent writes share commits: {commits} commits for {writes} writes"
+        );
+    } else {
+        assert_eq!(
+            (commits, writes),
+            (0, 0),
+            "PostgreSQL groups nothing itself"
+        );
+    }
+    let db = app.svc.store.connection();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let presented = entity::refresh_token::Entity::find()
+            .filter(entity::refresh_token::Column::TokenHash.eq(token_hash(&tokens[i])))
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        if i % 4 == 3 {
+            assert!(answer.is_err(), "call {i}: a taken successor hash fails");
+            assert_eq!(presented.used_at, None, "call {i}: its mark is undone");
+        } else {
+            let fam = answer
+                .unwrap_or_else(|e| panic!("call {i} failed beside a failing one: {e}"))
+                .unwrap_or_else(|| panic!("call {i} was not rotated"));
+            assert_eq!(fam.id, presented.family_id);
+            assert!(presented.used_at.is_some(), "call {i}: marked used");
+            let next = entity::refresh_token::Entity::find()
+                .filter(entity::refresh_token::Column::TokenHash.eq(token_hash(&successor(i))))
+                .one(db)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("call {i}: its successor is stored"));
+            assert_eq!(next.family_id, presented.family_id);
+        }
+    }
+    // The successors work over HTTP; the tokens whose rotation failed refresh normally.
+    for (i, token) in tokens.iter().enumerate() {
+        let presented = if i % 4 == 3 {
+            token.clone()
+        } else {
+            successor(i)
+        };
+        let (s, r) = app.refresh(&setup, &presented).await;
+        assert_eq!(s, 200, "token {i}: {r}");
+    }
+    app.stop().await;
+}
+
+/// The tenant `home` and the set-up's client, as the store holds them.
+async fn home_and_client(
+    app: &TestApp,
+    setup: &Setup,
+) -> (entity::tenant::Model, entity::client::Model) {
+    let t = app.svc.tenant("home").await.unwrap();
+    let client = app
+        .svc
+        .store
+        .client_by_client_id(&t.id, &setup.client_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .client;
+    (t, client)
 }
 
 /// `Store::rotate_refresh_at_once` with a successor `next`, valid an hour.

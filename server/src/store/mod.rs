@@ -92,6 +92,9 @@ pub struct Store {
     /// sleeps in its busy handler (1, 2, 5 … up to 100 ms between tries) while the lock,
     /// released meanwhile, stays idle. `None` on PostgreSQL (row locks, no single writer).
     writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite: the atomic writes waiting for the write turn, committed as groups (see
+    /// `sqlite_atomic`).
+    atomic_queue: AtomicQueue,
 }
 
 /// `ConnectionTrait` for `$ty` by delegation to `$conn`, holding `$turn` (evaluated first,
@@ -196,21 +199,28 @@ pub(crate) async fn batch<C: sea_orm::ConnectionTrait>(
     .await
 }
 
-/// SQLite: `statements` as one `IMMEDIATE` transaction sent to a connection's thread in a
-/// single call (`BEGIN IMMEDIATE; …; COMMIT`), while this process's write turn is held: the
-/// write lock is held for one hand-off instead of one per statement plus the `BEGIN` and the
-/// `COMMIT`. Returns the rows the statements answered (a `SELECT` before the `COMMIT` reads
-/// inside the transaction). If anything fails the transaction is rolled back on that same
-/// connection (or the connection is closed, if even that fails), so no pooled connection is
-/// ever left inside a transaction.
+/// SQLite: `statements` as one atomic, durable write, run while this process's write turn is
+/// held. Returns the rows the statements answered (a `SELECT` among them reads what the ones
+/// before it wrote).
+///
+/// Group commit: calls that queue while the turn is taken are run together by whichever of
+/// them gets it next, in the order they came, in one `IMMEDIATE` transaction with one commit
+/// (one `fsync` for the group instead of one each). Each call's statements run inside a
+/// savepoint of their own: one that fails is undone alone and answers its error, the others
+/// commit. No call is answered before the commit that holds its writes; if the commit fails,
+/// every call of the group answers the error. A call alone is sent as one `BEGIN IMMEDIATE;
+/// …; COMMIT`, one hand-off to the connection's thread. PostgreSQL needs none of this: its
+/// backends flush the WAL of concurrent commits together.
+///
+/// The group runs on a task of its own: a request dropped half-way (its client went away)
+/// must not cancel it between its `BEGIN` and its `COMMIT` or `ROLLBACK`, leaving a pooled
+/// connection inside a transaction holding SQLite's write lock. Whatever fails, the
+/// connection is rolled back or closed, never returned to the pool inside a transaction.
 pub(crate) async fn sqlite_atomic(
     store: &Store,
     statements: Vec<sea_orm::Statement>,
 ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
-    use sea_orm::RuntimeErr;
-    use sea_orm::sqlx;
-    let err = |e: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e)));
-    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    let mut sql = String::new();
     let mut values = Vec::new();
     for st in statements {
         sql.push_str(&st.sql);
@@ -219,40 +229,189 @@ pub(crate) async fn sqlite_atomic(
             values.extend(v.0);
         }
     }
-    sql.push_str("COMMIT");
-    // On a task of its own: a request dropped half-way (its client went away) must not cancel
-    // the call between its `BEGIN` and its `ROLLBACK`, leaving a pooled connection holding
-    // SQLite's write lock.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let taken = std::sync::Arc::new(tokio::sync::Notify::new());
+    store.atomic_queue.push(AtomicJob {
+        sql,
+        values,
+        reply,
+        taken: taken.clone(),
+    });
     let pool = store.db.get_sqlite_connection_pool().clone();
     let turns = store.writes.clone();
-    let task = tokio::spawn(async move {
+    let queue = store.atomic_queue.clone();
+    tokio::spawn(async move {
+        // Wait for the write turn, unless another call's task takes this call's job into its
+        // group first: then this task leaves the line at once (a line of tasks each taking
+        // the turn only to find their jobs gone would grow faster than it moves).
         let _turn = match turns {
-            Some(m) => Some(m.lock_owned().await),
+            Some(m) => tokio::select! {
+                biased;
+                _ = taken.notified() => return,
+                turn = m.lock_owned() => Some(turn),
+            },
             None => None,
         };
-        let mut conn = pool.acquire().await.map_err(err)?;
-        let answer = sqlx::query_with(
-            sqlx::AssertSqlSafe(sql.as_str()),
-            sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
-        )
-        .fetch_all(&mut *conn)
-        .await;
-        match answer {
-            Ok(rows) => Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect()),
-            Err(e) => {
-                // A failure after `BEGIN` leaves the transaction open on this connection.
-                if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-                    && !r.to_string().contains("no transaction is active")
-                {
-                    tracing::error!(error = %r, "rollback failed; closing the connection");
-                    conn.close_on_drop();
-                }
-                Err(err(e))
-            }
+        let jobs = queue.take(MAX_GROUP);
+        if !jobs.is_empty() {
+            run_group(&pool, jobs).await;
         }
     });
-    task.await
-        .map_err(|e| DbErr::Custom(format!("SQLite write task: {e}")))?
+    answer
+        .await
+        .map_err(|_| DbErr::Custom("SQLite write task ended without an answer".into()))?
+}
+
+/// At most this many atomic writes share one commit (the write turn is held while they run).
+const MAX_GROUP: usize = 64;
+
+/// One `sqlite_atomic` call waiting for its group.
+struct AtomicJob {
+    /// The statements, each followed by `;\n`.
+    sql: String,
+    values: Vec<sea_orm::Value>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<sea_orm::QueryResult>, DbErr>>,
+    /// Told when a group takes this job (its own task then stops waiting for the turn).
+    taken: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// The `sqlite_atomic` calls waiting for the write turn, and how they were committed.
+#[derive(Clone, Default)]
+pub(crate) struct AtomicQueue(std::sync::Arc<AtomicQueueInner>);
+
+#[derive(Default)]
+struct AtomicQueueInner {
+    jobs: std::sync::Mutex<Vec<AtomicJob>>,
+    /// Groups run (one commit each) and the atomic writes they held.
+    groups: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl AtomicQueue {
+    fn push(&self, job: AtomicJob) {
+        self.0
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(job);
+    }
+
+    /// The oldest `max` waiting jobs, in the order they came, counted as one group.
+    fn take(&self, max: usize) -> Vec<AtomicJob> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let jobs: Vec<AtomicJob> = {
+            let mut q = self.0.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let n = q.len().min(max);
+            q.drain(..n).collect()
+        };
+        for j in &jobs {
+            j.taken.notify_one();
+        }
+        if !jobs.is_empty() {
+            self.0.groups.fetch_add(1, Relaxed);
+            self.0.writes.fetch_add(jobs.len() as u64, Relaxed);
+            metrics::counter!("ma_idp_sqlite_group_commits_total").increment(1);
+            metrics::counter!("ma_idp_sqlite_grouped_writes_total").increment(jobs.len() as u64);
+        }
+        jobs
+    }
+}
+
+type SqlxErr = std::sync::Arc<sea_orm::sqlx::Error>;
+type SqliteConn = sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Sqlite>;
+
+fn sqlx_err(e: &SqlxErr) -> DbErr {
+    DbErr::Query(sea_orm::RuntimeErr::SqlxError(e.clone()))
+}
+
+/// `sql` (one or more statements) with `values` on `conn`: the rows they answered.
+async fn fetch(
+    conn: &mut SqliteConn,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<Vec<sea_orm::QueryResult>, SqlxErr> {
+    use sea_orm::sqlx;
+    sqlx::query_with(
+        sqlx::AssertSqlSafe(sql),
+        sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
+    )
+    .fetch_all(&mut **conn)
+    .await
+    .map(|rows| rows.into_iter().map(sea_orm::QueryResult::from).collect())
+    .map_err(std::sync::Arc::new)
+}
+
+/// After a failure inside `BEGIN`: roll back; if even that fails (other than because SQLite
+/// already did), the connection is closed instead of going back to the pool.
+async fn roll_back(conn: &mut SqliteConn) {
+    if let Err(r) = fetch(conn, "ROLLBACK", Vec::new()).await
+        && !r.to_string().contains("no transaction is active")
+    {
+        tracing::error!(error = %r, "rollback failed; closing the connection");
+        conn.close_on_drop();
+    }
+}
+
+/// Run `jobs` (see `sqlite_atomic`) and answer each.
+async fn run_group(pool: &sea_orm::sqlx::SqlitePool, jobs: Vec<AtomicJob>) {
+    type Reply = tokio::sync::oneshot::Sender<Result<Vec<sea_orm::QueryResult>, DbErr>>;
+    fn fail_all(replies: impl IntoIterator<Item = Reply>, e: &SqlxErr) {
+        for r in replies {
+            let _ = r.send(Err(sqlx_err(e)));
+        }
+    }
+    let mut conn = match pool.acquire().await {
+        Ok(c) => c,
+        Err(e) => return fail_all(jobs.into_iter().map(|j| j.reply), &std::sync::Arc::new(e)),
+    };
+    if jobs.len() == 1 {
+        for job in jobs {
+            let sql = format!("BEGIN IMMEDIATE;\n{}COMMIT", job.sql);
+            let answer = fetch(&mut conn, &sql, job.values).await;
+            if answer.is_err() {
+                roll_back(&mut conn).await;
+            }
+            let _ = job.reply.send(answer.map_err(|e| sqlx_err(&e)));
+        }
+        return;
+    }
+    if let Err(e) = fetch(&mut conn, "BEGIN IMMEDIATE", Vec::new()).await {
+        roll_back(&mut conn).await;
+        return fail_all(jobs.into_iter().map(|j| j.reply), &e);
+    }
+    let mut done: Vec<(Reply, Result<Vec<sea_orm::QueryResult>, DbErr>)> =
+        Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let sql = format!("SAVEPOINT atomic;\n{}RELEASE atomic", job.sql);
+        match fetch(&mut conn, &sql, job.values).await {
+            Ok(rows) => done.push((job.reply, Ok(rows))),
+            Err(e) => {
+                // Undo this call's statements only. If SQLite has rolled back the whole
+                // transaction itself (an I/O error, a full disk), the savepoint is gone and
+                // nothing of the group stands.
+                if let Err(u) =
+                    fetch(&mut conn, "ROLLBACK TO atomic; RELEASE atomic", Vec::new()).await
+                {
+                    tracing::warn!(error = %u, "undoing one write of a group failed; rolling the group back");
+                    roll_back(&mut conn).await;
+                    let replies = done.into_iter().map(|(r, _)| r);
+                    return fail_all(replies.chain([job.reply]), &e);
+                }
+                done.push((job.reply, Err(sqlx_err(&e))));
+            }
+        }
+    }
+    match fetch(&mut conn, "COMMIT", Vec::new()).await {
+        Ok(_) => {
+            for (reply, answer) in done {
+                let _ = reply.send(answer);
+            }
+        }
+        Err(e) => {
+            roll_back(&mut conn).await;
+            fail_all(done.into_iter().map(|(r, _)| r), &e);
+        }
+    }
 }
 
 /// The pool for one write statement outside a transaction: on SQLite each statement waits
@@ -312,6 +471,7 @@ impl Store {
         let db = Database::connect(opts).await?;
         Ok(Self {
             writes: write_turns(&db),
+            atomic_queue: AtomicQueue::default(),
             db,
             cache: std::sync::Arc::new(cache::Caches::new(cache_ttl)),
             live: Default::default(),
@@ -321,6 +481,7 @@ impl Store {
     pub fn from_connection(db: DatabaseConnection) -> Self {
         Self {
             writes: write_turns(&db),
+            atomic_queue: AtomicQueue::default(),
             db,
             cache: std::sync::Arc::new(cache::Caches::new(Duration::ZERO)),
             live: Default::default(),
@@ -355,6 +516,15 @@ impl Store {
             txn: self.db.begin_with_options(opts).await?,
             _turn: turn,
         })
+    }
+
+    /// SQLite: how many commits the atomic writes (`sqlite_atomic`: refresh grants and code
+    /// exchanges) took so far, and how many writes they held: `(commits, writes)`, equal
+    /// when no two writes shared a commit. Zero on PostgreSQL.
+    pub fn group_commit_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let q = &self.atomic_queue.0;
+        (q.groups.load(Relaxed), q.writes.load(Relaxed))
     }
 
     /// Where a write statement outside a transaction goes (see `Writes`).

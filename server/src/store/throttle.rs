@@ -7,7 +7,7 @@ use sea_orm::{
     Statement,
 };
 
-use super::audit::{audit_insert, insert_audit};
+use super::audit::audit_insert;
 use super::{SelectUnique, Store};
 use crate::audit::AuditEvent;
 use crate::error::Result;
@@ -194,10 +194,17 @@ impl Store {
                 .to_owned();
             self.db.execute(&q).await?;
         } else {
-            let txn = self.write_txn().await?;
-            clear.exec(&txn).await?;
-            insert_audit(&txn, audit, now).await?;
-            txn.commit().await?;
+            // One call to a connection's thread instead of four (`BEGIN`, two statements,
+            // `COMMIT`), and a commit shared with other writes waiting then.
+            let b = DbBackend::Sqlite;
+            super::sqlite_atomic(
+                self,
+                vec![
+                    b.build(&clear.into_query()),
+                    b.build(&audit_insert(audit, now)),
+                ],
+            )
+            .await?;
         }
         Ok(())
     }

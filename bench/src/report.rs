@@ -51,12 +51,12 @@ fn floor_line(f: &TxnFloor) -> String {
     s
 }
 
-/// The floor a scenario is compared with, as (value per second, what it is).
 /// Password sign-ins per second if every core did nothing but hash: cores ÷ one hash's time.
 fn sign_in_ceiling(info: &RunInfo, hash_secs: f64) -> f64 {
     info.cores as f64 / hash_secs
 }
 
+/// The floor a scenario is compared with, as (value per second, what it is).
 fn floor_for(p: &PhaseResult, info: &RunInfo, b: &BackendResult) -> Option<(f64, String)> {
     match p.kind {
         Kind::Refresh | Kind::CodeExchange => b
@@ -70,24 +70,23 @@ fn floor_for(p: &PhaseResult, info: &RunInfo, b: &BackendResult) -> Option<(f64,
                 format!("{} ES256 signs/s ({} cores)", rate(v), info.cores),
             )
         }),
-        Kind::SignIn => match p.hash_floor_secs {
-            Some(s) => {
-                let v = sign_in_ceiling(info, s);
-                Some((
-                    v,
-                    format!(
-                        "{} argon2id/s ceiling ({} cores / {:.1} ms, one hash timed just before this round)",
-                        rate(v),
-                        info.cores,
-                        s * 1000.0
-                    ),
-                ))
-            }
-            None => info.argon2_secs.map(|s| {
-                let v = sign_in_ceiling(info, s);
-                (v, format!("{} argon2id/s ceiling", rate(v)))
-            }),
-        },
+        Kind::SignIn => {
+            // The round's own hash when it was timed, else the run's.
+            let (s, when) = match p.hash_floor_secs {
+                Some(s) => (s, "one hash timed just before this round"),
+                None => (info.argon2_secs?, "the floors' hash"),
+            };
+            let v = sign_in_ceiling(info, s);
+            Some((
+                v,
+                format!(
+                    "{} argon2id/s ceiling ({} cores / {:.1} ms, {when})",
+                    rate(v),
+                    info.cores,
+                    s * 1000.0
+                ),
+            ))
+        }
         _ => None,
     }
 }

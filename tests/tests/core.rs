@@ -1919,30 +1919,9 @@ async fn concurrent_one_call_refreshes_share_commits(backend: Backend) {
         }
     };
     let (commits_before, writes_before) = app.svc.store.group_commit_counts();
-    let answers = futures_util::future::join_all((0..tokens.len()).map(|i| {
-        let presented = token_hash(&tokens[i]);
-        let next = token_hash(&successor(i));
-        let (tenant_id, client_pk) = (t.id.clone(), client.id.clone());
-        let store = app.svc.store.clone();
-        let now = app.svc.now();
-        async move {
-            store
-                .rotate_refresh_at_once(
-                    &tenant_id,
-                    &presented,
-                    &client_pk,
-                    now,
-                    &next,
-                    now + 3600,
-                    ma_idp::audit::AuditEvent {
-                        tenant_id: Some(tenant_id.clone()),
-                        kind: "token_refreshed",
-                        outcome: "ok",
-                        ..Default::default()
-                    },
-                )
-                .await
-        }
+    let nexts: Vec<String> = (0..tokens.len()).map(successor).collect();
+    let answers = futures_util::future::join_all(tokens.iter().zip(&nexts).map(|(token, next)| {
+        try_at_once_rotation(&app, &t.id, token_hash(token), client.id.clone(), next)
     }))
     .await;
     let (commits, writes) = app.svc.store.group_commit_counts();
@@ -2024,6 +2003,19 @@ async fn at_once_rotation(
     client_pk: String,
     next: &str,
 ) -> Option<entity::refresh_family::Model> {
+    try_at_once_rotation(app, tenant_id, presented_hash, client_pk, next)
+        .await
+        .unwrap()
+}
+
+/// `at_once_rotation`, its error answered rather than unwrapped.
+async fn try_at_once_rotation(
+    app: &TestApp,
+    tenant_id: &str,
+    presented_hash: String,
+    client_pk: String,
+    next: &str,
+) -> ma_idp::error::Result<Option<entity::refresh_family::Model>> {
     let now = app.svc.now();
     let ev = ma_idp::audit::AuditEvent {
         tenant_id: Some(tenant_id.to_string()),
@@ -2043,5 +2035,4 @@ async fn at_once_rotation(
             ev,
         )
         .await
-        .unwrap()
 }

@@ -284,7 +284,7 @@ struct AtomicQueueInner {
     jobs: std::sync::Mutex<Vec<AtomicJob>>,
     /// Groups run (one commit each) and the atomic writes they held.
     groups: std::sync::atomic::AtomicU64,
-    writes: std::sync::atomic::AtomicU64,
+    grouped: std::sync::atomic::AtomicU64,
 }
 
 impl AtomicQueue {
@@ -309,7 +309,7 @@ impl AtomicQueue {
         }
         if !jobs.is_empty() {
             self.0.groups.fetch_add(1, Relaxed);
-            self.0.writes.fetch_add(jobs.len() as u64, Relaxed);
+            self.0.grouped.fetch_add(jobs.len() as u64, Relaxed);
             metrics::counter!("ma_idp_sqlite_group_commits_total").increment(1);
             metrics::counter!("ma_idp_sqlite_grouped_writes_total").increment(jobs.len() as u64);
         }
@@ -524,7 +524,7 @@ impl Store {
     pub fn group_commit_counts(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let q = &self.atomic_queue.0;
-        (q.groups.load(Relaxed), q.writes.load(Relaxed))
+        (q.groups.load(Relaxed), q.grouped.load(Relaxed))
     }
 
     /// Where a write statement outside a transaction goes (see `Writes`).

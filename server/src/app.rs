@@ -32,6 +32,8 @@ pub fn build_server(
     let with_admin = services.settings.admin_listen().is_none();
     let svc = services.clone();
     let server = HttpServer::new(move || {
+        // Called on each worker's thread: its queries get a database pool of their own there.
+        svc.store.pin_to_thread(workers);
         let d = data.clone();
         App::new()
             .app_data(d.clone())

@@ -1433,6 +1433,20 @@ async fn health_ready_metrics(backend: Backend) {
         .unwrap();
     assert!(m.contains("ma_idp_token_grants_total"), "{m}");
     assert!(m.contains("ma_idp_http_requests_total"));
+    // On PostgreSQL each of the two HTTP workers queries through a pool of its own (opened on
+    // its thread), beside the shared one; SQLite has the one pool.
+    let gauge = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    };
+    let pools = match backend {
+        Backend::Postgres => 3.0,
+        Backend::Sqlite => 1.0,
+    };
+    assert_eq!(gauge("ma_idp_db_pools"), pools);
+    assert!(gauge("ma_idp_db_pool_connections") >= 1.0);
+    assert!(gauge("ma_idp_db_pool_max") >= gauge("ma_idp_db_pool_connections"));
     assert!(m.contains("ma_idp_sign_ins_total"));
     // Request durations are a Prometheus histogram with fixed buckets.
     assert!(

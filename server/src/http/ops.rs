@@ -72,10 +72,11 @@ pub async fn ready(svc: Svc) -> HttpResponse {
 }
 
 pub async fn metrics(svc: Svc) -> HttpResponse {
-    let (size, idle) = svc.store.pool_stats();
-    metrics::gauge!("ma_idp_db_pool_connections").set(size as f64);
-    metrics::gauge!("ma_idp_db_pool_idle").set(idle as f64);
-    metrics::gauge!("ma_idp_db_pool_max").set(svc.settings.db_pool_size() as f64);
+    let pools = svc.store.pool_stats();
+    metrics::gauge!("ma_idp_db_pools").set(pools.pools as f64);
+    metrics::gauge!("ma_idp_db_pool_connections").set(pools.size as f64);
+    metrics::gauge!("ma_idp_db_pool_idle").set(pools.idle as f64);
+    metrics::gauge!("ma_idp_db_pool_max").set(pools.max as f64);
     match install_metrics() {
         Some(h) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")

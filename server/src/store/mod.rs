@@ -84,7 +84,7 @@ fn loopback_without_tls(url: &str) -> String {
 
 #[derive(Clone)]
 pub struct Store {
-    db: DatabaseConnection,
+    db: Db,
     cache: std::sync::Arc<cache::Caches>,
     live: std::sync::Arc<live::LiveChecks>,
     /// SQLite: this process's writers take turns here, first come first served, before they
@@ -159,6 +159,50 @@ impl WriteTxn {
 // Both delegate every call to a connection; they differ only in when the write turn is held.
 connection_via!(WriteTxn, self => (), self.txn);
 
+/// The database as queries see it: on PostgreSQL an HTTP worker's own pool when the thread
+/// has one (see `Store::pin_to_thread`), else the shared pool.
+#[derive(Clone)]
+struct Db {
+    shared: DatabaseConnection,
+    /// PostgreSQL: how to open a worker's own pool (lazy, sized per worker), and the id
+    /// naming this store's pools among the threads' ones. `None` on SQLite, whose connections
+    /// have threads of their own.
+    workers: Option<std::sync::Arc<WorkerPools>>,
+}
+
+struct WorkerPools {
+    id: u64,
+    /// The shared pool's options but lazy (the URL may hold a password: never printed).
+    opts: ConnectOptions,
+    max_connections: u32,
+    /// The workers' pools opened so far (for the pool metrics).
+    opened: std::sync::Mutex<Vec<DatabaseConnection>>,
+}
+
+thread_local! {
+    /// This thread's own PostgreSQL pool and the id of the store it belongs to.
+    static THREAD_DB: std::cell::RefCell<Option<(u64, DatabaseConnection)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Db {
+    /// The pool for a query made on this thread.
+    fn current(&self) -> DatabaseConnection {
+        if let Some(w) = &self.workers {
+            let own = THREAD_DB.with(|t| match &*t.borrow() {
+                Some((id, db)) if *id == w.id => Some(db.clone()),
+                _ => None,
+            });
+            if let Some(db) = own {
+                return db;
+            }
+        }
+        self.shared.clone()
+    }
+}
+
+connection_via!(Db, self => (), self.current());
+
 /// Several statements in one call on SQLite: sqlx runs them in order on the connection's
 /// thread (plain `?` parameters number on from one statement to the next), so a write
 /// transaction, which holds SQLite's only write lock, hands work to that thread once instead
@@ -199,6 +243,29 @@ pub(crate) async fn batch<C: sea_orm::ConnectionTrait>(
     .await
 }
 
+/// A statement of `sqlite_atomic` must be one statement and must not control the transaction
+/// itself: the group wraps each call in `SAVEPOINT atomic`, and a `COMMIT`, `ROLLBACK`,
+/// `RELEASE` or second statement inside it would commit or undo other calls' writes. The
+/// statements come from sea-query with bound values, so a `;` never appears in them.
+fn check_atomic_statement(sql: &str) -> Result<(), DbErr> {
+    let first = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let controls = matches!(
+        first.as_str(),
+        "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE"
+    );
+    if controls || sql.contains(';') || first.is_empty() {
+        return Err(DbErr::Custom(format!(
+            "sqlite_atomic: not a single data statement: {}",
+            sql.chars().take(40).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 /// SQLite: `statements` as one atomic, durable write, run while this process's write turn is
 /// held. Returns the rows the statements answered (a `SELECT` among them reads what the ones
 /// before it wrote).
@@ -223,6 +290,7 @@ pub(crate) async fn sqlite_atomic(
     let mut sql = String::new();
     let mut values = Vec::new();
     for st in statements {
+        check_atomic_statement(&st.sql)?;
         sql.push_str(&st.sql);
         sql.push_str(";\n");
         if let Some(v) = st.values {
@@ -237,7 +305,7 @@ pub(crate) async fn sqlite_atomic(
         reply,
         taken: taken.clone(),
     });
-    let pool = store.db.get_sqlite_connection_pool().clone();
+    let pool = store.db.shared.get_sqlite_connection_pool().clone();
     let turns = store.writes.clone();
     let queue = store.atomic_queue.clone();
     tokio::spawn(async move {
@@ -414,6 +482,15 @@ async fn run_group(pool: &sea_orm::sqlx::SqlitePool, jobs: Vec<AtomicJob>) {
     }
 }
 
+/// See `Store::pool_stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub pools: usize,
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
 /// The pool for one write statement outside a transaction: on SQLite each statement waits
 /// for this process's write turn (see `Store::writes`).
 pub(crate) struct Writes<'a>(&'a Store);
@@ -435,7 +512,7 @@ fn write_turns(db: &DatabaseConnection) -> Option<std::sync::Arc<tokio::sync::Mu
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Store({:?})", self.db.get_database_backend())
+        write!(f, "Store({:?})", self.db.shared.get_database_backend())
     }
 }
 
@@ -468,32 +545,91 @@ impl Store {
                     .foreign_keys(true)
                     .create_if_missing(true)
             });
-        let db = Database::connect(opts).await?;
+        let db = Database::connect(opts.clone()).await?;
+        let workers = (db.get_database_backend() == DbBackend::Postgres).then(|| {
+            static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            opts.connect_lazy(true);
+            std::sync::Arc::new(WorkerPools {
+                id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                opts,
+                max_connections: max_connections.max(1),
+                opened: Default::default(),
+            })
+        });
         Ok(Self {
             writes: write_turns(&db),
             atomic_queue: AtomicQueue::default(),
-            db,
+            db: Db {
+                shared: db,
+                workers,
+            },
             cache: std::sync::Arc::new(cache::Caches::new(cache_ttl)),
             live: Default::default(),
         })
+    }
+
+    /// PostgreSQL: give the calling thread, an HTTP worker (a single-threaded runtime), a pool
+    /// of its own, sized `max_connections / workers` (at least 2) and opened lazily on this
+    /// thread's runtime; its queries use it from then on, every other thread the shared pool.
+    ///
+    /// A connection is a socket registered with the runtime that opened it. Shared between
+    /// workers, a connection opened on the main thread or on another worker had each of its
+    /// answers wake that thread first, which then woke the worker waiting for it: on a
+    /// PostgreSQL sign-in storm about 2 of every 5 answers took that extra hop (measured with
+    /// the scheduler's trace, BENCHMARKS.md). No-op on SQLite, or off a runtime.
+    pub fn pin_to_thread(&self, workers: usize) {
+        use futures_util::FutureExt;
+        let Some(w) = &self.db.workers else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        THREAD_DB.with(|t| {
+            let mut t = t.borrow_mut();
+            if t.as_ref().is_some_and(|(id, _)| *id == w.id) {
+                return;
+            }
+            let share = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+            let size = w.max_connections.div_ceil(share).max(2);
+            let mut opts = w.opts.clone();
+            opts.max_connections(size).min_connections(1);
+            // Lazy: nothing to wait for, the pool is made at once and connects on first use.
+            match Database::connect(opts).now_or_never() {
+                Some(Ok(db)) => {
+                    w.opened
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(db.clone());
+                    *t = Some((w.id, db));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "worker's own database pool: using the shared one")
+                }
+                None => tracing::warn!("worker's own database pool: using the shared one"),
+            }
+        });
     }
 
     pub fn from_connection(db: DatabaseConnection) -> Self {
         Self {
             writes: write_turns(&db),
             atomic_queue: AtomicQueue::default(),
-            db,
+            db: Db {
+                shared: db,
+                workers: None,
+            },
             cache: std::sync::Arc::new(cache::Caches::new(Duration::ZERO)),
             live: Default::default(),
         }
     }
 
     pub fn backend(&self) -> DbBackend {
-        self.db.get_database_backend()
+        self.db.shared.get_database_backend()
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
+        &self.db.shared
     }
 
     /// A transaction that writes. On SQLite it starts `IMMEDIATE`: it takes the write lock at
@@ -513,7 +649,7 @@ impl Store {
         };
         let turn = Writes(self).turn().await;
         Ok(WriteTxn {
-            txn: self.db.begin_with_options(opts).await?,
+            txn: self.db.current().begin_with_options(opts).await?,
             _turn: turn,
         })
     }
@@ -551,25 +687,52 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        Migrator::up(&self.db, None).await
+        Migrator::up(&self.db.shared, None).await
     }
 
     /// Database reachable and every migration applied.
     pub async fn ready(&self) -> Result<bool, DbErr> {
-        self.db.ping().await?;
-        Ok(Migrator::get_pending_migrations(&self.db).await?.is_empty())
+        self.db.shared.ping().await?;
+        Ok(Migrator::get_pending_migrations(&self.db.shared)
+            .await?
+            .is_empty())
     }
 
-    /// (connections open, of which idle) in the pool.
-    pub fn pool_stats(&self) -> (u32, usize) {
-        match self.db.get_database_backend() {
+    /// The connection pools (the shared one, and on PostgreSQL each HTTP worker's own): how
+    /// many, connections open, of which idle, and the most they may open.
+    pub fn pool_stats(&self) -> PoolStats {
+        match self.backend() {
             DbBackend::Postgres => {
-                let p = self.db.get_postgres_connection_pool();
-                (p.size(), p.num_idle())
+                let mut pools = vec![self.db.shared.get_postgres_connection_pool().clone()];
+                if let Some(w) = &self.db.workers {
+                    let opened = w
+                        .opened
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    pools.extend(
+                        opened
+                            .iter()
+                            .map(|d| d.get_postgres_connection_pool().clone()),
+                    );
+                }
+                PoolStats {
+                    pools: pools.len(),
+                    size: pools.iter().map(|p| p.size()).sum(),
+                    idle: pools.iter().map(|p| p.num_idle()).sum(),
+                    max: pools
+                        .iter()
+                        .map(|p| p.options().get_max_connections())
+                        .sum(),
+                }
             }
             _ => {
-                let p = self.db.get_sqlite_connection_pool();
-                (p.size(), p.num_idle())
+                let p = self.db.shared.get_sqlite_connection_pool();
+                PoolStats {
+                    pools: 1,
+                    size: p.size(),
+                    idle: p.num_idle(),
+                    max: p.options().get_max_connections(),
+                }
             }
         }
     }
@@ -605,7 +768,7 @@ impl Store {
     }
 
     pub async fn close(self) -> Result<(), DbErr> {
-        self.db.close().await
+        self.db.shared.close().await
     }
 }
 
@@ -672,6 +835,33 @@ pub(crate) fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::loopback_without_tls as f;
+
+    #[test]
+    fn atomic_statements_are_single_data_statements() {
+        use super::check_atomic_statement as check;
+        for ok in [
+            "UPDATE \"login_throttle\" SET \"attempts\" = ? WHERE \"key\" = ?",
+            "INSERT INTO \"audit_log\" (\"id\") VALUES (?)",
+            "  select 1",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+        ] {
+            assert!(check(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "COMMIT",
+            "commit transaction",
+            "ROLLBACK TO atomic",
+            "release atomic",
+            "SAVEPOINT s",
+            "BEGIN IMMEDIATE",
+            "END",
+            "UPDATE t SET a = 1; COMMIT",
+            "",
+            "   ",
+        ] {
+            assert!(check(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn loopback_postgres_goes_without_tls_unless_asked() {

@@ -581,6 +581,8 @@ impl Store {
         jti: &str,
         family_id: Option<&str>,
     ) -> Result<Option<AccessLive>> {
-        self.live.check(&self.db, tenant_id, jti, family_id).await
+        self.live
+            .check(&self.db.current(), tenant_id, jti, family_id)
+            .await
     }
 }

@@ -690,12 +690,12 @@ impl Store {
         Migrator::up(&self.db.shared, None).await
     }
 
-    /// Database reachable and every migration applied.
+    /// Database reachable and every migration applied, through the pool this thread's queries
+    /// use (an HTTP worker's own on PostgreSQL).
     pub async fn ready(&self) -> Result<bool, DbErr> {
-        self.db.shared.ping().await?;
-        Ok(Migrator::get_pending_migrations(&self.db.shared)
-            .await?
-            .is_empty())
+        let db = self.db.current();
+        db.ping().await?;
+        Ok(Migrator::get_pending_migrations(&db).await?.is_empty())
     }
 
     /// The connection pools (the shared one, and on PostgreSQL each HTTP worker's own): how

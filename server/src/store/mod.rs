@@ -174,7 +174,6 @@ struct WorkerPools {
     id: u64,
     /// The shared pool's options but lazy (the URL may hold a password: never printed).
     opts: ConnectOptions,
-    max_connections: u32,
     /// The workers' pools opened so far (for the pool metrics).
     opened: std::sync::Mutex<Vec<DatabaseConnection>>,
 }
@@ -188,16 +187,13 @@ thread_local! {
 impl Db {
     /// The pool for a query made on this thread.
     fn current(&self) -> DatabaseConnection {
-        if let Some(w) = &self.workers {
-            let own = THREAD_DB.with(|t| match &*t.borrow() {
+        let own = self.workers.as_ref().and_then(|w| {
+            THREAD_DB.with(|t| match &*t.borrow() {
                 Some((id, db)) if *id == w.id => Some(db.clone()),
                 _ => None,
-            });
-            if let Some(db) = own {
-                return db;
-            }
-        }
-        self.shared.clone()
+            })
+        });
+        own.unwrap_or_else(|| self.shared.clone())
     }
 }
 
@@ -552,7 +548,6 @@ impl Store {
             std::sync::Arc::new(WorkerPools {
                 id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 opts,
-                max_connections: max_connections.max(1),
                 opened: Default::default(),
             })
         });
@@ -591,7 +586,8 @@ impl Store {
                 return;
             }
             let share = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
-            let size = w.max_connections.div_ceil(share).max(2);
+            let total = w.opts.get_max_connections().unwrap_or(1);
+            let size = total.div_ceil(share).max(2);
             let mut opts = w.opts.clone();
             opts.max_connections(size).min_connections(1);
             // Lazy: nothing to wait for, the pool is made at once and connects on first use.
@@ -701,40 +697,30 @@ impl Store {
     /// The connection pools (the shared one, and on PostgreSQL each HTTP worker's own): how
     /// many, connections open, of which idle, and the most they may open.
     pub fn pool_stats(&self) -> PoolStats {
-        match self.backend() {
-            DbBackend::Postgres => {
-                let mut pools = vec![self.db.shared.get_postgres_connection_pool().clone()];
-                if let Some(w) = &self.db.workers {
-                    let opened = w
-                        .opened
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    pools.extend(
-                        opened
-                            .iter()
-                            .map(|d| d.get_postgres_connection_pool().clone()),
-                    );
-                }
-                PoolStats {
-                    pools: pools.len(),
-                    size: pools.iter().map(|p| p.size()).sum(),
-                    idle: pools.iter().map(|p| p.num_idle()).sum(),
-                    max: pools
-                        .iter()
-                        .map(|p| p.options().get_max_connections())
-                        .sum(),
-                }
-            }
-            _ => {
-                let p = self.db.shared.get_sqlite_connection_pool();
-                PoolStats {
-                    pools: 1,
-                    size: p.size(),
-                    idle: p.num_idle(),
-                    max: p.options().get_max_connections(),
-                }
+        fn stats<DB: sea_orm::sqlx::Database>(pools: &[&sea_orm::sqlx::Pool<DB>]) -> PoolStats {
+            PoolStats {
+                pools: pools.len(),
+                size: pools.iter().map(|p| p.size()).sum(),
+                idle: pools.iter().map(|p| p.num_idle()).sum(),
+                max: pools
+                    .iter()
+                    .map(|p| p.options().get_max_connections())
+                    .sum(),
             }
         }
+        if self.backend() != DbBackend::Postgres {
+            return stats(&[self.db.shared.get_sqlite_connection_pool()]);
+        }
+        let opened = self.db.workers.as_ref().map(|w| {
+            w.opened
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
+        let pools: Vec<_> = std::iter::once(&self.db.shared)
+            .chain(opened.iter().flat_map(|o| o.iter()))
+            .map(|d| d.get_postgres_connection_pool())
+            .collect();
+        stats(&pools)
     }
 
     /// A consistent copy of a SQLite database, taken while it is in use (`VACUUM INTO`).

@@ -339,6 +339,13 @@ pub fn query(req: &HttpRequest) -> HashMap<String, String> {
         .collect()
 }
 
+/// A list page's `offset` parameter: absent or not a number is 0, and it is capped far below
+/// what the database's signed 64-bit `OFFSET` (and `offset + page`) can hold.
+pub fn offset_param(v: Option<&str>) -> u64 {
+    const MOST: u64 = 1 << 40;
+    v.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0).min(MOST)
+}
+
 /// Record an admin sign-in in the session (a fresh session key: no fixation).
 pub fn start_admin_session(session: &Session, actor: &Actor) -> Result<(), Fail> {
     session.insert(SESSION_REKEY, true).map_err(session_fail)?;

@@ -743,7 +743,7 @@ impl AdminPort for Port {
         if !self
             .svc
             .store
-            .set_password(tenant_id, &u.id, phc, self.svc.now())
+            .set_password(tenant_id, &u.id, phc, self.svc.now(), true)
             .await
             .map_err(ae)?
         {

@@ -236,13 +236,22 @@ impl Services {
                 "a tenant slug is 1-64 characters of a-z, 0-9 and '-', not starting with '-'",
             ));
         }
+        // The same rule as a rename (`update_tenant`): a name the settings page would refuse
+        // to save is refused here too.
+        let name = name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(slug);
+        if name.len() > 200 {
+            return Err(Error::invalid_request("a tenant name has 1-200 characters"));
+        }
         if self.store.tenant_by_slug(slug).await?.is_some() {
             return Err(Error::invalid_request(format!(
                 "tenant {slug:?} already exists"
             )));
         }
         let now = self.now();
-        let t = new_tenant_model(slug, name.unwrap_or(slug), now);
+        let t = new_tenant_model(slug, name, now);
         self.store.insert_tenant(t.clone()).await?;
         self.keys.ensure_tenant_keys(&t.id).await?;
         self.store

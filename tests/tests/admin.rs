@@ -823,9 +823,16 @@ async fn tenants_settings_and_default_tenant(backend: Backend) {
         ("Bad Slug!", "a tenant slug is 1-64 characters"),
         ("cabin", "already exists"),
         ("", "a tenant slug is 1-64 characters"),
+        // A name the settings page would refuse to save is refused at creation too.
+        ("longname", "a tenant name has 1-200 characters"),
     ] {
+        let name = if slug == "longname" {
+            "n".repeat(201)
+        } else {
+            "Second".to_string()
+        };
         let html = adm
-            .done("/admin/tenants", &[("slug", slug), ("name", "Second")])
+            .done("/admin/tenants", &[("slug", slug), ("name", &name)])
             .await;
         assert!(
             error_text(&html).to_lowercase().contains(msg),
@@ -1247,14 +1254,30 @@ async fn user_lifecycle(backend: Backend) {
             .await;
         assert_eq!(error_text(&html), msg);
     }
-    assert_eq!(public_sign_in(&app, "home", "alice", PASSWORD).await.0, 303);
+    // A browser signed in with the old password stays signed in through refused resets,
+    // and is signed out by the reset itself (the password may have leaked).
+    let (st, before_reset) = public_sign_in(&app, "home", "alice", PASSWORD).await;
+    assert_eq!(st, 303);
+    assert_eq!(account_status(&before_reset, "home").await, 200);
+    let html = adm
+        .done(
+            &act("password"),
+            &[("password", "short"), ("password2", "short")],
+        )
+        .await;
+    assert_eq!(error_text(&html), "A password has 8 to 1024 characters.");
+    assert_eq!(account_status(&before_reset, "home").await, 200);
     let html = adm
         .done(
             &act("password"),
             &[("password", NEW_PASSWORD), ("password2", NEW_PASSWORD)],
         )
         .await;
-    assert_has(&html, "The password of alice was changed.");
+    assert_has(
+        &html,
+        "The password of alice was changed; browsers signed in as alice are signed out.",
+    );
+    assert_eq!(account_status(&before_reset, "home").await, 302);
     assert_eq!(
         public_sign_in(&app, "home", "alice", NEW_PASSWORD).await.0,
         303
@@ -2155,7 +2178,34 @@ async fn tenant_admin_matrix(backend: Backend) {
         ("disabled", "on"),
     ];
     let pw = vec![("password", NEW_PASSWORD), ("password2", NEW_PASSWORD)];
+    // A's operator's own grant and browser sessions (the operator's admin sign-ins): in the
+    // tenant admin's tenant, listed on their pages, and still not theirs to end.
+    let op_tok = link_as(&app, &sa, OP, PASSWORD, &alexa[0]).await;
+    let a_tid = tenant(&app, "home").await.id;
+    let op_grants = app
+        .svc
+        .store
+        .active_grants(&a_tid, Some(&a_op), None, None)
+        .await
+        .unwrap();
+    assert_eq!(op_grants.len(), 1);
+    assert_has(&adam.page("/admin/t/home/grants").await, &op_grants[0].id);
+    let op_sessions = app
+        .svc
+        .store
+        .sessions_of_user(&a_tid, &a_op, app.svc.now())
+        .await
+        .unwrap();
+    assert!(op_sessions.len() >= 2, "{}", op_sessions.len());
+    let sessions_page = adam.page("/admin/t/home/sessions").await;
+    for s in &op_sessions {
+        assert_has(&sessions_page, &s.id);
+    }
     let mut posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("/admin/t/home/grants/{}/revoke", op_grants[0].id),
+            vec![],
+        ),
         ("/admin/t/other/settings".into(), settings.clone()),
         ("/admin/t/other/default".into(), vec![]),
         (
@@ -2190,12 +2240,15 @@ async fn tenant_admin_matrix(backend: Backend) {
             format!("/admin/t/home/users/{a_op}/role"),
             vec![("role", "member")],
         ),
-        // A's own user with B's passkey.
+        // A's own user with B's passkey (A's operator's sessions are added below).
         (
             format!("/admin/t/home/users/{a_alice}/passkeys/{b_passkey}/remove"),
             vec![],
         ),
     ];
+    for s in &op_sessions {
+        posts.push((format!("/admin/t/home/sessions/{}/end", s.id), vec![]));
+    }
     for t in ["other", "home"] {
         for u in [&b_bob, &b_boss] {
             for (a, f) in [
@@ -2262,8 +2315,20 @@ async fn tenant_admin_matrix(backend: Backend) {
             );
         }
     }
-    // The tenant admin is still signed in (the 404s were not a lost session).
+    // The tenant admin is still signed in (the 404s were not a lost session), and so is A's
+    // operator, whose grant still works.
     adam.page("/admin/t/home").await;
+    op.page("/admin/t/home/sessions").await;
+    assert_eq!(
+        app.svc
+            .store
+            .sessions_of_user(&a_tid, &a_op, app.svc.now())
+            .await
+            .unwrap()
+            .len(),
+        op_sessions.len()
+    );
+    assert_eq!(app.introspect(&sa, &at(&op_tok)).await["active"], true);
 
     // B is exactly as before, in the operator's eyes…
     for (p, before) in b_pages.iter().zip(&b_views) {
@@ -2353,6 +2418,11 @@ async fn bad_input_is_never_a_server_error(backend: Backend) {
         format!("/admin/t/home/audit?user={long}&client={long}&kind={long}"),
         "/admin/t/home/audit?offset=-5&kind=%00".into(),
         "/admin/t/home/users?q=a%00b".into(),
+        // Past what the database's signed OFFSET holds (and what `offset + page` can).
+        "/admin/t/home/users?offset=9223372036854775808".into(),
+        "/admin/t/home/users?offset=18446744073709551615".into(),
+        "/admin/t/home/audit?offset=9223372036854775808".into(),
+        "/admin/audit?offset=18446744073709551615".into(),
     ] {
         adm.page(&p).await;
     }

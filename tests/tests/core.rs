@@ -33,7 +33,27 @@ both_backends!(
     refresh_in_one_statement_where_it_can,
     code_exchange_writes_with_the_code_or_not_at_all,
     concurrent_one_call_refreshes_share_commits,
+    reauthentication_is_not_skipped_nor_endless,
 );
+
+/// A public client `phone` of tenant `home` (no secret; PKCE required).
+async fn add_phone_app(app: &TestApp) {
+    let t = app.svc.tenant("home").await.unwrap();
+    app.svc
+        .create_client(
+            &t,
+            ma_idp::services::ClientSpec {
+                name: "Phone app".into(),
+                client_id: Some("phone".into()),
+                redirect_uris: vec!["http://localhost:9999/cb".into()],
+                public: true,
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+}
 
 fn long_state() -> String {
     // 500 characters, with characters that need encoding.
@@ -245,6 +265,46 @@ async fn wrong_client_secret_is_invalid_client(backend: Backend) {
         .await;
     assert_eq!(s, 401);
     assert_eq!(body["error"], "invalid_client");
+    // The right secret with a raw `&` and more after it (no form-urlencoded value holds a
+    // raw `&`): refused whole, not cut at the `&`.
+    use base64::Engine as _;
+    let raw = |v: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(v)
+        )
+    };
+    let post = |headers: Vec<String>| {
+        let mut r = app.http.post(app.url("/alexa/token")).form(&form);
+        for h in headers {
+            r = r.header("authorization", h);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+    let with_junk = format!("{}:{}&junk", setup.client_id, setup.client_secret);
+    let (s, body) = post(vec![raw(&with_junk)]).await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+    // Two Authorization headers (the first one right): which one is meant? Refused.
+    let right = basic_header(&setup.client_id, &setup.client_secret);
+    let (s, body) = post(vec![right.clone(), basic_header("nobody", "x")]).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    // A public client may not introspect: it cannot authenticate (RFC 7662 §2.1).
+    add_phone_app(&app).await;
+    let (s, body, _) = app
+        .token(
+            "/t/home/introspect",
+            &[("token", "x"), ("client_id", "phone")],
+            None,
+        )
+        .await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(body["error"], "invalid_client");
     // The code was not burnt by failed client authentication.
     let (s, body) = exchange(&app, &setup, &code, redirect, true, None).await;
     assert_eq!(s, 200, "{body}");
@@ -364,21 +424,7 @@ async fn plain_pkce_is_refused_and_public_clients_need_pkce(backend: Backend) {
     assert_eq!(q["error"], "invalid_request");
     assert_eq!(q["state"], "p");
     // A public client without PKCE.
-    let t = app.svc.tenant("home").await.unwrap();
-    app.svc
-        .create_client(
-            &t,
-            ma_idp::services::ClientSpec {
-                name: "Phone app".into(),
-                client_id: Some("phone".into()),
-                redirect_uris: vec!["http://localhost:9999/cb".into()],
-                public: true,
-                ..Default::default()
-            },
-            "test",
-        )
-        .await
-        .unwrap();
+    add_phone_app(&app).await;
     let r = b
         .get("/t/home/authorize?client_id=phone&response_type=code&scope=openid&state=q")
         .await;
@@ -1549,7 +1595,7 @@ async fn password_hash_is_upgraded_at_sign_in(backend: Backend) {
     assert!(
         app.svc
             .store
-            .set_password(&tenant.id, &alice.id, old.clone(), 0)
+            .set_password(&tenant.id, &alice.id, old.clone(), 0, false)
             .await
             .unwrap()
     );
@@ -2049,4 +2095,81 @@ async fn try_at_once_rotation(
             ev,
         )
         .await
+}
+
+/// `prompt=login` and `max_age` ask for a fresh sign-in: coming back with the pending request's
+/// `rid` alone does not skip it, and once made, a sign-in satisfies the request however long
+/// the way back takes (no endless sign-in pages, even with `max_age=0` or a huge one).
+async fn reauthentication_is_not_skipped_nor_endless(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = alexa_redirects()[0].clone();
+    let b = app.browser();
+    let base = vec![
+        ("client_id", setup.client_id.clone()),
+        ("response_type", "code".to_string()),
+        ("redirect_uri", redirect.clone()),
+        ("state", "st".to_string()),
+        ("scope", "music.control".to_string()),
+    ];
+    // Signed in, consent given (remembered from now on).
+    let loc = b
+        .sign_in_and_consent("/t/home/authorize", &base, "alice", PASSWORD)
+        .await;
+    parse_code(&loc, &redirect, "st");
+    let url = |extra: &[(&str, &str)]| {
+        let mut q: Vec<(&str, String)> = base.clone();
+        q.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        reqwest::Url::parse_with_params(&app.url("/t/home/authorize"), &q).unwrap()
+    };
+    let get = |u: reqwest::Url| {
+        let http = b.http.clone();
+        async move { http.get(u).send().await.unwrap() }
+    };
+    // Signed in, no prompt: the code at once.
+    let r = get(url(&[])).await;
+    assert_eq!(r.status(), 302);
+    parse_code(&location(&r), &redirect, "st");
+    // A huge max_age is no sign-in requirement (it must not wrap round into one).
+    let r = get(url(&[("max_age", "9223372036854775807")])).await;
+    assert_eq!(r.status(), 302, "{:?}", r.text().await);
+    // prompt=login shows the sign-in page; its rid alone does not skip it.
+    app.clock.advance(5);
+    for extra in [vec![("prompt", "login")], vec![("max_age", "0")]] {
+        let r = get(url(&extra)).await;
+        assert_eq!(r.status(), 200, "{extra:?}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(r#"type="password""#), "{extra:?}: {html}");
+        let rid = hidden(&html, "rid");
+        let csrf = hidden(&html, "csrf");
+        let r = b.get(&format!("/t/home/authorize?rid={rid}")).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "{extra:?}: the rid alone skipped the sign-in"
+        );
+        assert!(r.text().await.unwrap().contains(r#"type="password""#));
+        // Sign in; the way back may take a while: the sign-in still counts.
+        let r = b
+            .post(
+                "/t/home/authorize",
+                &[
+                    ("csrf", &csrf),
+                    ("rid", &rid),
+                    ("action", "login"),
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 303, "{extra:?}");
+        app.clock.advance(3);
+        let r = b.get(&location(&r)).await;
+        assert_eq!(r.status(), 302, "{extra:?}: signed in, yet asked again");
+        parse_code(&location(&r), &redirect, "st");
+        app.clock.advance(5);
+    }
+    app.stop().await;
 }

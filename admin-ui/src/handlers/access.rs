@@ -28,15 +28,19 @@ pub async fn revoke_grant(
     let (slug, id) = path.into_inner();
     let f = form(&req, &body, &session)?;
     let (actor, tenant) = scoped(&ui, &session, &slug).await?;
+    // An unknown id (or another tenant's, or an operator's grant to a tenant admin) is not
+    // found, before and after confirming.
+    let one = GrantFilter {
+        grant_id: Some(id.clone()),
+        ..GrantFilter::default()
+    };
+    let Some(grant) = ui.port.grants(&tenant.id, &one).await?.into_iter().next() else {
+        return Err(Fail::Admin(AdminError::NotFound));
+    };
+    if !may_manage_owner(&ui, &actor, &tenant.id, Some(&grant.user_id)).await? {
+        return Err(Fail::Admin(AdminError::NotFound));
+    }
     if !f.confirmed() {
-        // An unknown id (or another tenant's) is not found, before and after confirming.
-        let one = GrantFilter {
-            grant_id: Some(id.clone()),
-            ..GrantFilter::default()
-        };
-        if ui.port.grants(&tenant.id, &one).await?.is_empty() {
-            return Err(Fail::Admin(AdminError::NotFound));
-        }
         return confirm(
             &session,
             &req,
@@ -85,11 +89,15 @@ pub async fn end_session(
     let (slug, id) = path.into_inner();
     let f = form(&req, &body, &session)?;
     let (actor, tenant) = scoped(&ui, &session, &slug).await?;
+    // As with grants: an operator's session is not a tenant admin's to end.
+    let sessions = ui.port.sessions(&tenant.id, None).await?;
+    let Some(target) = sessions.iter().find(|s| s.id == id) else {
+        return Err(Fail::Admin(AdminError::NotFound));
+    };
+    if !may_manage_owner(&ui, &actor, &tenant.id, target.user_id.as_deref()).await? {
+        return Err(Fail::Admin(AdminError::NotFound));
+    }
     if !f.confirmed() {
-        let sessions = ui.port.sessions(&tenant.id, None).await?;
-        if !sessions.iter().any(|s| s.id == id) {
-            return Err(Fail::Admin(AdminError::NotFound));
-        }
         return confirm(
             &session,
             &req,
@@ -107,6 +115,24 @@ pub async fn end_session(
         &format!("/admin/t/{}/sessions", tenant.slug),
         "Session ended.",
     )
+}
+
+/// Whether `actor` may act on what belongs to the member `user_id` (a grant, a browser
+/// session): an operator's belongings are an operator's to manage, as the operator's account
+/// is (`authz::may_manage_user`). Nothing of a member, or of no member, is refused.
+async fn may_manage_owner(
+    ui: &Ui,
+    actor: &crate::port::Actor,
+    tenant_id: &str,
+    user_id: Option<&str>,
+) -> Result<bool, Fail> {
+    let Some(uid) = user_id else {
+        return Ok(true);
+    };
+    Ok(match ui.port.user(tenant_id, uid).await? {
+        Some(u) => crate::authz::may_manage_user(actor, &u.role),
+        None => true,
+    })
 }
 
 pub async fn keys(ui: web::Data<Ui>, session: Session, path: web::Path<String>) -> Res {

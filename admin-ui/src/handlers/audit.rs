@@ -51,9 +51,7 @@ async fn show(
         from: date("from", false)?,
         to: date("to", true)?,
     };
-    let offset = get("offset")
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
+    let offset = crate::web_util::offset_param(get("offset"));
     let page = ui.port.audit(&filter, offset, PAGE).await?;
     let kinds = ui.port.audit_kinds().await?;
     // The filter again, for the paging links.

@@ -19,10 +19,7 @@ pub async fn list(
     let (actor, tenant) = scoped(&ui, &session, &path).await?;
     let q = query(&req);
     let search = q.get("q").map(|s| s.trim().to_string()).unwrap_or_default();
-    let offset = q
-        .get("offset")
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
+    let offset = crate::web_util::offset_param(q.get("offset").map(String::as_str));
     let page = ui.port.users(&tenant.id, &search, offset, PAGE).await?;
     let enc: String = form_urlencoded::byte_serialize(search.as_bytes()).collect();
     let base = format!("/admin/t/{}/users?q={enc}", tenant.slug);
@@ -190,7 +187,9 @@ pub async fn action(
             done(
                 &session,
                 &back,
-                &format!("The password of {name} was changed."),
+                &format!(
+                    "The password of {name} was changed; browsers signed in as {name} are signed out."
+                ),
             )
         }
         "enroll" => {

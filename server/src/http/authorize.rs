@@ -135,9 +135,11 @@ async fn get_inner(cx: Ctx<'_>) -> Result<HttpResponse> {
         Err(AuthzError::Redirect(u)) => return Ok(redirect(&u, false)),
     };
     let rid = random_id();
-    // prompt=login: sign in again even if a session exists, once.
+    // prompt=login: sign in again even if a session exists. The pending request keeps asking
+    // for a sign-in made from now on: coming back with its `rid` alone does not skip it.
     if areq.prompt.iter().any(|p| p == "login") {
         areq.prompt.retain(|p| p != "login");
+        areq.require_auth_after(now);
         login::put_pending(cx.session, &rid, &areq, now)?;
         return login_page(&cx, &rid, &areq, None, None).await;
     }
@@ -155,7 +157,7 @@ async fn proceed(
     let iss = cx.svc.issuer(cx.tenant);
     let signed = login::signed_in(cx.svc, cx.session, cx.tenant).await?;
     let none = areq.prompt.iter().any(|p| p == "none");
-    let Some(signed) = signed.filter(|s| !areq.needs_login(Some(s), now)) else {
+    let Some(signed) = signed.filter(|s| !areq.needs_login(Some(s))) else {
         if none {
             return Ok(authz_error(
                 areq.error_redirect(&iss, "login_required", "the user is not signed in"),

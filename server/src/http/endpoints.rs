@@ -76,15 +76,25 @@ async fn authenticated(
 ) -> Result<(Params, ClientWithUris)> {
     limit(svc, req, bucket)?;
     let params = read_form(req, payload).await?;
-    let creds = client_auth::extract(&params, authorization(req))?;
+    let creds = client_auth::extract(&params, authorization(req)?)?;
     let client = svc.authenticate_client(tenant, &creds).await?;
     Ok((params, client))
 }
 
-fn authorization(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// The one `Authorization` header, if any. Two of them (which would one mean?) or one that is
+/// not visible ASCII is a malformed request, not an absent header.
+fn authorization(req: &HttpRequest) -> Result<Option<&str>> {
+    let mut all = req.headers().get_all(header::AUTHORIZATION);
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(Error::invalid_request("more than one Authorization header"));
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| Error::invalid_request("malformed Authorization header"))
 }
 
 async fn token_for(
@@ -179,8 +189,10 @@ pub async fn introspect(
     let tenant = api_tenant(&svc, &path).await?;
     let (params, client) = authenticated(&svc, &req, payload, &tenant, Bucket::Introspect).await?;
     if client.client.public {
-        return Err(Error::unauthorized_client(
+        // RFC 7662 §2.1: the caller must authenticate, which a public client cannot.
+        return Err(Error::invalid_client(
             "public clients may not introspect",
+            false,
         ));
     }
     let answer = svc.introspect(&tenant, &client, &params).await?;
@@ -194,7 +206,7 @@ pub async fn userinfo(
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let tenant = api_tenant(&svc, &path).await?;
-    let header_token = authorization(&req).and_then(|h| {
+    let header_token = authorization(&req)?.and_then(|h| {
         let (scheme, v) = h.trim().split_once(' ')?;
         scheme
             .eq_ignore_ascii_case("bearer")

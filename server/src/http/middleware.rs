@@ -77,15 +77,38 @@ pub async fn record_metrics(
     Ok(res)
 }
 
-/// Root span per request: method, route pattern and path, never the query string.
+/// Root span per request: method and path, never the query string, and never the one-time
+/// token of a setup or enrollment link (`/admin/setup/{token}`, `/t/{t}/enroll/{token}/…`),
+/// which stands in the path.
 pub struct QuietRootSpan;
+
+/// The path as logged: the segment after `setup` or `enroll` is replaced by `…`.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains("/setup/") && !path.contains("/enroll/") {
+        return path.into();
+    }
+    let mut secret_next = false;
+    let parts: Vec<&str> = path
+        .split('/')
+        .map(|seg| {
+            let out = if secret_next && !seg.is_empty() {
+                "\u{2026}"
+            } else {
+                seg
+            };
+            secret_next = seg == "setup" || seg == "enroll";
+            out
+        })
+        .collect();
+    parts.join("/").into()
+}
 
 impl RootSpanBuilder for QuietRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         tracing::info_span!(
             "http",
             method = %request.method(),
-            path = %request.path(),
+            path = %loggable_path(request.path()),
             status = tracing::field::Empty,
         )
     }
@@ -168,4 +191,31 @@ pub async fn quiet_redirects(
         return Ok(ServiceResponse::new(req, clean.finish()));
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn link_tokens_stay_out_of_the_logged_path() {
+        for (path, logged) in [
+            ("/t/home/authorize", "/t/home/authorize"),
+            ("/admin/setup/s3cr3tT0ken", "/admin/setup/\u{2026}"),
+            ("/admin/setup/s3cr3tT0ken/", "/admin/setup/\u{2026}/"),
+            ("/t/home/enroll/s3cr3tT0ken", "/t/home/enroll/\u{2026}"),
+            (
+                "/t/home/enroll/s3cr3tT0ken/start",
+                "/t/home/enroll/\u{2026}/start",
+            ),
+            (
+                "/t/setup/enroll/s3cr3tT0ken/finish",
+                "/t/setup/\u{2026}/\u{2026}/finish",
+            ),
+            ("/admin/setup", "/admin/setup"),
+        ] {
+            assert_eq!(loggable_path(path), logged, "{path}");
+            assert!(!loggable_path(path).contains("s3cr3t"), "{path}");
+        }
+    }
 }

@@ -305,7 +305,11 @@ impl Services {
         now: i64,
     ) {
         let done = match self.passwords.hash(password).await {
-            Ok(phc) => self.store.set_password(&tenant.id, &u.id, phc, now).await,
+            Ok(phc) => {
+                self.store
+                    .set_password(&tenant.id, &u.id, phc, now, false)
+                    .await
+            }
             Err(e) => Err(e),
         };
         match done {

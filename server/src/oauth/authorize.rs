@@ -25,7 +25,11 @@ pub struct AuthzRequest {
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub prompt: Vec<String>,
-    pub max_age: Option<i64>,
+    /// A sign-in at or after this time (seconds) is needed: the request's time less its
+    /// `max_age`, or the request's time itself with `prompt=login`. A sign-in made while the
+    /// request waits always counts, so neither can send the browser round in circles.
+    #[serde(default)]
+    pub auth_after: Option<i64>,
 }
 
 /// How an authorization request fails.
@@ -78,11 +82,16 @@ impl AuthzRequest {
         }
     }
 
-    pub fn needs_login(&self, s: Option<&SignedIn>, now: i64) -> bool {
+    pub fn needs_login(&self, s: Option<&SignedIn>) -> bool {
         match s {
             None => true,
-            Some(s) => self.max_age.is_some_and(|m| s.auth_time + m < now),
+            Some(s) => self.auth_after.is_some_and(|t| s.auth_time < t),
         }
+    }
+
+    /// Ask for a sign-in at or after `t`, on top of what is asked already.
+    pub fn require_auth_after(&mut self, t: i64) {
+        self.auth_after = Some(self.auth_after.map_or(t, |a| a.max(t)));
     }
 }
 
@@ -139,7 +148,7 @@ impl Services {
             nonce: p.get("nonce").map(str::to_string),
             code_challenge: None,
             prompt: Vec::new(),
-            max_age: None,
+            auth_after: None,
         };
         if p.get("request").is_some() {
             return Err(req.error_redirect(
@@ -255,7 +264,7 @@ impl Services {
         }
         if let Some(m) = p.get("max_age") {
             match m.parse::<i64>() {
-                Ok(v) if v >= 0 => req.max_age = Some(v),
+                Ok(v) if v >= 0 => req.require_auth_after(self.now().saturating_sub(v)),
                 _ => return Err(req.error_redirect(&iss, "invalid_request", "invalid max_age")),
             }
         }

@@ -25,7 +25,12 @@ pub struct Credentials {
     pub method: Method,
 }
 
+/// One form-urlencoded value (RFC 6749 §2.3.1: the Basic user and password are the client
+/// id and secret, form-urlencoded). A raw `&` cannot stand in one: it is refused, not cut at.
 fn form_decode(s: &str) -> Result<String> {
+    if s.contains('&') {
+        return Err(Error::invalid_client("malformed Basic credentials", true));
+    }
     let p = Params::parse(format!("v={s}").as_bytes())?;
     Ok(p.get("v").unwrap_or_default().to_string())
 }

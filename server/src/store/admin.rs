@@ -304,12 +304,16 @@ impl Store {
     }
 
     /// Set a user's password hash (the user must belong to the tenant).
+    /// Set a member's password hash. With `end_sessions` (an admin's reset, perhaps because
+    /// the password leaked) the member's browser sessions end in the same transaction: no
+    /// browser stays signed in on the strength of the old password.
     pub async fn set_password(
         &self,
         tenant_id: &str,
         id: &str,
         phc: String,
         now: i64,
+        end_sessions: bool,
     ) -> Result<bool> {
         let txn = self.write_txn().await?;
         let exists = user::Entity::find()
@@ -334,6 +338,13 @@ impl Store {
             )
             .exec_without_returning(&txn)
             .await?;
+            if end_sessions {
+                browser_session::Entity::delete_many()
+                    .filter(browser_session::Column::TenantId.eq(tenant_id))
+                    .filter(browser_session::Column::UserId.eq(id))
+                    .exec(&txn)
+                    .await?;
+            }
         }
         txn.commit().await?;
         Ok(exists)

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 
 use super::audit::{audit_insert, audit_insert_select};
-use super::{NewRow, SelectUnique, Store, new_id};
+use super::{NewRow, Store, new_id};
 use crate::audit::AuditEvent;
 use crate::error::Result;
 
@@ -554,20 +554,20 @@ impl Store {
         jti: &str,
         expires_at: i64,
     ) -> Result<()> {
-        let txn = self.write_txn().await?;
-        let exists = revoked_access_token::Entity::find_by_id(jti.to_string())
-            .unique(&txn)
-            .await?;
-        if exists.is_none() {
-            revoked_access_token::Entity::insert(revoked_access_token::ActiveModel {
-                jti: Set(jti.to_string()),
-                tenant_id: Set(tenant_id.to_string()),
-                expires_at: Set(expires_at),
-            })
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        txn.commit().await?;
+        // One statement: two revocations of the same token at once both succeed (a read
+        // then an insert would let the second fail on the key under PostgreSQL).
+        revoked_access_token::Entity::insert(revoked_access_token::ActiveModel {
+            jti: Set(jti.to_string()),
+            tenant_id: Set(tenant_id.to_string()),
+            expires_at: Set(expires_at),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(revoked_access_token::Column::Jti)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&self.w())
+        .await?;
         Ok(())
     }
 

@@ -346,9 +346,11 @@ pub fn offset_param(v: Option<&str>) -> u64 {
     v.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0).min(MOST)
 }
 
-/// Record an admin sign-in in the session (a fresh session key: no fixation).
+/// Record an admin sign-in in the session: a fresh session key (no fixation) and a fresh
+/// CSRF token (the signed-out session's may be known to whoever planted it).
 pub fn start_admin_session(session: &Session, actor: &Actor) -> Result<(), Fail> {
     session.insert(SESSION_REKEY, true).map_err(session_fail)?;
+    session.remove(KEY_CSRF);
     session
         .insert(SESSION_TENANT, &actor.tenant_id)
         .map_err(session_fail)?;

@@ -37,6 +37,7 @@ pub fn build_server(
         let d = data.clone();
         App::new()
             .app_data(d.clone())
+            .wrap(from_fn(middleware::refuse_nul_in_path))
             .wrap(from_fn(middleware::security_headers))
             .wrap(from_fn(middleware::record_metrics))
             .wrap(TracingLogger::<middleware::QuietRootSpan>::new())
@@ -64,6 +65,7 @@ pub fn build_admin_server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(from_fn(middleware::refuse_nul_in_path))
             .wrap(from_fn(middleware::security_headers))
             .wrap(from_fn(middleware::record_metrics))
             .wrap(TracingLogger::<middleware::QuietRootSpan>::new())

@@ -264,7 +264,15 @@ impl Admin {
         let status = r.status();
         assert_eq!(status, 303, "admin sign-in: {}", r.text().await.unwrap());
         assert_eq!(location(&r), "/admin");
-        Admin { b, csrf }
+        // The sign-in renewed the CSRF token: the pages from now on carry the new one.
+        let mut r = b.get("/admin").await;
+        if r.status() == 303 {
+            r = b.get(&location(&r)).await;
+        }
+        assert_eq!(r.status(), 200);
+        let signed_in = hidden(&r.text().await.unwrap(), "csrf");
+        assert_ne!(signed_in, csrf, "a fresh CSRF token at sign-in");
+        Admin { b, csrf: signed_in }
     }
 
     async fn get(&self, path: &str) -> (StatusCode, String) {
@@ -563,12 +571,18 @@ async fn bootstrap_setup_link(backend: Backend) {
     // The tenant is live on the public side, with signing keys.
     assert!(!kids(&app, "home").await.is_empty());
 
-    // Used: the link is gone, for this browser and any other.
+    // Used: the link is gone, for this browser and any other. (The setup signed this browser
+    // in, which renewed its CSRF token: the setup page's no longer passes.)
     assert_eq!(b.get(&link).await.status(), 404);
     assert_eq!(
         post(link.clone(), form("home", PASSWORD)).await.status(),
-        404
+        400
     );
+    let signed_in_csrf = hidden(&b.get("/admin/tenants").await.text().await.unwrap(), "csrf");
+    assert_ne!(signed_in_csrf, csrf);
+    let mut again = form("home", PASSWORD);
+    again[0].1 = signed_in_csrf;
+    assert_eq!(post(link.clone(), again).await.status(), 404);
     assert_eq!(app.browser().get(&link).await.status(), 404);
     assert!(app.svc.setup_link_if_needed().await.unwrap().is_none());
 
@@ -2636,7 +2650,20 @@ async fn sign_ins_move_the_session_to_a_fresh_key(backend: Backend) {
         html.contains("value=\"approve\""),
         "consent page expected:\n{html}"
     );
-    assert_eq!(hidden(&html, "csrf"), csrf, "the CSRF token carries over");
+    assert_ne!(hidden(&html, "csrf"), csrf, "a fresh CSRF token at sign-in");
+    // The signed-out session's token no longer passes, on the fresh key either.
+    let r = http
+        .post(app.url(&format!("/t/{}/authorize", s.slug)))
+        .header("cookie", &fresh)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("rid", rid.as_str()),
+            ("action", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the old CSRF token approved consent");
     // The old key is dead: not signed in, and the pending request is not there either.
     assert_eq!(
         get("/t/home/account", &planted).await.unwrap().status(),
@@ -2688,6 +2715,24 @@ async fn sign_ins_move_the_session_to_a_fresh_key(backend: Backend) {
     let fresh = set_cookie(&r, &name).expect("a new admin session cookie at sign-in");
     assert_ne!(fresh, admin_cookie);
     assert_eq!(get("/admin/tenants", &fresh).await.unwrap().status(), 200);
+    // The sign-in page's CSRF token does not pass once signed in.
+    let r = http
+        .post(app.url("/admin/tenants"))
+        .header("cookie", &fresh)
+        .form(&[("csrf", csrf.as_str()), ("slug", "planted"), ("name", "P")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the old admin CSRF token was accepted");
+    assert_lacks(
+        &get("/admin/tenants", &fresh)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "planted",
+    );
     let r = get("/admin/tenants", &admin_cookie).await.unwrap();
     assert_eq!(r.status(), 303, "the planted admin key is not signed in");
     assert_eq!(location(&r), "/admin/login");

@@ -742,6 +742,37 @@ async fn malformed_requests_get_rfc_errors(backend: Backend) {
         assert!(r.status().is_client_error(), "{q}: {}", r.status());
         assert!(r.headers().get("location").is_none(), "{q}");
     }
+    // A NUL in a path parameter (PostgreSQL refuses it in text): not found, never 503.
+    let signed_in = app.browser();
+    signed_in
+        .sign_in_and_consent(
+            "/t/home/authorize",
+            &[
+                ("client_id", setup.client_id.clone()),
+                ("response_type", "code".into()),
+                ("redirect_uri", alexa_redirects()[0].clone()),
+                ("state", "n".into()),
+                ("scope", "music.control".into()),
+            ],
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    for (post, p) in [
+        (false, "/t/home/federation/%00/callback?state=x&code=y"),
+        (true, "/t/home/federation/%00/start"),
+        (true, "/t/home/account/identities/%00/unlink"),
+        (true, "/t/home/account/grants/%00/revoke"),
+        (false, "/t/home/enroll/%00"),
+        (false, "/t/%00/authorize"),
+    ] {
+        let r = if post {
+            signed_in.post(p, &[("csrf", "x")]).await
+        } else {
+            signed_in.get(p).await
+        };
+        assert_eq!(r.status(), 404, "{p}");
+    }
     app.stop().await;
 }
 

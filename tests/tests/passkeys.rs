@@ -390,9 +390,11 @@ async fn passkey_refusals(backend: Backend) {
 
     let fresh = app.browser();
     let (csrf, _) = login_page(&fresh, "/t/home/login").await;
+    // A sign-in renews the CSRF token: after the genuine answer below, the next one is read.
+    let csrf = std::cell::RefCell::new(csrf);
     let start = |body: Value| {
         let fresh = &fresh;
-        let csrf = csrf.clone();
+        let csrf = csrf.borrow().clone();
         async move {
             let (s, v) = post_json(fresh, "/t/home/passkeys/login/start", &csrf, body).await;
             assert_eq!(s, 200);
@@ -401,7 +403,7 @@ async fn passkey_refusals(backend: Backend) {
     };
     let finish = |ceremony: Value, cred: Value| {
         let fresh = &fresh;
-        let csrf = csrf.clone();
+        let csrf = csrf.borrow().clone();
         async move {
             post_json(
                 fresh,
@@ -441,6 +443,23 @@ async fn passkey_refusals(backend: Backend) {
     let cred = answer(&mut m, &st["options"], origin(&app), true);
     let (s, _) = finish(st["ceremony"].clone(), cred.clone()).await;
     assert_eq!(s, 200, "the genuine answer works once");
+    let (s, e) = finish(st["ceremony"].clone(), cred.clone()).await;
+    assert_eq!(
+        s, 403,
+        "the token from before the sign-in passes no more: {e}"
+    );
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("This page has expired"),
+        "{e}"
+    );
+    let r = fresh.get("/t/home/account").await;
+    assert_eq!(r.status(), 200);
+    let renewed = hidden(&r.text().await.unwrap(), "csrf");
+    assert_ne!(renewed, *csrf.borrow());
+    *csrf.borrow_mut() = renewed;
     let (s, e) = finish(st["ceremony"].clone(), cred).await;
     assert_eq!(s, 400);
     assert!(

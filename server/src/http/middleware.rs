@@ -77,6 +77,19 @@ pub async fn record_metrics(
     Ok(res)
 }
 
+/// A path with an encoded NUL (`%00`) names nothing here: 404 before any handler runs, so
+/// that no path parameter with a NUL reaches the database (PostgreSQL refuses NUL in text and
+/// the statement would fail as if the database were down).
+pub async fn refuse_nul_in_path(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if req.path().contains("%00") {
+        return Ok(req.into_response(super::ops::not_found().await));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 /// Root span per request: method and path, never the query string, and never the one-time
 /// token of a setup or enrollment link (`/admin/setup/{token}`, `/t/{t}/enroll/{token}/…`),
 /// which stands in the path.

@@ -91,8 +91,9 @@ pub async fn signed_in(
 pub const PASSKEY_REQUIRED: &str =
     "This household signs in with passkeys only. Use \u{201c}Sign in with a passkey\u{201d}.";
 
-/// Record a sign-in in the session. The session key is renewed (no fixation); pending
-/// authorization requests and the CSRF token are kept.
+/// Record a sign-in in the session. The session key is renewed (no fixation), and so is the
+/// CSRF token (whoever knew the signed-out session's token, e.g. by planting that session,
+/// must not know the signed-in one's); pending authorization requests are kept.
 pub fn sign_in(
     session: &Session,
     tenant: &tenant::Model,
@@ -108,6 +109,8 @@ pub fn sign_in(
     session.insert(KEY_USER, &user.id).map_err(session_err)?;
     session.insert(KEY_AUTH_TIME, now).map_err(session_err)?;
     session.insert(KEY_AMR, amr).map_err(session_err)?;
+    // The next page makes a new one (`csrf_token`).
+    session.remove(KEY_CSRF);
     Ok(())
 }
 

@@ -427,12 +427,29 @@ fn restore(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
     let tmp = target.with_extension("db.restoring");
     std::fs::copy(from, &tmp)?;
     std::fs::File::open(&tmp)?.sync_all()?;
-    for ext in ["db-wal", "db-shm"] {
-        let _ = std::fs::remove_file(target.with_extension(ext));
+    // The old database's write-ahead log and shared memory (and a rollback journal) must go:
+    // replayed onto the restored file they would mix old pages into it.
+    for side in sqlite_side_files(&target) {
+        match std::fs::remove_file(&side) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                anyhow::bail!("cannot remove {}: {e}", side.display())
+            }
+            _ => {}
+        }
     }
     std::fs::rename(&tmp, &target)?;
     eprintln!("restored {} from {}", target.display(), from.display());
     Ok(())
+}
+
+/// SQLite's files beside a database file: its name with `-wal`, `-shm` and `-journal` appended
+/// (`idp.sqlite` → `idp.sqlite-wal`; not the extension replaced).
+fn sqlite_side_files(db: &std::path::Path) -> [PathBuf; 3] {
+    ["-wal", "-shm", "-journal"].map(|suffix| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    })
 }
 
 fn verify_token(
@@ -876,4 +893,24 @@ fn client_secret_from_stdin() -> std::io::Result<Secret> {
     let trimmed = s.trim().to_string();
     s.clear();
     Ok(Secret::new(trimmed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_side_files;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn sqlite_side_files_append_to_the_whole_name() {
+        for (db, wal) in [
+            ("/var/lib/idp/idp.sqlite", "/var/lib/idp/idp.sqlite-wal"),
+            ("data/ma-idp.db", "data/ma-idp.db-wal"),
+            ("noext", "noext-wal"),
+        ] {
+            let [w, shm, journal] = sqlite_side_files(Path::new(db));
+            assert_eq!(w, PathBuf::from(wal));
+            assert_eq!(shm, PathBuf::from(format!("{db}-shm")));
+            assert_eq!(journal, PathBuf::from(format!("{db}-journal")));
+        }
+    }
 }

@@ -158,7 +158,11 @@ impl Settings {
 
     /// Plain-http development: cookies cannot be `Secure` nor `__Host-`.
     pub fn is_https(&self) -> bool {
-        self.public_url.starts_with("https://")
+        // URL schemes are case-insensitive: `HTTPS://…` is https too (and keeps its cookies
+        // `Secure` and `__Host-`).
+        self.public_url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
     }
 
     /// The admin listener's address, when the admin UI has its own.
@@ -252,5 +256,23 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(zero.db_pool_size(), 1);
+    }
+
+    #[test]
+    fn https_is_read_whatever_the_scheme_case() {
+        for (url, https) in [
+            ("https://idp.example.org", true),
+            ("HTTPS://idp.example.org", true),
+            ("Https://idp.example.org/", true),
+            ("http://localhost:8096", false),
+            ("HTTP://idp.example.org", false),
+            ("https:", false),
+        ] {
+            let s = Settings {
+                public_url: url.into(),
+                ..Settings::default()
+            };
+            assert_eq!(s.is_https(), https, "{url}");
+        }
     }
 }

@@ -415,6 +415,20 @@ async fn passkey_refusals(backend: Backend) {
         }
     };
 
+    // A NUL (which PostgreSQL refuses in text) in the JSON bodies: ordinary answers, never
+    // 503. A username no member can have gets discoverable options like an unknown one.
+    let st = start(json!({"username": "bob\u{0}"})).await;
+    assert!(st["ceremony"].is_string(), "{st}");
+    let cred = answer(&mut m, &st["options"], origin(&app), true);
+    let (s, e) = finish(json!("x\u{0}"), cred).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("expired or was already used"),
+        "{e}"
+    );
     // A wrong origin.
     let st = start(json!({})).await;
     let cred = answer(

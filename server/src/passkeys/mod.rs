@@ -174,7 +174,13 @@ impl Services {
         let name = name
             .map(str::trim)
             .filter(|n| !n.is_empty())
-            .map(|n| n.chars().take(100).collect::<String>())
+            .map(|n| {
+                n.chars()
+                    .filter(|c| !c.is_control())
+                    .take(100)
+                    .collect::<String>()
+            })
+            .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| format!("Passkey {}", count + 1));
         let model = passkey::Model {
             id: new_id_pub(),
@@ -208,9 +214,11 @@ impl Services {
         tenant: &tenant::Model,
         username: Option<&str>,
     ) -> Result<(String, RequestChallengeResponse)> {
+        // A name no member can have (too long, or with a NUL that PostgreSQL would refuse)
+        // is not looked up: it gets the same discoverable options as an unknown one.
         let known = match username
             .map(crate::login::normalize_username)
-            .filter(|u| !u.is_empty())
+            .filter(|u| !u.is_empty() && u.len() <= 128 && !u.contains('\0'))
         {
             Some(u) => match self.store.user_by_username(&tenant.id, &u).await? {
                 Some(user) if !user.disabled => {
@@ -375,7 +383,12 @@ impl Services {
         id: &str,
         name: &str,
     ) -> Result<bool> {
-        let name: String = name.trim().chars().take(100).collect();
+        let name: String = name
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect();
         if name.is_empty() {
             return Err(refused("A passkey needs a name."));
         }

@@ -117,6 +117,11 @@ impl Store {
         kind: &str,
         now: i64,
     ) -> Result<Option<webauthn_ceremony::Model>> {
+        // An id no ceremony has (ours are short, plain ids): not looked up, so a NUL from a
+        // request body never reaches PostgreSQL, which would fail the statement.
+        if id.is_empty() || id.len() > 100 || id.contains('\0') {
+            return Ok(None);
+        }
         let Some(c) = webauthn_ceremony::Entity::find_by_id(id.to_string())
             .filter(webauthn_ceremony::Column::TenantId.eq(tenant_id))
             .filter(webauthn_ceremony::Column::Kind.eq(kind))

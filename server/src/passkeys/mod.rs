@@ -172,15 +172,8 @@ impl Services {
             .await?
             .len();
         let name = name
-            .map(str::trim)
+            .map(passkey_name)
             .filter(|n| !n.is_empty())
-            .map(|n| {
-                n.chars()
-                    .filter(|c| !c.is_control())
-                    .take(100)
-                    .collect::<String>()
-            })
-            .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| format!("Passkey {}", count + 1));
         let model = passkey::Model {
             id: new_id_pub(),
@@ -383,12 +376,7 @@ impl Services {
         id: &str,
         name: &str,
     ) -> Result<bool> {
-        let name: String = name
-            .trim()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(100)
-            .collect();
+        let name = passkey_name(name);
         if name.is_empty() {
             return Err(refused("A passkey needs a name."));
         }
@@ -484,4 +472,11 @@ impl Services {
             .ok_or_else(expired)?;
         Ok((link, user))
     }
+}
+
+/// A passkey's name as kept: without control characters, trimmed, at most 100 characters
+/// (empty when nothing is left).
+fn passkey_name(name: &str) -> String {
+    let kept: String = name.chars().filter(|c| !c.is_control()).collect();
+    kept.trim().chars().take(100).collect()
 }

@@ -282,11 +282,7 @@ impl Store {
             .await?
             .rows_affected;
         if n == 1 && disabled {
-            browser_session::Entity::delete_many()
-                .filter(browser_session::Column::TenantId.eq(tenant_id))
-                .filter(browser_session::Column::UserId.eq(id))
-                .exec(&txn)
-                .await?;
+            delete_user_sessions(&txn, tenant_id, id).await?;
         }
         txn.commit().await?;
         Ok(n == 1)
@@ -303,8 +299,7 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Set a user's password hash (the user must belong to the tenant).
-    /// Set a member's password hash. With `end_sessions` (an admin's reset, perhaps because
+    /// Set a member's password hash (the member must belong to the tenant). With `end_sessions` (an admin's reset, perhaps because
     /// the password leaked) the member's browser sessions end in the same transaction: no
     /// browser stays signed in on the strength of the old password.
     pub async fn set_password(
@@ -339,11 +334,7 @@ impl Store {
             .exec_without_returning(&txn)
             .await?;
             if end_sessions {
-                browser_session::Entity::delete_many()
-                    .filter(browser_session::Column::TenantId.eq(tenant_id))
-                    .filter(browser_session::Column::UserId.eq(id))
-                    .exec(&txn)
-                    .await?;
+                delete_user_sessions(&txn, tenant_id, id).await?;
             }
         }
         txn.commit().await?;
@@ -389,12 +380,7 @@ impl Store {
     }
 
     pub async fn end_user_sessions(&self, tenant_id: &str, user_id: &str) -> Result<u64> {
-        Ok(browser_session::Entity::delete_many()
-            .filter(browser_session::Column::TenantId.eq(tenant_id))
-            .filter(browser_session::Column::UserId.eq(user_id))
-            .exec(&self.w())
-            .await?
-            .rows_affected)
+        delete_user_sessions(&self.w(), tenant_id, user_id).await
     }
 
     // Clients.
@@ -639,4 +625,19 @@ impl Store {
             .all(&self.db)
             .await?)
     }
+}
+
+/// End every browser session of a member (on `db`: the store, or a transaction that also
+/// disables the member or changes their password). Returns how many ended.
+async fn delete_user_sessions<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<u64> {
+    Ok(browser_session::Entity::delete_many()
+        .filter(browser_session::Column::TenantId.eq(tenant_id))
+        .filter(browser_session::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?
+        .rows_affected)
 }

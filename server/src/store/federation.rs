@@ -160,16 +160,11 @@ impl Store {
             .await?)
     }
 
-    /// A slug no provider can have (providers' slugs are `valid_slug`s) is not looked up: a
-    /// NUL from a URL path would fail the statement on PostgreSQL.
     pub async fn provider_by_slug(
         &self,
         tenant_id: &str,
         slug: &str,
     ) -> Result<Option<upstream_provider::Model>> {
-        if !crate::services::valid_slug(slug) {
-            return Ok(None);
-        }
         Ok(upstream_provider::Entity::find()
             .filter(upstream_provider::Column::TenantId.eq(tenant_id))
             .filter(upstream_provider::Column::Slug.eq(slug))

@@ -478,6 +478,9 @@ pub trait AdminPort: Send + Sync + 'static {
     ) -> AdminResult<ProviderView>;
     /// One provider of this tenant, by slug.
     async fn provider(&self, tenant_id: &str, slug: &str) -> AdminResult<Option<ProviderView>>;
+    /// Change a provider. When its issuer or client ID changes, the identities linked
+    /// through it are unlinked (a subject is unique only per issuer and client): returns the
+    /// provider and how many links went.
     async fn update_provider(
         &self,
         actor: &Actor,
@@ -485,7 +488,7 @@ pub trait AdminPort: Send + Sync + 'static {
         slug: &str,
         p: ProviderEditForm,
         origin: &Origin,
-    ) -> AdminResult<ProviderView>;
+    ) -> AdminResult<(ProviderView, u64)>;
     /// Remove a provider and the identities linked through it; returns how many links went.
     async fn remove_provider(
         &self,

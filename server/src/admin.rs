@@ -13,7 +13,7 @@ use crate::secrets::{Secret, random_token, token_hash};
 use crate::services::{
     By, ClientSpec, NewUserSpec, Services, alexa_redirect_uris, validate_redirect_uri,
 };
-use crate::store::AuditQuery;
+use crate::store::{AuditQuery, Removal, Removed};
 
 /// How long a setup link works.
 pub const SETUP_LINK_TTL: i64 = 24 * 3600;
@@ -804,9 +804,17 @@ impl AdminPort for Port {
         if plausible_id(passkey_id)
             && self
                 .svc
-                .remove_passkey(&t, &u.id, passkey_id, &actor.label(), &info(origin))
+                .remove_passkey(
+                    &t,
+                    &u.id,
+                    passkey_id,
+                    Removal::Any,
+                    &actor.label(),
+                    &info(origin),
+                )
                 .await
                 .map_err(ae)?
+                == Removed::Done
         {
             Ok(())
         } else {
@@ -892,9 +900,17 @@ impl AdminPort for Port {
         }
         if self
             .svc
-            .unlink_identity(&t, &u.id, identity_id, &actor.label(), &info(origin))
+            .unlink_identity(
+                &t,
+                &u.id,
+                identity_id,
+                Removal::Any,
+                &actor.label(),
+                &info(origin),
+            )
             .await
             .map_err(ae)?
+            == Removed::Done
         {
             Ok(())
         } else {
@@ -970,7 +986,7 @@ impl AdminPort for Port {
         slug: &str,
         p: ProviderEditForm,
         origin: &Origin,
-    ) -> AdminResult<ProviderView> {
+    ) -> AdminResult<(ProviderView, u64)> {
         use crate::federation::{ProviderChange, SecretChange};
         let t = self.tenant(tenant_id).await?;
         let m = self
@@ -996,7 +1012,7 @@ impl AdminPort for Port {
             .await
             .map_err(ae)?
             .ok_or(AdminError::NotFound)?;
-        Ok(self.provider_view(&t, m))
+        Ok((self.provider_view(&t, m.provider), m.links_removed))
     }
 
     async fn remove_provider(

@@ -408,8 +408,63 @@ fn sqlite_path(settings: &Settings) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(rest.split('?').next().unwrap_or(rest)))
 }
 
+/// The lock file beside a SQLite database (its name with `.lock` appended): `ma-idp serve`
+/// holds it shared while it runs, `restore` exclusively while it replaces the database. The
+/// system releases it when the process ends, however it ends (no stale lock after a crash).
+fn sqlite_lock(db: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(PathBuf::from(name))
+}
+
+/// For `serve` on a SQLite file: the shared lock that keeps `restore` from replacing the
+/// database under this server (held until the returned file drops). `None` on PostgreSQL or
+/// an in-memory database.
+fn serving_lock(settings: &Settings) -> anyhow::Result<Option<std::fs::File>> {
+    let Ok(db) = sqlite_path(settings) else {
+        return Ok(None);
+    };
+    if db.as_os_str().to_string_lossy().starts_with(':')
+        || settings.database_url().contains("mode=memory")
+    {
+        return Ok(None);
+    }
+    let f = sqlite_lock(&db)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock file beside {}: {e}", db.display()))?;
+    match f.try_lock_shared() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "a restore of {} is running: start ma-idp when it has finished",
+            db.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock the lock file beside {}: {e}", db.display())
+        }
+    }
+}
+
 fn restore(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
     let target = sqlite_path(settings)?;
+    // A server still serving this database would keep writing to the file (and its WAL) we
+    // replace: refuse while one holds its lock.
+    let lock = sqlite_lock(&target).map_err(|e| {
+        anyhow::anyhow!("cannot open the lock file beside {}: {e}", target.display())
+    })?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "ma-idp is serving {} (or another restore runs): stop it first",
+            target.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock the lock file beside {}: {e}", target.display())
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -439,6 +494,7 @@ fn restore(settings: &Settings, from: &std::path::Path) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, &target)?;
     eprintln!("restored {} from {}", target.display(), from.display());
+    drop(lock);
     Ok(())
 }
 
@@ -474,12 +530,20 @@ fn verify_token(
 async fn serve(settings: Settings, no_migrate: bool) -> anyhow::Result<()> {
     let listen = settings.listen.clone();
     let services = Services::init(settings, Arc::new(SystemClock)).await?;
+    // Held while serving (dropped when `serve` returns).
+    let _serving = serving_lock(&services.settings)?;
     if !no_migrate {
         services.store.migrate().await?;
     }
     if services.store.autovacuum_off().await {
         tracing::warn!(
             "PostgreSQL's autovacuum is off: ma-idp's tables will bloat and its query plans go stale as they grow (turn autovacuum on, or run VACUUM ANALYZE regularly)"
+        );
+    }
+    if services.settings.plain_http_off_loopback() {
+        tracing::warn!(
+            public_url = %services.settings.public_url,
+            "public_url is plain http on a host other than this machine: browsers send its cookies and passwords unencrypted and refuse passkeys; serve it over https (a TLS reverse proxy) and set public_url to the https address"
         );
     }
     let listener = std::net::TcpListener::bind(&listen)
@@ -798,7 +862,7 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let p = svc
+            let u = svc
                 .update_provider(
                     &t,
                     &slug,
@@ -821,12 +885,22 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
                 )
                 .await?
                 .ok_or_else(|| no_provider(&t, &slug))?;
+            let (p, links_removed) = (u.provider, u.links_removed);
             print(
                 json,
                 json!({"tenant": t.slug, "slug": p.slug, "kind": p.kind, "name": p.display_name,
                        "client_id": p.client_id, "enabled": p.enabled,
-                       "has_client_secret": p.client_secret_enc.is_some()}),
-                format!("changed provider {} of {}", p.slug, t.slug),
+                       "has_client_secret": p.client_secret_enc.is_some(),
+                       "links_removed": links_removed}),
+                if links_removed > 0 {
+                    format!(
+                        "changed provider {} of {}; its issuer or client ID changed, so \
+                         {links_removed} linked identities were removed",
+                        p.slug, t.slug
+                    )
+                } else {
+                    format!("changed provider {} of {}", p.slug, t.slug)
+                },
             );
             Ok(())
         }

@@ -213,6 +213,29 @@ impl Settings {
         format!("{}/t/{}", self.base_url(), tenant_slug)
     }
 
+    /// Plain http on a host other than this machine: browsers get no `Secure` cookies and
+    /// refuse passkeys (WebAuthn needs https, except on localhost), and every password and
+    /// code crosses the network in the clear. Allowed (a test set-up, a TLS proxy that
+    /// forgot its scheme) but worth a warning at start.
+    pub fn plain_http_off_loopback(&self) -> bool {
+        let Ok(u) = url::Url::parse(&self.public_url) else {
+            return false;
+        };
+        if u.scheme() != "http" {
+            return false;
+        }
+        match u.host() {
+            Some(url::Host::Domain(d)) => {
+                let d = d.trim_end_matches('.');
+                !(d.eq_ignore_ascii_case("localhost")
+                    || d.to_ascii_lowercase().ends_with(".localhost"))
+            }
+            Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+            None => false,
+        }
+    }
+
     /// Check what figment cannot: the public URL parses and has no query.
     pub fn validate(&self) -> Result<(), String> {
         let u = url::Url::parse(&self.public_url)
@@ -256,6 +279,28 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(zero.db_pool_size(), 1);
+    }
+
+    #[test]
+    fn plain_http_is_noticed_only_off_this_machine() {
+        for (url, warn) in [
+            ("http://localhost:8096", false),
+            ("http://LOCALHOST:8096", false),
+            ("http://idp.localhost", false),
+            ("http://127.0.0.1:8096", false),
+            ("http://[::1]:8096", false),
+            ("https://idp.example.org", false),
+            ("http://idp.example.org", true),
+            ("http://192.168.1.20:8096", true),
+            ("http://[fd00::1]/", true),
+            ("http://localhost.example.org", true),
+        ] {
+            let s = Settings {
+                public_url: url.into(),
+                ..Settings::default()
+            };
+            assert_eq!(s.plain_http_off_loopback(), warn, "{url}");
+        }
     }
 
     #[test]

@@ -138,7 +138,25 @@ pub fn valid_slug(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
+/// An optional text field as stored: trimmed, empty as none, at most `max` characters.
+pub(crate) fn clean_field(v: &Option<String>, max: usize) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.chars().take(max).collect::<String>())
+}
+
 impl Services {
+    /// How a member's own removal of a passkey or linked identity is checked: never the last
+    /// way to sign in (a password counts unless the tenant requires passkeys). Without one,
+    /// only an admin could let them in again; with a provider that creates members, their
+    /// next upstream sign-in would create a second member and strand the first one's grants.
+    pub fn own_removal(tenant: &tenant::Model) -> crate::store::Removal {
+        crate::store::Removal::KeepOneWayIn {
+            password_counts: !tenant.passkeys_required,
+        }
+    }
+
     /// Connect to the database and load the master key. Does not migrate.
     pub async fn init(settings: Settings, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
         settings.validate().map_err(|e| anyhow::anyhow!(e))?;
@@ -332,13 +350,10 @@ impl Services {
                 "a role is member, admin or operator",
             ));
         }
-        let clean = |v: &Option<String>, max: usize| {
-            v.as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| s.chars().take(max).collect::<String>())
-        };
-        let (display_name, email) = (clean(&spec.display_name, 200), clean(&spec.email, 320));
+        let (display_name, email) = (
+            clean_field(&spec.display_name, 200),
+            clean_field(&spec.email, 320),
+        );
         let username = crate::login::normalize_username(username);
         if username.is_empty()
             || username.len() > 128

@@ -1898,6 +1898,7 @@ async fn cli_adds_and_lists_a_provider(backend: Backend) {
     );
     assert_eq!(off["enabled"], false);
     assert_eq!(off["has_client_secret"], false);
+    assert_eq!(off["links_removed"], 0);
     let (ok, _, err) = cli.run(
         &[
             "provider", "set", "--tenant", "home", "work", "--issuer", "",
@@ -2119,6 +2120,65 @@ async fn admin_changes_disables_and_removes_a_provider(backend: Backend) {
     assert_eq!(changes[1]["changed"], json!(["client_secret"]));
     let all = format!("{:?}", events(&app, &t.id).await);
     assert!(!all.contains("not-the-secret") && !all.contains(AMAZON_SECRET));
+
+    // A subject is unique only per client (and issuer): a new client ID unlinks everyone
+    // linked through this provider, in the change's transaction, and says so.
+    let mut other = form("Amazon (family)", "", "EU", true);
+    other[2].1 = "amzn1.application-oa2-client.another".to_string();
+    let html = post(other).await;
+    assert!(
+        html.contains("Amazon (family) saved. Its issuer or client ID changed, so 1 linked sign-in was removed"),
+        "{html}"
+    );
+    assert!(
+        app.svc
+            .store
+            .identities_of_user(&t.id, &alice)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the link went with the old client ID"
+    );
+    let last = events(&app, &t.id)
+        .await
+        .into_iter()
+        .find(|e| e.kind == "provider_changed")
+        .unwrap();
+    assert_eq!(
+        last.detail,
+        json!({"slug": "amazon", "changed": ["client_id"], "links_removed": 1})
+    );
+    // Back to the first client ID: nothing is linked any more, and nothing was re-linked.
+    let html = post(form("Amazon (family)", "", "EU", true)).await;
+    assert!(html.contains("Amazon (family) saved."), "{html}");
+    assert!(!html.contains("linked sign-in"), "{html}");
+    let (b, login) = fresh_login_page(&app, &setup, "s2b").await;
+    let up = press_sign_in_with(&b, &login, "home", "Amazon (family)").await;
+    let before = failed_sign_ins(&app, &t.id, "amazon", "not linked").await;
+    assert_refusal(
+        &app,
+        &t.id,
+        "amazon",
+        through_amazon(&b, &up).await,
+        403,
+        "This Amazon (family) account is not linked yet",
+        "not linked",
+        before,
+    )
+    .await;
+    // The admin links Alice again (the rest of this test needs the link).
+    let (_, html) = page(admin.get(&user_page).await).await;
+    let r = admin
+        .post(
+            &format!("{user_page}/link"),
+            &[
+                ("csrf", &hidden(&html, "csrf")),
+                ("provider", "amazon"),
+                ("subject", AMAZON_USER),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
 
     // Disabled: no button, and its start is not found; the link stays.
     let html = post(form("Amazon (family)", "", "EU", false)).await;
@@ -2360,14 +2420,31 @@ async fn admin_links_identities_and_providers_create_members(backend: Backend) {
             email: "nora@example.com".into(),
         }
     });
-    for round in 0..2 {
-        let d = app.browser();
+    // The first sign-in's two callbacks at once (two tabs, one Amazon account): one member,
+    // never one without its link.
+    let (d1, d2) = (app.browser(), app.browser());
+    let mut backs = Vec::new();
+    for d in [&d1, &d2] {
         let login = d.get("/t/home/login").await.text().await.unwrap();
-        let up = press_sign_in_with(&d, &login, "home", "Amazon (open)").await;
-        let r = through_amazon(&d, &up).await;
-        assert_eq!(r.status(), 302, "round {round}: signed in");
-        assert!(account_page(&d, "home").await.contains("nora"));
+        let up = press_sign_in_with(d, &login, "home", "Amazon (open)").await;
+        backs.push(at_amazon(d, &up).await);
     }
+    let (r1, r2) = tokio::join!(d1.get(&backs[0]), d2.get(&backs[1]));
+    assert_eq!(r1.status(), 302, "signed in");
+    assert_eq!(r2.status(), 302, "signed in");
+    for d in [&d1, &d2] {
+        let html = account_page(d, "home").await;
+        assert!(
+            html.contains("<strong class=\"account\">nora</strong>"),
+            "{html}"
+        );
+    }
+    let d = app.browser();
+    let login = d.get("/t/home/login").await.text().await.unwrap();
+    let up = press_sign_in_with(&d, &login, "home", "Amazon (open)").await;
+    let r = through_amazon(&d, &up).await;
+    assert_eq!(r.status(), 302, "the next sign-in: signed in");
+    assert!(account_page(&d, "home").await.contains("nora"));
     let created: Vec<_> = events(&app, &t.id)
         .await
         .into_iter()
@@ -2380,6 +2457,60 @@ async fn admin_links_identities_and_providers_create_members(backend: Backend) {
             .count(),
         1,
         "one member created, on the first sign-in only"
+    );
+    let nora = user_id(&app, &t.id, "nora").await;
+    assert!(
+        app.svc
+            .store
+            .user_by_username(&t.id, "nora2")
+            .await
+            .unwrap()
+            .is_none(),
+        "no second member"
+    );
+    assert_eq!(
+        app.svc
+            .store
+            .identities_of_user(&t.id, &nora)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Nora's Amazon account is her only way in: unlinking it is refused with a message, and
+    // it stays linked. (An admin may; Alice, with a password, may unlink hers.)
+    let html = account_page(&d, "home").await;
+    let unlink = regex::Regex::new(r#"action="(/t/home/account/identities/[^/"]+/unlink)""#)
+        .unwrap()
+        .captures(&html)
+        .expect("an unlink form")[1]
+        .to_string();
+    let r = d.post(&unlink, &[("csrf", &hidden(&html, "csrf"))]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/t/home/account?refused=last-way");
+    let (s, html) = page(d.get(&location(&r)).await).await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("That is your last way to sign in, so it stays."),
+        "{html}"
+    );
+    assert_eq!(
+        app.svc
+            .store
+            .identities_of_user(&t.id, &nora)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "still linked"
+    );
+    assert!(
+        !events(&app, &t.id)
+            .await
+            .iter()
+            .any(|e| e.kind == "identity_unlinked" && e.user_id.as_deref() == Some(nora.as_str())),
+        "nothing unlinked"
     );
     let _ = alice;
 }

@@ -289,6 +289,22 @@ async fn per_ip_limits_answer_429(backend: Backend) {
         );
     }
     assert_eq!(statuses, vec![401, 401, 401, 429]);
+    // Starting a passkey ceremony stores a challenge: four per sign-in allowed, then 429.
+    let (b, csrf) = at_login(&app).await;
+    let mut starts = Vec::new();
+    for _ in 0..13 {
+        let r = b
+            .http
+            .post(b.url("/t/home/passkeys/login/start"))
+            .header("x-csrf-token", &csrf)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        starts.push(r.status().as_u16());
+    }
+    assert_eq!(starts[..12], [200; 12], "{starts:?}");
+    assert_eq!(starts[12], 429, "{starts:?}");
     let mut last = None;
     for _ in 0..6 {
         last = Some(app.refresh(&setup, "unknown").await);

@@ -11,6 +11,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ma_idp::secrets::Secret;
 use ma_idp_tests::*;
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -522,20 +523,58 @@ async fn passkey_refusals(backend: Backend) {
     // Without the page's CSRF token.
     let (s, _) = post_json(&fresh, "/t/home/passkeys/login/start", "forged", json!({})).await;
     assert_eq!(s, 403);
-    // A removed credential.
+    // A removed credential. Bob's only passkey is his only way in: his removal is refused
+    // (the passkey stays and still signs in) until he has a password too.
     let html = b.get("/t/home/account").await.text().await.unwrap();
     let pk_id = regex::Regex::new(r#"/account/passkeys/([^/"]+)/remove"#)
         .unwrap()
         .captures(&html)
         .unwrap()[1]
         .to_string();
-    let r = b
-        .post(
-            &format!("/t/home/account/passkeys/{pk_id}/remove"),
-            &[("csrf", &hidden(&html, "csrf"))],
-        )
-        .await;
+    let remove = format!("/t/home/account/passkeys/{pk_id}/remove");
+    let r = b.post(&remove, &[("csrf", &hidden(&html, "csrf"))]).await;
     assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        "/t/home/account?refused=last-way"
+    );
+    let html = b
+        .get("/t/home/account?refused=last-way")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("That is your last way to sign in, so it stays."),
+        "{html}"
+    );
+    assert!(html.contains(&remove), "the passkey is still listed");
+    let bob = app
+        .svc
+        .store
+        .user_by_username(&t.id, "bob")
+        .await
+        .unwrap()
+        .unwrap();
+    let phc = app
+        .svc
+        .passwords
+        .hash(&Secret::new("bob's long password"))
+        .await
+        .unwrap();
+    assert!(
+        app.svc
+            .store
+            .set_password(&t.id, &bob.id, phc, app.svc.now(), false)
+            .await
+            .unwrap()
+    );
+    let r = b.post(&remove, &[("csrf", &hidden(&html, "csrf"))]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        "/t/home/account?done=passkey-remove"
+    );
     let st = start(json!({})).await;
     let cred = answer(&mut m, &st["options"], origin(&app), true);
     let (s, e) = finish(st["ceremony"].clone(), cred).await;
@@ -556,10 +595,35 @@ async fn passkey_refusals(backend: Backend) {
     );
 
     // Tenant policy: passkeys required refuses passwords with a clear message.
-    app.svc
+    let t = app
+        .svc
         .update_tenant(&t, None, Some(true), "test")
         .await
         .unwrap();
+    // ... and then a password is no way in: Bob's new passkey, his only one, stays.
+    let b = app.browser();
+    enroll(&app, &b, "home", "bob").await;
+    let html = b.get("/t/home/account").await.text().await.unwrap();
+    let remove = regex::Regex::new(r#"/t/home/account/passkeys/[^/"]+/remove"#)
+        .unwrap()
+        .find(&html)
+        .unwrap()
+        .as_str()
+        .to_string();
+    let r = b.post(&remove, &[("csrf", &hidden(&html, "csrf"))]).await;
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        "/t/home/account?refused=last-way"
+    );
+    assert_eq!(
+        app.svc
+            .store
+            .passkeys_of_user(&t.id, &bob.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let pb = app.browser();
     let html = pb.get("/t/home/login").await.text().await.unwrap();
     assert!(

@@ -543,6 +543,30 @@ async fn server_crash_loses_no_token(backend: Backend) {
         !log.contains("panicked"),
         "a panic in the server log:\n{log}"
     );
+    if matches!(backend, Backend::Sqlite) {
+        // `restore` refuses to replace a database that is being served, and works once the
+        // server is gone, even SIGKILLed (the lock dies with the process).
+        let backup = inst.dir.path().join("snapshot.db");
+        let backup = backup.to_str().unwrap();
+        let (ok, _, err) = inst.run(&["backup", "--out", backup], None);
+        assert!(ok, "online backup: {err}");
+        let (ok, _, err) = inst.run(&["restore", "--from", backup], None);
+        assert!(!ok, "restore under a running server");
+        assert!(err.contains("stop it first"), "{err}");
+        served.kill();
+        let (ok, _, err) = inst.run(&["restore", "--from", backup], None);
+        assert!(ok, "restore after the server stopped: {err}");
+        served.start(&inst).await;
+        assert_eq!(
+            plain_client()
+                .get(format!("{}/ready", served.base()))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
     served.kill();
 }
 

@@ -244,8 +244,17 @@ pub async fn provider_post(
         )
         .await
         .map_err(Into::into);
-    let p = or_back(&session, &back, r)?;
-    done(&session, &back, &format!("{} saved.", p.display_name))
+    let (p, links_removed) = or_back(&session, &back, r)?;
+    let msg = match links_removed {
+        0 => format!("{} saved.", p.display_name),
+        n => format!(
+            "{} saved. Its issuer or client ID changed, so {n} linked sign-in{} removed: \
+             members link again at their next sign-in with it.",
+            p.display_name,
+            if n == 1 { " was" } else { "s were" }
+        ),
+    };
+    done(&session, &back, &msg)
 }
 
 pub async fn provider_remove(

@@ -7,7 +7,7 @@ use oauth2::{
 };
 use serde::Deserialize;
 
-use super::http_client::{HttpError, client, describe, send};
+use super::http_client::{HttpError, client, describe, read_body, send};
 use super::{FedError, FedPending, ProviderConfig, UpstreamUser};
 
 /// Amazon's hosts per region: authorization, token, profile.
@@ -127,10 +127,9 @@ pub async fn identify(
         .await
         .map_err(|e| FedError::Unreachable(describe(&e)))?;
     let status = resp.status();
-    let body = resp
-        .bytes()
+    let body = read_body(resp)
         .await
-        .map_err(|e| FedError::Unreachable(describe(&e)))?;
+        .map_err(|e| FedError::Unreachable(e.0))?;
     if !status.is_success() {
         return Err(FedError::UpstreamError(format!(
             "profile: HTTP {status}: {}",
@@ -139,8 +138,10 @@ pub async fn identify(
     }
     let p: Profile = serde_json::from_slice(&body)
         .map_err(|e| FedError::UpstreamError(format!("profile: unexpected answer: {e}")))?;
-    if p.user_id.is_empty() || p.user_id.len() > 400 {
-        return Err(FedError::UpstreamError("profile: no user_id".into()));
+    if !super::plausible_subject(&p.user_id) {
+        return Err(FedError::UpstreamError(
+            "profile: no usable user_id (1 to 255 characters, no control characters)".into(),
+        ));
     }
     Ok(UpstreamUser {
         subject: p.user_id,

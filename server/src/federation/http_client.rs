@@ -34,12 +34,19 @@ pub async fn send(req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>
     for (k, v) in parts.headers.iter() {
         rb = rb.header(k.as_str(), v.as_bytes());
     }
-    let mut resp = rb.send().await.map_err(|e| HttpError(describe(&e)))?;
+    let resp = rb.send().await.map_err(|e| HttpError(describe(&e)))?;
     let status = resp.status().as_u16();
     let mut out = http::Response::builder().status(status);
     for (k, v) in resp.headers() {
         out = out.header(k.as_str(), v.as_bytes());
     }
+    let body = read_body(resp).await?;
+    out.body(body).map_err(|e| HttpError(e.to_string()))
+}
+
+/// A response's body, at most `MAX_RESPONSE` bytes (a larger one is an error, read no
+/// further).
+pub async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, HttpError> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| HttpError(describe(&e)))? {
         if body.len() + chunk.len() > MAX_RESPONSE {
@@ -47,7 +54,7 @@ pub async fn send(req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>
         }
         body.extend_from_slice(&chunk);
     }
-    out.body(body).map_err(|e| HttpError(e.to_string()))
+    Ok(body)
 }
 
 /// A reqwest error without the URL's query (which may carry a code).

@@ -19,7 +19,7 @@ use crate::audit::{AuditEvent, RequestInfo};
 use crate::error::{Error, Result};
 use crate::secrets::Secret;
 use crate::services::{By, Services};
-use crate::store::new_id_pub;
+use crate::store::{NewMember, Removal, Removed, new_id_pub};
 
 /// What an upstream says about who signed in.
 #[derive(Debug, Clone)]
@@ -169,6 +169,35 @@ pub struct NewProvider {
     pub link_by_email: bool,
 }
 
+/// A new link of an upstream identity to a member.
+fn identity_row(
+    tenant: &tenant::Model,
+    p: &upstream_provider::Model,
+    up: &UpstreamUser,
+    user_id: &str,
+    now: i64,
+) -> upstream_identity::Model {
+    upstream_identity::Model {
+        id: new_id_pub(),
+        tenant_id: tenant.id.clone(),
+        provider_id: p.id.clone(),
+        // Whole (`plausible_subject` bounds it): it is looked up whole.
+        subject: up.subject.clone(),
+        user_id: user_id.to_string(),
+        email: up.email.clone().map(|e| e.chars().take(320).collect()),
+        name: up.name.clone().map(|n| n.chars().take(200).collect()),
+        created_at: now,
+        last_used_at: Some(now),
+    }
+}
+
+/// An upstream subject we store and look up whole: 1 to 255 bytes (OpenID Connect Core
+/// §5.1 bounds `sub` at 255 ASCII characters; Amazon's `user_id` is far shorter), with no
+/// control characters (PostgreSQL refuses NUL in text).
+fn plausible_subject(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control)
+}
+
 fn check_url(label: &str, u: &Option<String>) -> Result<()> {
     if let Some(u) = u {
         let parsed = url::Url::parse(u)
@@ -181,6 +210,13 @@ fn check_url(label: &str, u: &Option<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A provider after a change, and how many linked identities the change removed (see
+/// [`Services::update_provider`]).
+pub struct ProviderUpdated {
+    pub provider: upstream_provider::Model,
+    pub links_removed: u64,
 }
 
 /// What changes in a provider; `None` keeps the current value. An empty endpoint clears
@@ -343,13 +379,20 @@ impl Services {
     /// URI registered at the upstream). Checked as a new provider is; audited with the names
     /// of the fields that changed (never the secret's value). `None` when the tenant has no
     /// such provider.
+    ///
+    /// A linked identity is the upstream's subject, which is unique only per issuer (and, for
+    /// pairwise subjects or Login with Amazon's `user_id`, per client): when the issuer or
+    /// the client ID changes, every identity linked through this provider is unlinked in the
+    /// same transaction, so that an account at the new upstream whose subject happens to
+    /// match cannot sign in as a member. The members link again (or, with `link_by_email`,
+    /// are found by e-mail) at their next upstream sign-in.
     pub async fn update_provider(
         &self,
         tenant: &tenant::Model,
         slug: &str,
         change: ProviderChange,
         by: impl Into<By>,
-    ) -> Result<Option<upstream_provider::Model>> {
+    ) -> Result<Option<ProviderUpdated>> {
         let by = by.into();
         let Some(old) = self.store.provider_by_slug(&tenant.id, slug).await? else {
             return Ok(None);
@@ -431,15 +474,26 @@ impl Services {
         .filter_map(|(name, differs)| differs.then_some(name))
         .collect();
         if changed.is_empty() {
-            return Ok(Some(old));
+            return Ok(Some(ProviderUpdated {
+                provider: old,
+                links_removed: 0,
+            }));
         }
+        let unlink = old.issuer != new.issuer || old.client_id != new.client_id;
         let ev = AuditEvent::new("provider_changed", "ok", Some(&tenant.id), &by.req)
             .actor(&by.actor)
             .detail(serde_json::json!({"slug": new.slug, "changed": changed}));
-        if !self.store.update_provider(&new, ev, self.now()).await? {
+        let Some(links_removed) = self
+            .store
+            .update_provider(&new, unlink, ev, self.now())
+            .await?
+        else {
             return Ok(None);
-        }
-        Ok(Some(new))
+        };
+        Ok(Some(ProviderUpdated {
+            provider: new,
+            links_removed,
+        }))
     }
 
     /// Remove a provider of this tenant and every identity linked through it (members who
@@ -616,13 +670,13 @@ impl Services {
                 }
             };
         }
-        if let Some(i) = existing {
+        let linked_sign_in = |i: upstream_identity::Model, amr: Vec<String>| async move {
             let user = self
                 .store
                 .user_by_id(&tenant.id, &i.user_id)
                 .await?
                 .filter(|u| !u.disabled);
-            return match user {
+            match user {
                 Some(u) => {
                     self.store.touch_identity(&i.id, now).await?;
                     self.store
@@ -637,7 +691,10 @@ impl Services {
                         .await?;
                     Ok(FedOutcome::NotLinked)
                 }
-            };
+            }
+        };
+        if let Some(i) = existing {
+            return linked_sign_in(i, amr).await;
         }
         // Unlinked. By verified e-mail, when the provider allows it.
         if (p.link_by_email || tenant.fed_link_by_email)
@@ -680,6 +737,7 @@ impl Services {
                 } else {
                     format!("{base}{}", n + 1)
                 };
+                let name = crate::login::normalize_username(&name);
                 if self
                     .store
                     .user_by_username(&tenant.id, &name)
@@ -688,32 +746,52 @@ impl Services {
                 {
                     continue;
                 }
-                let u = self
-                    .create_user_with(
-                        tenant,
-                        crate::services::NewUserSpec {
-                            username: name,
-                            display_name: up.name.clone(),
-                            email: up.email.clone().filter(|_| up.email_verified),
-                            role: "member".into(),
-                        },
-                        None,
-                        By {
-                            actor: format!("federation:{}", p.slug),
-                            req: req.clone(),
-                        },
-                    )
-                    .await?;
-                if self
-                    .link_identity(tenant, p, up, &u.id, "created", req)
+                let u = user::Model {
+                    id: new_id_pub(),
+                    tenant_id: tenant.id.clone(),
+                    username: name,
+                    display_name: crate::services::clean_field(&up.name, 200),
+                    email: crate::services::clean_field(&up.email, 320)
+                        .filter(|_| up.email_verified),
+                    role: "member".into(),
+                    disabled: false,
+                    created_at: now,
+                };
+                // The member, its link and the events, in one transaction (as
+                // `create_user_with` and `link_identity` would write them).
+                let audit = vec![
+                    AuditEvent::new("user_created", "ok", Some(&tenant.id), req)
+                        .actor(&format!("federation:{}", p.slug))
+                        .user(&u.id)
+                        .detail(serde_json::json!({"username": u.username, "role": u.role})),
+                    AuditEvent::new("identity_linked", "ok", Some(&tenant.id), req)
+                        .user(&u.id)
+                        .detail(serde_json::json!({
+                            "provider": p.slug, "subject": up.subject, "via": "created",
+                        })),
+                    ev("sign_in", "ok").user(&u.id),
+                ];
+                let link = identity_row(tenant, p, up, &u.id, now);
+                match self
+                    .store
+                    .insert_user_with_identity(u.clone(), link, audit, now)
                     .await?
                 {
-                    self.store
-                        .insert_audit(ev("sign_in", "ok").user(&u.id), now)
-                        .await?;
-                    return Ok(FedOutcome::SignedIn(u, amr));
+                    NewMember::Created => return Ok(FedOutcome::SignedIn(u, amr)),
+                    NewMember::UsernameTaken => continue,
+                    // A first sign-in of this identity at the same moment created its member:
+                    // that member is signing in.
+                    NewMember::IdentityTaken => {
+                        return match self
+                            .store
+                            .identity_by_subject(&tenant.id, &p.id, &up.subject)
+                            .await?
+                        {
+                            Some(i) => linked_sign_in(i, amr).await,
+                            None => Ok(FedOutcome::NotLinked),
+                        };
+                    }
                 }
-                return Ok(FedOutcome::LinkedElsewhere);
             }
         }
         self.store
@@ -743,17 +821,7 @@ impl Services {
         let now = self.now();
         let ok = self
             .store
-            .insert_identity(upstream_identity::Model {
-                id: new_id_pub(),
-                tenant_id: tenant.id.clone(),
-                provider_id: p.id.clone(),
-                subject: up.subject.chars().take(400).collect(),
-                user_id: user_id.to_string(),
-                email: up.email.clone().map(|e| e.chars().take(320).collect()),
-                name: up.name.clone().map(|n| n.chars().take(200).collect()),
-                created_at: now,
-                last_used_at: Some(now),
-            })
+            .insert_identity(identity_row(tenant, p, up, user_id, now))
             .await?;
         self.store
             .insert_audit(
@@ -771,20 +839,22 @@ impl Services {
         Ok(ok)
     }
 
-    /// Unlink one of a member's identities. Audited.
+    /// Unlink one of a member's identities. `removal` says whether it may be the member's
+    /// last way to sign in (see [`Services::own_removal`]). Audited when done.
     pub async fn unlink_identity(
         &self,
         tenant: &tenant::Model,
         user_id: &str,
         identity_id: &str,
+        removal: Removal,
         actor: &str,
         req: &RequestInfo,
-    ) -> Result<bool> {
+    ) -> Result<Removed> {
         let ok = self
             .store
-            .delete_identity(&tenant.id, user_id, identity_id)
+            .delete_identity(&tenant.id, user_id, identity_id, removal)
             .await?;
-        if ok {
+        if ok == Removed::Done {
             self.store
                 .insert_audit(
                     AuditEvent::new("identity_unlinked", "ok", Some(&tenant.id), req)
@@ -819,5 +889,23 @@ impl Services {
                 (i, name)
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible_subject;
+
+    #[test]
+    fn subjects_are_bounded_and_printable() {
+        assert!(plausible_subject("248289761001"));
+        assert!(plausible_subject("amzn1.account.AFEXAMPLE"));
+        assert!(plausible_subject(&"a".repeat(255)));
+        assert!(!plausible_subject(""));
+        assert!(!plausible_subject(&"a".repeat(256)));
+        assert!(!plausible_subject("a\0b"));
+        assert!(!plausible_subject("a\nb"));
+        // 128 two-byte characters are 256 bytes: over the bound a column can hold whole.
+        assert!(!plausible_subject(&"é".repeat(128)));
     }
 }

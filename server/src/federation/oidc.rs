@@ -110,6 +110,11 @@ pub async fn identify(
             ClaimsVerificationError::InvalidNonce(_) => FedError::NonceMismatch,
             other => FedError::BadIdToken(other.to_string()),
         })?;
+    if !super::plausible_subject(claims.subject()) {
+        return Err(FedError::BadIdToken(
+            "the subject is not 1 to 255 characters without control characters".into(),
+        ));
+    }
     Ok(UpstreamUser {
         subject: claims.subject().to_string(),
         email: claims.email().map(|e| e.to_string()),

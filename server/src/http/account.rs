@@ -149,9 +149,13 @@ pub async fn account(
         .map(|(i, name)| (i.id, name, i.subject, i.email))
         .collect();
     let providers = svc.provider_buttons(&tenant).await?;
-    let notice = crate::oauth::Params::parse(req.query_string().as_bytes())
-        .ok()
+    let query = crate::oauth::Params::parse(req.query_string().as_bytes()).ok();
+    let notice = query
+        .as_ref()
         .and_then(|p| p.get("done").map(str::to_string));
+    let refusal = query
+        .as_ref()
+        .and_then(|p| p.get("refused").map(str::to_string));
     pages::account(pages::AccountView {
         tenant_name: &tenant.name,
         slug: &tenant.slug,
@@ -161,9 +165,18 @@ pub async fn account(
         sessions: &sessions,
         passkeys: &passkeys,
         notice: notice.as_deref(),
+        refusal: refusal.as_deref(),
         identities: &identities,
         providers: &providers,
     })
+}
+
+/// The account page again, saying the member's last way to sign in stays.
+pub fn last_way_in(tenant: &entity::tenant::Model) -> HttpResponse {
+    redirect(
+        &format!("/t/{}/account?refused=last-way", tenant.slug),
+        true,
+    )
 }
 
 /// A form POST from the account page: the tenant, the signed-in member and the form — or the

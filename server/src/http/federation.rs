@@ -10,6 +10,8 @@ use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::federation::{FedError, FedOutcome, FedPending};
 use crate::login;
+use crate::services::Services;
+use crate::store::Removed;
 
 /// How long an upstream sign-in may take.
 const FED_MAX_AGE: i64 = 15 * 60;
@@ -260,11 +262,20 @@ pub async fn unlink(
         Ok(x) => x,
         Err(r) => return Ok(r),
     };
-    if !svc
-        .unlink_identity(&tenant, &s.user.id, &id, "self", &request_info(&req, &svc))
+    match svc
+        .unlink_identity(
+            &tenant,
+            &s.user.id,
+            &id,
+            Services::own_removal(&tenant),
+            "self",
+            &request_info(&req, &svc),
+        )
         .await?
     {
-        return Err(Error::not_found("There is no such linked account."));
+        Removed::Done => {}
+        Removed::NotFound => return Err(Error::not_found("There is no such linked account.")),
+        Removed::LastWayIn => return Ok(super::account::last_way_in(&tenant)),
     }
     Ok(redirect(
         &format!("/t/{}/account?done=unlinked", tenant.slug),

@@ -226,6 +226,8 @@ pub struct AccountView<'a> {
     pub sessions: &'a [browser_session::Model],
     pub passkeys: &'a [crate::passkeys::PasskeyView],
     pub notice: Option<&'a str>,
+    /// Why the last change was refused (the `refused` query parameter).
+    pub refusal: Option<&'a str>,
     /// Linked upstream identities: (id, provider name, subject, e-mail).
     pub identities: &'a [(String, String, String, Option<String>)],
     /// Providers the member can link: (slug, name).
@@ -279,6 +281,16 @@ pub fn account(v: AccountView<'_>) -> Result<HttpResponse> {
             Some("passkey-remove") => Some("Passkey removed. It can no longer sign in."),
             Some("linked") => Some("Account linked. You can now sign in with it."),
             Some("unlinked") => Some("Account unlinked. It can no longer sign you in."),
+            _ => None,
+        },
+    );
+    ctx.insert(
+        "refusal",
+        &match v.refusal {
+            Some("last-way") => Some(
+                "That is your last way to sign in, so it stays. Add a passkey or link \
+                 another account first, then remove it.",
+            ),
             _ => None,
         },
     );

@@ -7,12 +7,15 @@ use entity::tenant;
 use serde::Deserialize;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
+use super::account::last_way_in;
 use super::authorize::redirect;
 use super::pages;
 use super::{Svc, client_ip, request_info};
 use crate::error::{Error, Result};
 use crate::login;
 use crate::login::limits::Bucket;
+use crate::services::Services;
+use crate::store::{Removal, Removed};
 
 fn forbidden(msg: &str) -> Error {
     Error::OAuth {
@@ -41,6 +44,15 @@ async fn json_tenant(svc: &Svc, slug: &str) -> Result<tenant::Model> {
     })
 }
 
+/// Each start stores a challenge (until used or expired): bounded per client IP.
+fn may_start_ceremony(svc: &Svc, req: &HttpRequest) -> Result<()> {
+    if svc.ip_limits.check(Bucket::Ceremony, client_ip(req, svc)) {
+        Ok(())
+    } else {
+        Err(Error::too_many(super::TOO_MANY))
+    }
+}
+
 #[derive(Deserialize)]
 pub struct LoginStart {
     #[serde(default)]
@@ -56,6 +68,7 @@ pub async fn login_start(
 ) -> Result<HttpResponse> {
     let tenant = json_tenant(&svc, &path).await?;
     check_csrf(&req, &session)?;
+    may_start_ceremony(&svc, &req)?;
     let (ceremony, options) = svc
         .passkey_login_start(&tenant, body.username.as_deref())
         .await?;
@@ -115,6 +128,7 @@ pub async fn register_start(
 ) -> Result<HttpResponse> {
     let tenant = json_tenant(&svc, &path).await?;
     check_csrf(&req, &session)?;
+    may_start_ceremony(&svc, &req)?;
     let signed = login::signed_in(&svc, &session, &tenant)
         .await?
         .ok_or_else(|| forbidden("Sign in first."))?;
@@ -139,6 +153,7 @@ pub async fn register_finish(
 ) -> Result<HttpResponse> {
     let tenant = json_tenant(&svc, &path).await?;
     check_csrf(&req, &session)?;
+    may_start_ceremony(&svc, &req)?;
     let signed = login::signed_in(&svc, &session, &tenant)
         .await?
         .ok_or_else(|| forbidden("Sign in first."))?;
@@ -176,6 +191,7 @@ pub async fn enroll_start(
     let (slug, token) = path.into_inner();
     let tenant = json_tenant(&svc, &slug).await?;
     check_csrf(&req, &session)?;
+    may_start_ceremony(&svc, &req)?;
     let (_, user) = svc
         .enrollment_target(&tenant, &token)
         .await
@@ -218,7 +234,7 @@ pub async fn enroll_finish(
         .await?
     {
         svc.store
-            .delete_passkey(&tenant.id, &user.id, &pk.id)
+            .delete_passkey(&tenant.id, &user.id, &pk.id, Removal::Any)
             .await?;
         return Err(gone());
     }
@@ -248,10 +264,21 @@ pub async fn account_passkey_action(
             .rename_passkey(&tenant, &s.user.id, &id, params.get("name").unwrap_or(""))
             .await
             .map_err(Error::into_page)?,
-        "remove" => {
-            svc.remove_passkey(&tenant, &s.user.id, &id, "self", &request_info(&req, &svc))
-                .await?
-        }
+        "remove" => match svc
+            .remove_passkey(
+                &tenant,
+                &s.user.id,
+                &id,
+                Services::own_removal(&tenant),
+                "self",
+                &request_info(&req, &svc),
+            )
+            .await?
+        {
+            Removed::Done => true,
+            Removed::NotFound => false,
+            Removed::LastWayIn => return Ok(last_way_in(&tenant)),
+        },
         _ => return Err(Error::not_found("No such action.")),
     };
     if !done {

@@ -11,7 +11,14 @@ pub struct IpLimits {
     pub sign_in: Option<DefaultKeyedRateLimiter<IpAddr>>,
     pub token: Option<DefaultKeyedRateLimiter<IpAddr>>,
     pub introspect: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Passkey ceremonies started (each stores a challenge until it is used or expires):
+    /// four times the sign-in allowance, since a sign-in page may start one (conditional UI)
+    /// and a sign-in needs a start and a finish.
+    pub ceremony: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
+
+/// Passkey ceremonies an IP may start per sign-in it may make.
+pub const CEREMONIES_PER_SIGN_IN: u32 = 4;
 
 fn limiter(per_minute: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
     NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
@@ -22,6 +29,8 @@ pub enum Bucket {
     SignIn,
     Token,
     Introspect,
+    /// Starting a passkey ceremony (sign-in or enrolment).
+    Ceremony,
 }
 
 impl IpLimits {
@@ -30,6 +39,10 @@ impl IpLimits {
             sign_in: limiter(l.sign_ins_per_ip_per_minute),
             token: limiter(l.token_per_ip_per_minute),
             introspect: limiter(l.introspect_per_ip_per_minute),
+            ceremony: limiter(
+                l.sign_ins_per_ip_per_minute
+                    .saturating_mul(CEREMONIES_PER_SIGN_IN),
+            ),
         }
     }
 
@@ -39,6 +52,7 @@ impl IpLimits {
             Bucket::SignIn => &self.sign_in,
             Bucket::Token => &self.token,
             Bucket::Introspect => &self.introspect,
+            Bucket::Ceremony => &self.ceremony,
         };
         match (limiter, ip) {
             (Some(l), Some(ip)) => {
@@ -48,6 +62,7 @@ impl IpLimits {
                         Bucket::SignIn => "sign_in",
                         Bucket::Token => "token",
                         Bucket::Introspect => "introspect",
+                        Bucket::Ceremony => "passkey_ceremony",
                     };
                     metrics::counter!("ma_idp_rate_limited_total", "bucket" => b).increment(1);
                 }
@@ -59,7 +74,7 @@ impl IpLimits {
 
     /// Forget idle keys (called from housekeeping).
     pub fn shrink(&self) {
-        for l in [&self.sign_in, &self.token, &self.introspect]
+        for l in [&self.sign_in, &self.token, &self.introspect, &self.ceremony]
             .into_iter()
             .flatten()
         {

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::secrets::{random_id, random_token, token_hash};
 use crate::services::Services;
 use crate::store::new_id_pub;
+use crate::store::{Removal, Removed};
 
 /// How long a challenge may be answered.
 pub const CEREMONY_TTL: i64 = 300;
@@ -385,16 +386,22 @@ impl Services {
             .await
     }
 
+    /// Remove one of a member's passkeys. `removal` says whether it may be the member's last
+    /// way to sign in (see [`Services::own_removal`]). Audited when done.
     pub async fn remove_passkey(
         &self,
         tenant: &tenant::Model,
         user_id: &str,
         id: &str,
+        removal: Removal,
         actor: &str,
         info: &RequestInfo,
-    ) -> Result<bool> {
-        let done = self.store.delete_passkey(&tenant.id, user_id, id).await?;
-        if done {
+    ) -> Result<Removed> {
+        let done = self
+            .store
+            .delete_passkey(&tenant.id, user_id, id, removal)
+            .await?;
+        if done == Removed::Done {
             self.store
                 .insert_audit(
                     AuditEvent::new("passkey_removed", "ok", Some(&tenant.id), info)

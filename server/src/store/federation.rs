@@ -4,6 +4,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::audit::insert_audit;
+use super::users::{Removal, Removed, user_active};
 use super::{SelectUnique, Store};
 use crate::audit::AuditEvent;
 use crate::error::Result;
@@ -36,13 +37,16 @@ impl Store {
     }
 
     /// Write a provider's changeable settings (not its tenant, slug, kind or creation time)
-    /// with the audit event of the change, in one transaction. False when it is gone.
+    /// with the audit event of the change, in one transaction; with `unlink`, the identities
+    /// linked through it go in the same transaction (the audit event learns how many).
+    /// Returns how many links went; `None` when the provider is gone.
     pub async fn update_provider(
         &self,
         p: &upstream_provider::Model,
+        unlink: bool,
         audit: AuditEvent,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<u64>> {
         let txn = self.write_txn().await?;
         let updated = upstream_provider::Entity::update_many()
             .col_expr(
@@ -101,11 +105,22 @@ impl Store {
             .rows_affected;
         if updated == 0 {
             txn.rollback().await?;
-            return Ok(false);
+            return Ok(None);
+        }
+        let mut links = 0;
+        let mut audit = audit;
+        if unlink {
+            links = upstream_identity::Entity::delete_many()
+                .filter(upstream_identity::Column::TenantId.eq(p.tenant_id.clone()))
+                .filter(upstream_identity::Column::ProviderId.eq(p.id.clone()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            add_detail(&mut audit, "links_removed", links);
         }
         insert_audit(&txn, audit, now).await?;
         txn.commit().await?;
-        Ok(true)
+        Ok(Some(links))
     }
 
     /// Delete a provider of this tenant and the identities linked through it, with the audit
@@ -135,15 +150,7 @@ impl Store {
             return Ok(None);
         }
         let mut audit = audit;
-        let mut detail = audit
-            .detail
-            .as_deref()
-            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-            .unwrap_or_else(|| serde_json::json!({}));
-        if let Some(d) = detail.as_object_mut() {
-            d.insert("links_removed".into(), links.into());
-        }
-        audit.detail = Some(detail.to_string());
+        add_detail(&mut audit, "links_removed", links);
         insert_audit(&txn, audit, now).await?;
         txn.commit().await?;
         Ok(Some(links))
@@ -210,6 +217,52 @@ impl Store {
             .await?)
     }
 
+    /// Create a member and link an upstream identity to it, with the audit events, in one
+    /// transaction: a member created on a first upstream sign-in never exists without its
+    /// link (two callbacks of one identity at once create one member, not an orphan).
+    pub async fn insert_user_with_identity(
+        &self,
+        u: user::Model,
+        i: upstream_identity::Model,
+        audit: Vec<AuditEvent>,
+        now: i64,
+    ) -> Result<NewMember> {
+        fn unique_violation(e: &sea_orm::DbErr) -> bool {
+            matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            )
+        }
+        let txn = self.write_txn().await?;
+        let inserted = user::Entity::insert(user_active(u))
+            .exec_without_returning(&txn)
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if unique_violation(&e) => {
+                txn.rollback().await?;
+                return Ok(NewMember::UsernameTaken);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let linked = upstream_identity::Entity::insert(identity_active(i))
+            .exec_without_returning(&txn)
+            .await;
+        match linked {
+            Ok(_) => {}
+            Err(e) if unique_violation(&e) => {
+                txn.rollback().await?;
+                return Ok(NewMember::IdentityTaken);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for ev in audit {
+            insert_audit(&txn, ev, now).await?;
+        }
+        txn.commit().await?;
+        Ok(NewMember::Created)
+    }
+
     /// Link an identity; false when it is already linked (to anyone).
     pub async fn insert_identity(&self, i: upstream_identity::Model) -> Result<bool> {
         let txn = self.write_txn().await?;
@@ -223,19 +276,9 @@ impl Store {
             txn.rollback().await?;
             return Ok(false);
         }
-        let inserted = upstream_identity::Entity::insert(upstream_identity::ActiveModel {
-            id: Set(i.id),
-            tenant_id: Set(i.tenant_id),
-            provider_id: Set(i.provider_id),
-            subject: Set(i.subject),
-            user_id: Set(i.user_id),
-            email: Set(i.email),
-            name: Set(i.name),
-            created_at: Set(i.created_at),
-            last_used_at: Set(i.last_used_at),
-        })
-        .exec_without_returning(&txn)
-        .await;
+        let inserted = upstream_identity::Entity::insert(identity_active(i))
+            .exec_without_returning(&txn)
+            .await;
         match inserted {
             Ok(_) => {}
             // A concurrent link of the same identity committed first (PostgreSQL does not
@@ -264,16 +307,25 @@ impl Store {
         Ok(())
     }
 
-    /// Unlink (only an identity of this user in this tenant).
-    pub async fn delete_identity(&self, tenant_id: &str, user_id: &str, id: &str) -> Result<bool> {
-        let n = upstream_identity::Entity::delete_many()
-            .filter(upstream_identity::Column::Id.eq(id))
-            .filter(upstream_identity::Column::TenantId.eq(tenant_id))
-            .filter(upstream_identity::Column::UserId.eq(user_id))
-            .exec(&self.w())
-            .await?
-            .rows_affected;
-        Ok(n == 1)
+    /// Unlink (only an identity of this user in this tenant), unless `removal` refuses to
+    /// leave the member without a way to sign in (checked in the same transaction).
+    pub async fn delete_identity(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+        removal: Removal,
+    ) -> Result<Removed> {
+        self.remove_way_in(tenant_id, user_id, removal, async |txn| {
+            Ok(upstream_identity::Entity::delete_many()
+                .filter(upstream_identity::Column::Id.eq(id))
+                .filter(upstream_identity::Column::TenantId.eq(tenant_id))
+                .filter(upstream_identity::Column::UserId.eq(user_id))
+                .exec(txn)
+                .await?
+                .rows_affected)
+        })
+        .await
     }
 
     /// The members of a tenant with this e-mail (case-insensitive).
@@ -287,4 +339,42 @@ impl Store {
             .all(&self.db)
             .await?)
     }
+}
+
+/// A linked identity's row to insert.
+fn identity_active(i: upstream_identity::Model) -> upstream_identity::ActiveModel {
+    upstream_identity::ActiveModel {
+        id: Set(i.id),
+        tenant_id: Set(i.tenant_id),
+        provider_id: Set(i.provider_id),
+        subject: Set(i.subject),
+        user_id: Set(i.user_id),
+        email: Set(i.email),
+        name: Set(i.name),
+        created_at: Set(i.created_at),
+        last_used_at: Set(i.last_used_at),
+    }
+}
+
+/// What [`Store::insert_user_with_identity`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewMember {
+    Created,
+    /// Another member has this username; nothing was written.
+    UsernameTaken,
+    /// The identity is linked already (a concurrent first sign-in); nothing was written.
+    IdentityTaken,
+}
+
+/// Add one field to an audit event's JSON detail (an object; made one when absent).
+fn add_detail(audit: &mut AuditEvent, key: &str, value: impl Into<serde_json::Value>) {
+    let mut detail = audit
+        .detail
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(d) = detail.as_object_mut() {
+        d.insert(key.into(), value.into());
+    }
+    audit.detail = Some(detail.to_string());
 }

@@ -25,8 +25,10 @@ mod users;
 pub use admin::{AuditQuery, DayCount};
 pub use clients::{ClientWithUris, NewClient};
 pub use codes::{CodeOutcome, NewCode};
+pub use federation::NewMember;
 pub use refresh::{AccessLive, NewRefresh, RefreshOutcome, RefreshStatus};
 pub use throttle::{Claim, Member};
+pub use users::{Removal, Removed};
 
 /// A lookup by a unique key. `.one()` adds a bound `LIMIT ?`, and SQLite re-prepares such a
 /// statement on every execution (measured: 8–14% of the CPU of a token request); a unique

@@ -2,6 +2,7 @@ use entity::{enrollment_link, passkey, webauthn_ceremony};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
+use super::users::{Removal, Removed};
 use super::{SelectUnique, Store};
 use crate::error::Result;
 
@@ -83,15 +84,25 @@ impl Store {
             == 1)
     }
 
-    pub async fn delete_passkey(&self, tenant_id: &str, user_id: &str, id: &str) -> Result<bool> {
-        Ok(passkey::Entity::delete_many()
-            .filter(passkey::Column::Id.eq(id))
-            .filter(passkey::Column::TenantId.eq(tenant_id))
-            .filter(passkey::Column::UserId.eq(user_id))
-            .exec(&self.w())
-            .await?
-            .rows_affected
-            == 1)
+    /// Delete one of a member's passkeys, unless `removal` refuses to leave the member
+    /// without a way to sign in (checked in the same transaction).
+    pub async fn delete_passkey(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+        removal: Removal,
+    ) -> Result<Removed> {
+        self.remove_way_in(tenant_id, user_id, removal, async |txn| {
+            Ok(passkey::Entity::delete_many()
+                .filter(passkey::Column::Id.eq(id))
+                .filter(passkey::Column::TenantId.eq(tenant_id))
+                .filter(passkey::Column::UserId.eq(user_id))
+                .exec(txn)
+                .await?
+                .rows_affected)
+        })
+        .await
     }
 
     pub async fn insert_ceremony(&self, c: webauthn_ceremony::Model) -> Result<()> {

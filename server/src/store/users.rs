@@ -1,8 +1,112 @@
-use entity::{password_credential, user};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use entity::{passkey, password_credential, upstream_identity, user};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect,
+};
 
-use super::{SelectUnique, Store};
+use super::{SelectUnique, Store, WriteTxn};
 use crate::error::Result;
+
+/// Which removals of a member's sign-in method (a passkey, a linked identity) may leave the
+/// member with no way to sign in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// Any (an admin's removal: the admin can give the member a password or an enrolment
+    /// link again).
+    Any,
+    /// Not the last one (the member's own removal). A password counts unless the tenant
+    /// requires passkeys.
+    KeepOneWayIn { password_counts: bool },
+}
+
+/// What a removal of a sign-in method did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    Done,
+    /// The member (of this tenant) has no such passkey or linked identity.
+    NotFound,
+    /// Refused: it was the member's last way to sign in; nothing changed.
+    LastWayIn,
+}
+
+impl Store {
+    /// Delete one of a member's sign-in methods with `delete` (which returns how many rows
+    /// went), unless `removal` refuses to leave the member without a way to sign in: both
+    /// in one transaction.
+    pub(crate) async fn remove_way_in(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        removal: Removal,
+        delete: impl AsyncFnOnce(&WriteTxn) -> Result<u64>,
+    ) -> Result<Removed> {
+        let txn = self.write_txn().await?;
+        if delete(&txn).await? != 1 {
+            txn.rollback().await?;
+            return Ok(Removed::NotFound);
+        }
+        if !removal_allowed(&txn, tenant_id, user_id, removal).await? {
+            txn.rollback().await?;
+            return Ok(Removed::LastWayIn);
+        }
+        txn.commit().await?;
+        Ok(Removed::Done)
+    }
+}
+
+/// A member's row to insert.
+pub(crate) fn user_active(u: user::Model) -> user::ActiveModel {
+    user::ActiveModel {
+        id: Set(u.id),
+        tenant_id: Set(u.tenant_id),
+        username: Set(u.username),
+        display_name: Set(u.display_name),
+        email: Set(u.email),
+        role: Set(u.role),
+        disabled: Set(u.disabled),
+        created_at: Set(u.created_at),
+    }
+}
+
+/// Within a write transaction that just deleted one of a member's sign-in methods: whether
+/// `removal` lets it stand. Locks the member's row first on PostgreSQL (SQLite's write
+/// transaction holds the whole database), so two removals at once see each other's delete.
+async fn removal_allowed(
+    txn: &WriteTxn,
+    tenant_id: &str,
+    user_id: &str,
+    removal: Removal,
+) -> Result<bool> {
+    let Removal::KeepOneWayIn { password_counts } = removal else {
+        return Ok(true);
+    };
+    if txn.get_database_backend() == DbBackend::Postgres {
+        user::Entity::find_by_id(user_id.to_string())
+            .filter(user::Column::TenantId.eq(tenant_id))
+            .lock_exclusive()
+            .one(txn)
+            .await?;
+    }
+    if password_counts
+        && password_credential::Entity::find_by_id(user_id.to_string())
+            .count(txn)
+            .await?
+            > 0
+    {
+        return Ok(true);
+    }
+    let passkeys = passkey::Entity::find()
+        .filter(passkey::Column::TenantId.eq(tenant_id))
+        .filter(passkey::Column::UserId.eq(user_id))
+        .count(txn)
+        .await?;
+    let identities = upstream_identity::Entity::find()
+        .filter(upstream_identity::Column::TenantId.eq(tenant_id))
+        .filter(upstream_identity::Column::UserId.eq(user_id))
+        .count(txn)
+        .await?;
+    Ok(passkeys + identities > 0)
+}
 
 impl Store {
     /// Insert a user and, when given, their password hash, in one transaction.
@@ -10,18 +114,9 @@ impl Store {
         let txn = self.write_txn().await?;
         let id = u.id.clone();
         let created = u.created_at;
-        user::Entity::insert(user::ActiveModel {
-            id: Set(u.id),
-            tenant_id: Set(u.tenant_id),
-            username: Set(u.username),
-            display_name: Set(u.display_name),
-            email: Set(u.email),
-            role: Set(u.role),
-            disabled: Set(u.disabled),
-            created_at: Set(u.created_at),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        user::Entity::insert(user_active(u))
+            .exec_without_returning(&txn)
+            .await?;
         if let Some(phc) = phc {
             password_credential::Entity::insert(password_credential::ActiveModel {
                 user_id: Set(id),

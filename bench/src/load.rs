@@ -392,6 +392,8 @@ struct Worker {
     broken: bool,
     /// The lean client of the high-rate scenarios (see `raw`).
     raw: Option<crate::raw::RawClient>,
+    /// Password sign-in: the pending request the worker signs in to, again and again.
+    rid: String,
 }
 
 impl Worker {
@@ -406,6 +408,7 @@ impl Worker {
             state,
             user,
             refresh: String::new(),
+            rid: String::new(),
             broken: false,
             raw: None,
         };
@@ -445,26 +448,19 @@ impl Worker {
                 // A browser that opened the sign-in page; it then posts the password form
                 // again and again, taking the session cookie each sign-in renews.
                 let mut raw = crate::raw::RawClient::browser(&ctx.base).map_err(|e| anyhow!(e))?;
-                let url = url::Url::parse(&ctx.authorize_url(&w.state))?;
+                // `prompt=consent`: after each sign-in the consent page is shown (as at a first
+                // linking) even though earlier scenarios' flows granted this client.
+                let url =
+                    url::Url::parse(&format!("{}&prompt=consent", ctx.authorize_url(&w.state)))?;
                 raw.set_get(&format!("{}?{}", url.path(), url.query().unwrap_or("")));
                 let r = raw.send().await.map_err(|e| anyhow!(e))?;
                 if r.status != 200 {
                     bail!("authorize answered {}: {}", r.status, short(&r.body));
                 }
                 let csrf = hidden(&r.body, "csrf").context("no csrf")?;
-                let rid = hidden(&r.body, "rid").context("no rid")?;
-                raw.set_post_form(
-                    &ctx.authorize_path(),
-                    None,
-                    &[
-                        ("csrf", csrf.as_str()),
-                        ("rid", rid.as_str()),
-                        ("action", "login"),
-                        ("username", w.user.as_str()),
-                        ("password", ctx.password.as_str()),
-                    ],
-                );
+                w.rid = hidden(&r.body, "rid").context("no rid")?;
                 w.raw = Some(raw);
+                w.set_sign_in_form(ctx, &csrf);
             }
             Kind::Refresh => {
                 let (_, rt) = user_tokens(ctx, &w.user, &w.state).await?;
@@ -477,6 +473,48 @@ impl Worker {
             _ => {}
         }
         Ok(w)
+    }
+
+    /// Password sign-in: post the password form of the worker's pending request with this
+    /// CSRF token.
+    fn set_sign_in_form(&mut self, ctx: &Ctx, csrf: &str) {
+        if let Some(raw) = self.raw.as_mut() {
+            raw.set_post_form(
+                &ctx.authorize_path(),
+                None,
+                &[
+                    ("csrf", csrf),
+                    ("rid", self.rid.as_str()),
+                    ("action", "login"),
+                    ("username", self.user.as_str()),
+                    ("password", ctx.password.as_str()),
+                ],
+            );
+        }
+    }
+
+    /// Password sign-in, after a sign-in: load the page it sent the browser to (the consent
+    /// step), as a browser does; a sign-in renews the session's CSRF token, which the next
+    /// sign-in needs.
+    async fn after_sign_in(&mut self, ctx: &Ctx, location: &str) -> Outcome {
+        let Some(raw) = self.raw.as_mut() else {
+            return Outcome::Ok;
+        };
+        raw.set_get(location);
+        let r = match raw.send().await {
+            Ok(r) => r,
+            Err(e) => return io_err(e),
+        };
+        match (r.status, hidden(&r.body, "csrf")) {
+            (200, Some(csrf)) => {
+                self.set_sign_in_form(ctx, &csrf);
+                Outcome::Ok
+            }
+            _ => Outcome::Err {
+                kind: format!("consent step after the sign-in: HTTP {}", r.status),
+                detail: short(&r.body),
+            },
+        }
     }
 
     async fn recover(&mut self, ctx: &Ctx) -> Result<()> {
@@ -502,7 +540,13 @@ impl Worker {
             // A lost answer to a refresh: retry the same token (the grace window covers it).
             Err(e) => return io_err(e),
         };
-        self.check(ctx, expected, r)
+        let location = r.location.clone();
+        match (self.check(ctx, expected, r), location) {
+            (Outcome::Ok, Some(location)) if self.kind == Kind::SignIn => {
+                self.after_sign_in(ctx, &location).await
+            }
+            (outcome, _) => outcome,
+        }
     }
 
     /// The next request of a scenario driven through reqwest; `None` when there is no more

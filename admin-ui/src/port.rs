@@ -179,6 +179,8 @@ pub struct SessionView {
     pub id: String,
     pub user_id: Option<String>,
     pub username: Option<String>,
+    /// The member signed in is an operator (only an operator may end it).
+    pub owner_is_operator: bool,
     pub created_at: i64,
     pub updated_at: i64,
     pub expires_at: i64,
@@ -267,6 +269,8 @@ pub struct GrantView {
     pub id: String,
     pub user_id: String,
     pub username: String,
+    /// The grant's member is an operator (only an operator may revoke it).
+    pub owner_is_operator: bool,
     pub client_pk: String,
     pub client_name: String,
     pub scope: String,

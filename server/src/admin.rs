@@ -1042,9 +1042,11 @@ impl AdminPort for Port {
             .await
             .map_err(ae)?;
         let mut out = Vec::with_capacity(rows.len());
-        let mut names: std::collections::HashMap<String, Option<String>> = Default::default();
+        // (username, is an operator) of each member met.
+        let mut names: std::collections::HashMap<String, Option<(String, bool)>> =
+            Default::default();
         for s in rows {
-            let username = match &s.user_id {
+            let owner = match &s.user_id {
                 Some(uid) => {
                     if !names.contains_key(uid) {
                         let n = self
@@ -1053,7 +1055,7 @@ impl AdminPort for Port {
                             .user_by_id(tenant_id, uid)
                             .await
                             .map_err(ae)?
-                            .map(|u| u.username);
+                            .map(|u| (u.username, u.role == "operator"));
                         names.insert(uid.clone(), n);
                     }
                     names.get(uid).cloned().flatten()
@@ -1063,7 +1065,8 @@ impl AdminPort for Port {
             out.push(SessionView {
                 id: s.id,
                 user_id: s.user_id,
-                username,
+                owner_is_operator: owner.as_ref().is_some_and(|o| o.1),
+                username: owner.map(|o| o.0),
                 created_at: s.created_at,
                 updated_at: s.updated_at,
                 expires_at: s.expires_at,
@@ -1350,7 +1353,8 @@ impl AdminPort for Port {
             )
             .await
             .map_err(ae)?;
-        let mut users: std::collections::HashMap<String, String> = Default::default();
+        // (username, is an operator) of each member met.
+        let mut users: std::collections::HashMap<String, (String, bool)> = Default::default();
         let mut clients: std::collections::HashMap<String, (String, i64)> = Default::default();
         let mut out = Vec::with_capacity(rows.len());
         for g in rows {
@@ -1361,8 +1365,8 @@ impl AdminPort for Port {
                     .user_by_id(tenant_id, &g.user_id)
                     .await
                     .map_err(ae)?
-                    .map(|u| u.username)
-                    .unwrap_or_else(|| "(removed)".into());
+                    .map(|u| (u.username, u.role == "operator"))
+                    .unwrap_or_else(|| ("(removed)".into(), false));
                 users.insert(g.user_id.clone(), n);
             }
             if !clients.contains_key(&g.client_id) {
@@ -1380,8 +1384,10 @@ impl AdminPort for Port {
             }
             let (client_name, ttl) = clients.get(&g.client_id).cloned().unwrap_or_default();
             let last = g.last_refreshed_at.unwrap_or(g.created_at);
+            let (username, owner_is_operator) = users.get(&g.user_id).cloned().unwrap_or_default();
             out.push(GrantView {
-                username: users.get(&g.user_id).cloned().unwrap_or_default(),
+                username,
+                owner_is_operator,
                 client_pk: g.client_id,
                 client_name,
                 expires_at: Some(last + ttl),

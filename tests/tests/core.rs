@@ -690,7 +690,8 @@ async fn malformed_requests_get_rfc_errors(backend: Backend) {
             "{path}"
         );
     }
-    // Userinfo without or with a bad token.
+    // Userinfo without or with a bad token. Without any, the challenge has no error code
+    // (RFC 6750 §3.1).
     let r = app
         .http
         .get(app.url("/t/home/userinfo"))
@@ -698,6 +699,7 @@ async fn malformed_requests_get_rfc_errors(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"ma-idp\"");
     let r = app
         .http
         .get(app.url("/t/home/userinfo"))
@@ -1129,6 +1131,26 @@ async fn openid_flow_gives_id_token_and_userinfo(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let r = app
+        .http
+        .post(app.url("/t/home/userinfo"))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a POST with the header and no body");
+    // One way to send the token per request (RFC 6750 §2).
+    let r = app
+        .http
+        .post(app.url("/t/home/userinfo"))
+        .bearer_auth(at)
+        .form(&[("access_token", at)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_request");
     app.stop().await;
 }
 

@@ -212,15 +212,39 @@ pub async fn userinfo(
             .eq_ignore_ascii_case("bearer")
             .then(|| v.trim().to_string())
     });
-    let token = match header_token {
-        Some(t) => t,
-        None if req.method() == actix_web::http::Method::POST => {
-            let p = read_form(&req, payload).await?;
-            p.get("access_token")
+    // A POST's form body may carry the token (RFC 6750 §2.2); a POST with the header and no
+    // form body (as many OIDC clients send) is not read.
+    let form_body = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    let body_token =
+        if req.method() == actix_web::http::Method::POST && (form_body || header_token.is_none()) {
+            read_form(&req, payload)
+                .await?
+                .get("access_token")
                 .map(str::to_string)
-                .ok_or_else(|| Error::invalid_token("missing access token"))?
+        } else {
+            None
+        };
+    let token = match (header_token, body_token) {
+        (Some(t), None) | (None, Some(t)) => t,
+        // RFC 6750 §2: one method per request.
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid_request(
+                "the access token came both in the Authorization header and in the body",
+            ));
         }
-        None => return Err(Error::invalid_token("missing access token")),
+        // RFC 6750 §3.1: no credentials at all get the challenge without an error code.
+        (None, None) => {
+            return Ok(no_store(HttpResponse::Unauthorized())
+                .insert_header(("WWW-Authenticate", "Bearer realm=\"ma-idp\""))
+                .finish());
+        }
     };
     let claims = svc.userinfo(&tenant, &token).await?;
     Ok(no_store(HttpResponse::Ok()).json(claims))

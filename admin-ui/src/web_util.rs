@@ -16,6 +16,8 @@ use crate::{SESSION_REKEY, SESSION_TENANT, SESSION_USER, Ui, authz};
 pub const MAX_FORM: usize = 64 * 1024;
 const KEY_CSRF: &str = "admin_csrf";
 const KEY_FLASH: &str = "admin_flash";
+/// A refused form's submitted values, for the next page to show again (see `Form::keep`).
+const KEY_KEPT: &str = "admin_kept";
 /// Set only by the admin sign-in: a session made on the public pages is not an admin session.
 const KEY_ADMIN: &str = "adm";
 
@@ -239,6 +241,17 @@ impl<'a> View<'a> {
             self.session.remove(KEY_FLASH);
             self.ctx.insert("flash", &f);
         }
+        // A refused form's values: `kept_action` is the path it was posted to (a page's forms
+        // compare it with their own action), `kept` its fields.
+        let kept = match self.session.get::<Kept>(KEY_KEPT) {
+            Ok(Some(k)) => {
+                self.session.remove(KEY_KEPT);
+                k
+            }
+            _ => Kept::default(),
+        };
+        self.ctx.insert("kept_action", &kept.action);
+        self.ctx.insert("kept", &kept.fields);
         Ok(render_ctx(name, &self.ctx))
     }
 
@@ -268,6 +281,13 @@ pub fn flash(session: &Session, msg: &str) {
     let _ = session.insert(KEY_FLASH, msg);
 }
 
+/// A refused form's non-secret fields and where it was posted.
+#[derive(Default, Serialize, serde::Deserialize)]
+struct Kept {
+    action: String,
+    fields: std::collections::BTreeMap<String, String>,
+}
+
 /// A submitted form: checked for its content type, size and CSRF token.
 pub struct Form(HashMap<String, String>);
 
@@ -284,6 +304,30 @@ impl Form {
     pub fn confirmed(&self) -> bool {
         self.get("confirm") == "yes"
     }
+    /// Keep this refused form's values for the next page (the one it goes back to), so it
+    /// shows them again with the message: every field but the CSRF token, the confirmation
+    /// and anything secret (a password, a client secret), each at most 4 KiB.
+    pub fn keep(&self, session: &Session, req: &HttpRequest) {
+        let fields = self
+            .0
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "csrf" | "confirm")
+                    && !k.contains("password")
+                    && !k.contains("secret")
+            })
+            .filter(|(_, v)| v.len() <= 4096)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let _ = session.insert(
+            KEY_KEPT,
+            Kept {
+                action: req.path().to_string(),
+                fields,
+            },
+        );
+    }
+
     /// Every field but the CSRF token and the confirmation, to carry through a confirm page.
     pub fn carry(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self
@@ -467,5 +511,14 @@ pub fn opt_seconds(
         Ok(None)
     } else {
         seconds(f, k, label, min, max).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_template_parses() {
+        let t = super::tera();
+        assert!(t.is_ok(), "{:?}", t.err());
     }
 }

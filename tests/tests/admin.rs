@@ -912,6 +912,13 @@ async fn tenants_settings_and_default_tenant(backend: Backend) {
             error_text(&html).starts_with(msg),
             "{field}={value}: {html}"
         );
+        // The form shows what was sent; the stored settings are unchanged.
+        let sent = f.iter().find(|(k, _)| *k == "refresh_token_ttl").unwrap().1;
+        assert_has(
+            &html,
+            &format!(r#"name="refresh_token_ttl" value="{sent}""#),
+        );
+        let html = adm.page(settings).await;
         assert_has(&html, r#"name="access_token_ttl" value="600""#);
         assert_has(&html, r#"name="name" value="Home Two""#);
     }
@@ -1118,6 +1125,35 @@ async fn users_create_search_and_pages(backend: Backend) {
         assert!(error_text(&html).contains(msg), "{fields:?}: {html}");
         assert_has(&html, "5 user(s).");
     }
+    // A refused form comes back filled in as it was sent, except the password; once.
+    let html = adm
+        .done(
+            users,
+            &[
+                ("username", "two words"),
+                ("display_name", "Eve <Evans>"),
+                ("email", "eve@example.com"),
+                ("password", "short-secret-typed"),
+                ("role", "admin"),
+            ],
+        )
+        .await;
+    assert!(error_text(&html).contains("without spaces"), "{html}");
+    assert_has(
+        &html,
+        r#"name="username" autocomplete="off" autocapitalize="none" spellcheck="false" required value="two words""#,
+    );
+    assert!(
+        html.contains(r#"name="display_name" value="Eve &lt;Evans&gt;""#),
+        "escaped: {html}"
+    );
+    assert_has(&html, r#"value="eve@example.com""#);
+    assert_has(&html, r#"<option value="admin" selected>"#);
+    assert_lacks(&html, "short-secret-typed");
+    let again = adm.page(users).await;
+    assert_lacks(&again, "two words");
+    assert_lacks(&again, "eve@example.com");
+
     // A tenant admin cannot make operators.
     let html = dave
         .done(users, &[("username", "eve"), ("role", "operator")])
@@ -1552,6 +1588,12 @@ async fn clients_create_alexa_rotate_and_edit(backend: Backend) {
     let textarea = r#"<textarea id="redirect_uris"[^>]*>([^<]*)</textarea>"#;
     assert_eq!(
         cap(&html, textarea),
+        "http://evil.example/cb",
+        "the refused form as it was sent"
+    );
+    let html = adm.page(&client_page).await;
+    assert_eq!(
+        cap(&html, textarea),
         "http://127.0.0.1:8765/cb\nhttps://app.example/cb",
         "nothing saved"
     );
@@ -1574,8 +1616,9 @@ async fn clients_create_alexa_rotate_and_edit(backend: Backend) {
         f.push((field, value));
         let html = adm.done(&client_page, &f).await;
         assert!(error_text(&html).starts_with(msg), "{field}: {html}");
+        assert_eq!(cap(&html, textarea), "https://new.example/cb", "as sent");
         assert!(
-            !cap(&html, textarea).contains("new.example"),
+            !cap(&adm.page(&client_page).await, textarea).contains("new.example"),
             "nothing saved"
         );
     }

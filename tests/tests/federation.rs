@@ -2068,6 +2068,16 @@ async fn admin_changes_disables_and_removes_a_provider(backend: Backend) {
     // A bad value is refused with a message, and nothing changes.
     let html = post(form("Amazon (family)", "", "XX", true)).await;
     assert!(html.contains("An Amazon region is NA, EU or FE."), "{html}");
+    // The form shows what was sent (not the stored name), once.
+    assert!(
+        html.contains(r#"name="display_name" value="Amazon (family)""#),
+        "{html}"
+    );
+    let html = unescape(&page(admin.get(edit).await).await.1);
+    assert!(
+        html.contains(r#"name="display_name" value="Amazon""#),
+        "{html}"
+    );
     let stored = app
         .svc
         .store

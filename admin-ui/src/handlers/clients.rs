@@ -74,7 +74,7 @@ pub async fn create(
         )
         .await
         .map_err(Into::into);
-    let c = or_back(&session, &back, r)?;
+    let c = or_back(&session, &back, (&req, &f), r)?;
     created(&ui, &session, &actor, &tenant, c, "Client created").await
 }
 
@@ -109,7 +109,7 @@ pub async fn create_alexa(
         )
         .await
         .map_err(Into::into);
-    let c = or_back(&session, &back, r)?;
+    let c = or_back(&session, &back, (&req, &f), r)?;
     created(&ui, &session, &actor, &tenant, c, "Alexa skill added").await
 }
 
@@ -194,7 +194,7 @@ pub async fn update(
             disabled: f.checked("disabled"),
         })
     })();
-    let settings = or_back(&session, &back, settings)?;
+    let settings = or_back(&session, &back, (&req, &f), settings)?;
     let r = ui
         .port
         .update_client(
@@ -206,7 +206,7 @@ pub async fn update(
         )
         .await
         .map_err(Into::into);
-    or_back(&session, &back, r)?;
+    or_back(&session, &back, (&req, &f), r)?;
     done(&session, &back, "Client saved.")
 }
 
@@ -246,6 +246,7 @@ pub async fn rotate_secret(
     let secret = or_back(
         &session,
         &format!("/admin/t/{}/clients/{}", tenant.slug, client.id),
+        (&req, &f),
         r,
     )?;
     created(

@@ -8,11 +8,11 @@ pub mod tenants;
 pub mod users;
 
 use actix_session::Session;
-use actix_web::web;
+use actix_web::{HttpRequest, web};
 
 use crate::Ui;
 use crate::port::AdminError;
-use crate::web_util::{Fail, Res, admin, see_other};
+use crate::web_util::{Fail, Form, Res, admin, see_other};
 
 /// `/admin`: the operator's tenant list, or a tenant admin's own tenant.
 pub async fn home(ui: web::Data<Ui>, session: Session) -> Res {
@@ -30,11 +30,18 @@ pub async fn not_found(ui: web::Data<Ui>, session: Session) -> Res {
     Err(Fail::Admin(AdminError::NotFound))
 }
 
-/// After a failed form: an invalid input goes back to the page with the message on it.
-pub(crate) fn or_back<T>(session: &Session, to: &str, r: Result<T, Fail>) -> Result<T, Fail> {
+/// After a failed form: an invalid input goes back to the page with the message on it, and
+/// the form's values (see `Form::keep`) filled in again.
+pub(crate) fn or_back<T>(
+    session: &Session,
+    to: &str,
+    (req, f): (&HttpRequest, &Form),
+    r: Result<T, Fail>,
+) -> Result<T, Fail> {
     match r {
         Err(Fail::Admin(AdminError::Invalid(m))) => {
             crate::web_util::flash(session, &format!("error:{m}"));
+            f.keep(session, req);
             Err(Fail::Redirect(to.to_string()))
         }
         other => other,

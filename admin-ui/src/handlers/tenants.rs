@@ -40,7 +40,7 @@ pub async fn create(
         )
         .await
         .map_err(Into::into);
-    let t = or_back(&session, "/admin/tenants", r)?;
+    let t = or_back(&session, "/admin/tenants", (&req, &f), r)?;
     done(
         &session,
         &format!("/admin/t/{}", t.slug),
@@ -89,13 +89,13 @@ pub async fn settings_post(
             fed_link_by_email: f.checked("fed_link_by_email"),
         })
     })();
-    let settings = or_back(&session, &back, settings)?;
+    let settings = or_back(&session, &back, (&req, &f), settings)?;
     let r = ui
         .port
         .update_tenant(&actor, &tenant.id, settings, &ui.port.origin(&req))
         .await
         .map_err(Into::into);
-    or_back(&session, &back, r)?;
+    or_back(&session, &back, (&req, &f), r)?;
     done(&session, &back, "Settings saved.")
 }
 
@@ -183,7 +183,7 @@ pub async fn add_provider(
         )
         .await
         .map_err(Into::into);
-    let p = or_back(&session, &back, r)?;
+    let p = or_back(&session, &back, (&req, &f), r)?;
     done(
         &session,
         &back,
@@ -244,7 +244,7 @@ pub async fn provider_post(
         )
         .await
         .map_err(Into::into);
-    let (p, links_removed) = or_back(&session, &back, r)?;
+    let (p, links_removed) = or_back(&session, &back, (&req, &f), r)?;
     let msg = match links_removed {
         0 => format!("{} saved.", p.display_name),
         n => format!(

@@ -50,7 +50,12 @@ pub async fn create(
         r => r,
     };
     if !crate::authz::may_assign_role(&actor, role) {
-        return or_back(&session, &back, Err(invalid("You cannot give that role.")));
+        return or_back(
+            &session,
+            &back,
+            (&req, &f),
+            Err(invalid("You cannot give that role.")),
+        );
     }
     let opt = |k: &str| Some(f.trimmed(k).to_string()).filter(|s| !s.is_empty());
     let r = ui
@@ -69,7 +74,7 @@ pub async fn create(
         )
         .await
         .map_err(Into::into);
-    let u = or_back(&session, &back, r)?;
+    let u = or_back(&session, &back, (&req, &f), r)?;
     done(
         &session,
         &format!("/admin/t/{}/users/{}", tenant.slug, u.id),
@@ -166,24 +171,34 @@ pub async fn action(
         "role" => {
             let role = f.trimmed("role");
             if !crate::authz::may_assign_role(&actor, role) {
-                return or_back(&session, &back, Err(invalid("You cannot give that role.")));
+                return or_back(
+                    &session,
+                    &back,
+                    (&req, &f),
+                    Err(invalid("You cannot give that role.")),
+                );
             }
             let r = port
                 .set_user_role(&actor, tid, uid, role, &origin)
                 .await
                 .map_err(Into::into);
-            or_back(&session, &back, r)?;
+            or_back(&session, &back, (&req, &f), r)?;
             done(&session, &back, &format!("{name} is now {role}."))
         }
         "password" => {
             if f.get("password") != f.get("password2") {
-                return or_back(&session, &back, Err(invalid("The two passwords differ.")));
+                return or_back(
+                    &session,
+                    &back,
+                    (&req, &f),
+                    Err(invalid("The two passwords differ.")),
+                );
             }
             let r = port
                 .reset_password(&actor, tid, uid, f.get("password"), &origin)
                 .await
                 .map_err(Into::into);
-            or_back(&session, &back, r)?;
+            or_back(&session, &back, (&req, &f), r)?;
             done(
                 &session,
                 &back,
@@ -254,7 +269,7 @@ pub async fn action(
                 )
                 .await
                 .map_err(Into::into);
-            or_back(&session, &back, r)?;
+            or_back(&session, &back, (&req, &f), r)?;
             done(&session, &back, &format!("Linked to {name}."))
         }
         _ => Err(Fail::Admin(AdminError::NotFound)),

@@ -306,9 +306,10 @@ impl Form {
     }
     /// Keep this refused form's values for the next page (the one it goes back to), so it
     /// shows them again with the message: every field but the CSRF token, the confirmation
-    /// and anything secret (a password, a client secret), each at most 4 KiB.
+    /// and anything secret (a password, a client secret). When one is over 4 KiB nothing is
+    /// kept (the page shows the stored values: a field left out would come back empty).
     pub fn keep(&self, session: &Session, req: &HttpRequest) {
-        let fields = self
+        let kept: Vec<(&String, &String)> = self
             .0
             .iter()
             .filter(|(k, _)| {
@@ -316,7 +317,12 @@ impl Form {
                     && !k.contains("password")
                     && !k.contains("secret")
             })
-            .filter(|(_, v)| v.len() <= 4096)
+            .collect();
+        if kept.iter().any(|(_, v)| v.len() > 4096) {
+            return;
+        }
+        let fields = kept
+            .into_iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let _ = session.insert(

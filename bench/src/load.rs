@@ -444,24 +444,7 @@ impl Worker {
         };
         w.raw = raw.transpose().map_err(|e| anyhow!(e))?;
         match kind {
-            Kind::SignIn => {
-                // A browser that opened the sign-in page; it then posts the password form
-                // again and again, taking the session cookie each sign-in renews.
-                let mut raw = crate::raw::RawClient::browser(&ctx.base).map_err(|e| anyhow!(e))?;
-                // `prompt=consent`: after each sign-in the consent page is shown (as at a first
-                // linking) even though earlier scenarios' flows granted this client.
-                let url =
-                    url::Url::parse(&format!("{}&prompt=consent", ctx.authorize_url(&w.state)))?;
-                raw.set_get(&format!("{}?{}", url.path(), url.query().unwrap_or("")));
-                let r = raw.send().await.map_err(|e| anyhow!(e))?;
-                if r.status != 200 {
-                    bail!("authorize answered {}: {}", r.status, short(&r.body));
-                }
-                let csrf = hidden(&r.body, "csrf").context("no csrf")?;
-                w.rid = hidden(&r.body, "rid").context("no rid")?;
-                w.raw = Some(raw);
-                w.set_sign_in_form(ctx, &csrf);
-            }
+            Kind::SignIn => w.open_sign_in(ctx).await?,
             Kind::Refresh => {
                 let (_, rt) = user_tokens(ctx, &w.user, &w.state).await?;
                 w.refresh = rt;
@@ -503,26 +486,59 @@ impl Worker {
         raw.set_get(location);
         let r = match raw.send().await {
             Ok(r) => r,
-            Err(e) => return io_err(e),
+            Err(e) => {
+                self.broken = true;
+                return io_err(e);
+            }
         };
         match (r.status, hidden(&r.body, "csrf")) {
             (200, Some(csrf)) => {
                 self.set_sign_in_form(ctx, &csrf);
                 Outcome::Ok
             }
-            _ => Outcome::Err {
-                kind: format!("consent step after the sign-in: HTTP {}", r.status),
-                detail: short(&r.body),
-            },
+            _ => {
+                self.broken = true;
+                Outcome::Err {
+                    kind: format!("consent step after the sign-in: HTTP {}", r.status),
+                    detail: short(&r.body),
+                }
+            }
         }
     }
 
     async fn recover(&mut self, ctx: &Ctx) -> Result<()> {
-        if self.kind == Kind::Refresh {
-            let (_, rt) = user_tokens(ctx, &self.user, &self.state).await?;
-            self.refresh = rt;
+        match self.kind {
+            Kind::Refresh => {
+                let (_, rt) = user_tokens(ctx, &self.user, &self.state).await?;
+                self.refresh = rt;
+            }
+            Kind::SignIn => self.open_sign_in(ctx).await?,
+            _ => {}
         }
         self.broken = false;
+        Ok(())
+    }
+
+    /// Password sign-in: a browser opens the sign-in page of a new authorization request; it
+    /// then posts the password form again and again, taking the session cookie each sign-in
+    /// renews. Also after a failed sign-in (untimed), whose CSRF token may be stale.
+    async fn open_sign_in(&mut self, ctx: &Ctx) -> Result<()> {
+        let mut raw = crate::raw::RawClient::browser(&ctx.base).map_err(|e| anyhow!(e))?;
+        // `prompt=consent`: after each sign-in the consent page is shown (as at a first
+        // linking) even though earlier scenarios' flows granted this client.
+        let url = url::Url::parse(&format!(
+            "{}&prompt=consent",
+            ctx.authorize_url(&self.state)
+        ))?;
+        raw.set_get(&format!("{}?{}", url.path(), url.query().unwrap_or("")));
+        let r = raw.send().await.map_err(|e| anyhow!(e))?;
+        if r.status != 200 {
+            bail!("authorize answered {}: {}", r.status, short(&r.body));
+        }
+        let csrf = hidden(&r.body, "csrf").context("no csrf")?;
+        self.rid = hidden(&r.body, "rid").context("no rid")?;
+        self.raw = Some(raw);
+        self.set_sign_in_form(ctx, &csrf);
         Ok(())
     }
 
@@ -537,8 +553,14 @@ impl Worker {
         };
         let r = match sent {
             Ok(r) => r,
-            // A lost answer to a refresh: retry the same token (the grace window covers it).
-            Err(e) => return io_err(e),
+            // A lost answer to a refresh: retry the same token (the grace window covers it). A
+            // lost answer to a sign-in may have renewed the CSRF token: start over.
+            Err(e) => {
+                if self.kind == Kind::SignIn {
+                    self.broken = true;
+                }
+                return io_err(e);
+            }
         };
         let location = r.location.clone();
         match (self.check(ctx, expected, r), location) {
@@ -582,7 +604,7 @@ impl Worker {
     /// Whether an answer is what the scenario expects; a refresh takes its next token.
     fn check(&mut self, ctx: &Ctx, expected: u16, r: Resp) -> Outcome {
         if r.status != expected {
-            if self.kind == Kind::Refresh && r.status == 400 {
+            if (self.kind == Kind::Refresh && r.status == 400) || self.kind == Kind::SignIn {
                 self.broken = true;
             }
             return http_err(&r);

@@ -1,5 +1,6 @@
 //! The benchmark itself still works: every scenario runs without errors (1 s each, debug
-//! binaries) on SQLite, and on PostgreSQL when it is reachable (required with
+//! binaries) on SQLite, and on PostgreSQL when it is reachable at `MA_IDP_TEST_PG` (as the
+//! other tests; default `postgres://postgres@127.0.0.1:5432/postgres`; required with
 //! `REQUIRE_POSTGRES=1`). Speed is not judged here (BENCHMARKS.md is the place); this only
 //! catches a scenario the server stopped accepting, as when sign-ins began renewing the CSRF
 //! token and every repeated sign-in of the benchmark was refused.
@@ -30,12 +31,26 @@ fn server_binary() -> PathBuf {
     target.join("debug").join("ma-idp")
 }
 
-fn postgres_reachable() -> bool {
-    std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:5432".parse().unwrap(),
-        std::time::Duration::from_secs(2),
-    )
-    .is_ok()
+/// The PostgreSQL admin URL the tests use.
+fn pg_admin_url() -> String {
+    std::env::var("MA_IDP_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Whether something answers at the URL's host and port.
+fn postgres_reachable(admin_url: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(u) = url::Url::parse(admin_url) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or("127.0.0.1").to_string();
+    let port = u.port().unwrap_or(5432);
+    let Ok(mut addrs) = (host.as_str(), port).to_socket_addrs() else {
+        return false;
+    };
+    addrs.any(|a| {
+        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+    })
 }
 
 /// The scenario rows of a report (its tables of 11 columns, headers aside): (scenario,
@@ -60,12 +75,13 @@ fn scenario_rows(report: &str) -> Vec<(String, f64, u64)> {
 #[test]
 fn every_scenario_runs_without_errors() {
     let required = std::env::var("REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true");
-    let backend = if postgres_reachable() {
+    let pg = pg_admin_url();
+    let backend = if postgres_reachable(&pg) {
         "both"
     } else {
         assert!(
             !required,
-            "REQUIRE_POSTGRES=1 but PostgreSQL is not reachable on 127.0.0.1:5432"
+            "REQUIRE_POSTGRES=1 but PostgreSQL is not reachable at {pg}"
         );
         eprintln!("\n!!!!! PostgreSQL not reachable: the benchmark runs on SQLite only !!!!!\n");
         "sqlite"
@@ -82,6 +98,7 @@ fn every_scenario_runs_without_errors() {
             "1",
             "--no-build",
         ])
+        .args(["--pg-url", &pg])
         .arg("--bin")
         .arg(server_binary())
         .arg("--out")

@@ -859,9 +859,12 @@ impl AdminPort for Port {
             .map_err(ae)?
             .ok_or_else(|| AdminError::Invalid("Choose a provider.".into()))?;
         let subject = subject.trim();
-        if subject.is_empty() || subject.len() > 400 || subject.chars().any(char::is_control) {
+        // As an upstream sign-in presents it (`plausible_subject`): a longer one would be
+        // linked but never sign in.
+        if !crate::federation::plausible_subject(subject) {
             return Err(AdminError::Invalid(
-                "Enter the account's ID at the provider (1-400 characters).".into(),
+                "Enter the account's ID at the provider (1-255 bytes, no control characters)."
+                    .into(),
             ));
         }
         let up = crate::federation::UpstreamUser {

@@ -1139,6 +1139,14 @@ async fn openid_flow_gives_id_token_and_userinfo(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "a POST with the header and no body");
+    let r = app
+        .http
+        .post(app.url("/t/home/userinfo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a POST with neither");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"ma-idp\"");
     // One way to send the token per request (RFC 6750 §2).
     let r = app
         .http

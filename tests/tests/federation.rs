@@ -34,6 +34,7 @@ both_backends!(
     admin_changes_disables_and_removes_a_provider,
     link_by_verified_email_only_when_allowed,
     tenant_policy_creates_members_for_every_provider,
+    one_member_per_identity_and_none_after_a_provider_change,
 );
 
 const AMAZON_CLIENT_ID: &str = "amzn1.application-oa2-client.0123456789abcdef";
@@ -1647,6 +1648,155 @@ async fn oidc_id_token_refusals(backend: Backend) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The store's side of a member created at a first upstream sign-in, without timing: the
+// member and its link are written together or not at all.
+async fn one_member_per_identity_and_none_after_a_provider_change(backend: Backend) {
+    use ma_idp::store::NewMember;
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    let p = app
+        .svc
+        .add_provider(
+            &t,
+            NewProvider {
+                slug: "work".into(),
+                kind: "oidc".into(),
+                display_name: "Work".into(),
+                client_id: "ma-idp".into(),
+                client_secret: None,
+                scopes: None,
+                region: None,
+                issuer: Some("https://login.example.com".into()),
+                authorization_endpoint: None,
+                token_endpoint: None,
+                userinfo_endpoint: None,
+                jwks_uri: None,
+                auto_create: true,
+                link_by_email: false,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let now = app.svc.now();
+    let member = |name: &str| entity::user::Model {
+        id: ma_idp::store::new_id_pub(),
+        tenant_id: t.id.clone(),
+        username: name.into(),
+        display_name: None,
+        email: None,
+        role: "member".into(),
+        disabled: false,
+        created_at: now,
+    };
+    let link = |user_id: &str, subject: &str| entity::upstream_identity::Model {
+        id: ma_idp::store::new_id_pub(),
+        tenant_id: t.id.clone(),
+        provider_id: p.id.clone(),
+        subject: subject.into(),
+        user_id: user_id.into(),
+        email: None,
+        name: None,
+        created_at: now,
+        last_used_at: Some(now),
+    };
+    let store = &app.svc.store;
+    let (a, b, c) = (member("pat"), member("pat2"), member("pat"));
+    let first = store
+        .insert_user_with_identity(a.clone(), link(&a.id, "sub-1"), &p, vec![], now)
+        .await
+        .unwrap();
+    assert_eq!(first, NewMember::Created);
+    // The same identity again, for another new member: nothing written.
+    let again = store
+        .insert_user_with_identity(b.clone(), link(&b.id, "sub-1"), &p, vec![], now)
+        .await
+        .unwrap();
+    assert_eq!(again, NewMember::IdentityTaken);
+    assert!(store.user_by_id(&t.id, &b.id).await.unwrap().is_none());
+    // A taken username: nothing written, not even the link.
+    let taken = store
+        .insert_user_with_identity(c.clone(), link(&c.id, "sub-2"), &p, vec![], now)
+        .await
+        .unwrap();
+    assert_eq!(taken, NewMember::UsernameTaken);
+    assert!(
+        store
+            .identity_by_subject(&t.id, &p.id, "sub-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The client ID changes (its links go); a sign-in that began before, holding the old
+    // settings, can no longer link or create anyone.
+    let changed = app
+        .svc
+        .update_provider(
+            &t,
+            "work",
+            ma_idp::federation::ProviderChange {
+                client_id: Some("ma-idp-2".into()),
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.links_removed, 1);
+    let d = member("quinn");
+    assert!(
+        store
+            .insert_user_with_identity(d.clone(), link(&d.id, "sub-3"), &p, vec![], now)
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .insert_identity(link(&a.id, "sub-1"), &p)
+            .await
+            .is_err()
+    );
+    assert!(store.user_by_id(&t.id, &d.id).await.unwrap().is_none());
+    assert!(
+        store
+            .insert_identity(link(&a.id, "sub-1"), &changed.provider)
+            .await
+            .unwrap(),
+        "with the current settings it links"
+    );
+    // A change decided on settings read before another change is not written (its unlink
+    // decision was made on the old client ID).
+    let renamed = entity::upstream_provider::Model {
+        display_name: "Work (stale)".into(),
+        ..p.clone()
+    };
+    let ev = ma_idp::audit::AuditEvent::new(
+        "provider_changed",
+        "ok",
+        Some(&t.id),
+        &ma_idp::audit::RequestInfo::default(),
+    );
+    assert_eq!(
+        store
+            .update_provider(&p, &renamed, false, ev, now)
+            .await
+            .unwrap(),
+        None
+    );
+    let current = store
+        .provider_by_slug(&t.id, "work")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.client_id, "ma-idp-2");
+    assert_eq!(current.display_name, "Work");
+    app.stop().await;
+}
+
 // Two members link the same Amazon account at the same moment: one wins, the other gets the
 // "belongs to another member" page, never an error.
 
@@ -2137,7 +2287,10 @@ async fn admin_changes_disables_and_removes_a_provider(backend: Backend) {
     other[2].1 = "amzn1.application-oa2-client.another".to_string();
     let html = post(other).await;
     assert!(
-        html.contains("Amazon (family) saved. Its issuer or client ID changed, so 1 linked sign-in was removed"),
+        html.contains(
+            "Amazon (family) saved. Its issuer or client ID changed, so 1 linked sign-in was \
+             removed: those members sign in another way and link it again"
+        ),
         "{html}"
     );
     assert!(
@@ -2416,7 +2569,21 @@ async fn admin_links_identities_and_providers_create_members(backend: Backend) {
         unescape(&html).contains("needs --issuer") || unescape(&html).contains("issuer"),
         "{html}"
     );
-    assert!(!html.contains("noissuer"), "nothing was added");
+    assert!(
+        app.svc
+            .store
+            .provider_by_slug(&t.id, "noissuer")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing was added"
+    );
+    // The refused form comes back as it was sent (never the secret).
+    assert!(
+        html.contains(r#"name="slug" autocapitalize="none" spellcheck="false" value="noissuer""#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<option value="oidc" selected>"#), "{html}");
 
     // A provider that creates members: the first sign-in creates one, the next signs it in.
     let mut open = amazon.provider("amazon-open", None);

@@ -249,7 +249,7 @@ pub async fn provider_post(
         0 => format!("{} saved.", p.display_name),
         n => format!(
             "{} saved. Its issuer or client ID changed, so {n} linked sign-in{} removed: \
-             members link again at their next sign-in with it.",
+             those members sign in another way and link it again on their account page.",
             p.display_name,
             if n == 1 { " was" } else { "s were" }
         ),

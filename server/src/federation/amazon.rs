@@ -140,7 +140,7 @@ pub async fn identify(
         .map_err(|e| FedError::UpstreamError(format!("profile: unexpected answer: {e}")))?;
     if !super::plausible_subject(&p.user_id) {
         return Err(FedError::UpstreamError(
-            "profile: no usable user_id (1 to 255 characters, no control characters)".into(),
+            "profile: no usable user_id (1 to 255 bytes, no control characters)".into(),
         ));
     }
     Ok(UpstreamUser {

@@ -194,7 +194,7 @@ fn identity_row(
 /// An upstream subject we store and look up whole: 1 to 255 bytes (OpenID Connect Core
 /// §5.1 bounds `sub` at 255 ASCII characters; Amazon's `user_id` is far shorter), with no
 /// control characters (PostgreSQL refuses NUL in text).
-fn plausible_subject(s: &str) -> bool {
+pub fn plausible_subject(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control)
 }
 
@@ -384,8 +384,9 @@ impl Services {
     /// pairwise subjects or Login with Amazon's `user_id`, per client): when the issuer or
     /// the client ID changes, every identity linked through this provider is unlinked in the
     /// same transaction, so that an account at the new upstream whose subject happens to
-    /// match cannot sign in as a member. The members link again (or, with `link_by_email`,
-    /// are found by e-mail) at their next upstream sign-in.
+    /// match cannot sign in as a member. The members sign in another way and link again (with
+    /// `link_by_email`, a verified e-mail links them again; with `auto_create`, their next
+    /// upstream sign-in creates a new member instead).
     pub async fn update_provider(
         &self,
         tenant: &tenant::Model,
@@ -485,9 +486,20 @@ impl Services {
             .detail(serde_json::json!({"slug": new.slug, "changed": changed}));
         let Some(links_removed) = self
             .store
-            .update_provider(&new, unlink, ev, self.now())
+            .update_provider(&old, &new, unlink, ev, self.now())
             .await?
         else {
+            // Gone, or changed by someone else since it was read.
+            if self
+                .store
+                .provider_by_slug(&tenant.id, slug)
+                .await?
+                .is_some()
+            {
+                return Err(Error::invalid_request(
+                    "This provider was changed meanwhile. Reload it and try again.",
+                ));
+            }
             return Ok(None);
         };
         Ok(Some(ProviderUpdated {
@@ -774,7 +786,7 @@ impl Services {
                 let link = identity_row(tenant, p, up, &u.id, now);
                 match self
                     .store
-                    .insert_user_with_identity(u.clone(), link, audit, now)
+                    .insert_user_with_identity(u.clone(), link, p, audit, now)
                     .await?
                 {
                     NewMember::Created => return Ok(FedOutcome::SignedIn(u, amr)),
@@ -821,7 +833,7 @@ impl Services {
         let now = self.now();
         let ok = self
             .store
-            .insert_identity(identity_row(tenant, p, up, user_id, now))
+            .insert_identity(identity_row(tenant, p, up, user_id, now), p)
             .await?;
         self.store
             .insert_audit(

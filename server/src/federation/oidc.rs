@@ -112,7 +112,7 @@ pub async fn identify(
         })?;
     if !super::plausible_subject(claims.subject()) {
         return Err(FedError::BadIdToken(
-            "the subject is not 1 to 255 characters without control characters".into(),
+            "the subject is not 1 to 255 bytes without control characters".into(),
         ));
     }
     Ok(UpstreamUser {

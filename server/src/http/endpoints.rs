@@ -212,8 +212,9 @@ pub async fn userinfo(
             .eq_ignore_ascii_case("bearer")
             .then(|| v.trim().to_string())
     });
-    // A POST's form body may carry the token (RFC 6750 §2.2); a POST with the header and no
-    // form body (as many OIDC clients send) is not read.
+    // A POST's form body may carry the token (RFC 6750 §2.2); any other body is not read (a
+    // POST with the header and no form body, as many OIDC clients send, is served; one with
+    // neither is a request without credentials).
     let form_body = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -222,15 +223,14 @@ pub async fn userinfo(
             ct.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-    let body_token =
-        if req.method() == actix_web::http::Method::POST && (form_body || header_token.is_none()) {
-            read_form(&req, payload)
-                .await?
-                .get("access_token")
-                .map(str::to_string)
-        } else {
-            None
-        };
+    let body_token = if req.method() == actix_web::http::Method::POST && form_body {
+        read_form(&req, payload)
+            .await?
+            .get("access_token")
+            .map(str::to_string)
+    } else {
+        None
+    };
     let token = match (header_token, body_token) {
         (Some(t), None) | (None, Some(t)) => t,
         // RFC 6750 §2: one method per request.

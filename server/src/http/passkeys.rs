@@ -153,7 +153,6 @@ pub async fn register_finish(
 ) -> Result<HttpResponse> {
     let tenant = json_tenant(&svc, &path).await?;
     check_csrf(&req, &session)?;
-    may_start_ceremony(&svc, &req)?;
     let signed = login::signed_in(&svc, &session, &tenant)
         .await?
         .ok_or_else(|| forbidden("Sign in first."))?;

@@ -1,11 +1,14 @@
 //! Upstream providers and linked identities, always within one tenant.
 use entity::{upstream_identity, upstream_provider, user};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 
 use super::audit::insert_audit;
 use super::users::{Removal, Removed, user_active};
-use super::{SelectUnique, Store};
+use super::{SelectUnique, Store, WriteTxn};
 use crate::audit::AuditEvent;
 use crate::error::Result;
 
@@ -39,9 +42,12 @@ impl Store {
     /// Write a provider's changeable settings (not its tenant, slug, kind or creation time)
     /// with the audit event of the change, in one transaction; with `unlink`, the identities
     /// linked through it go in the same transaction (the audit event learns how many).
-    /// Returns how many links went; `None` when the provider is gone.
+    /// Returns how many links went; `None` when the provider is gone, or its client ID or
+    /// issuer is no longer `old`'s (a concurrent change: the decision to unlink was made on
+    /// `old`).
     pub async fn update_provider(
         &self,
+        old: &upstream_provider::Model,
         p: &upstream_provider::Model,
         unlink: bool,
         audit: AuditEvent,
@@ -100,6 +106,11 @@ impl Store {
             .col_expr(upstream_provider::Column::Enabled, Expr::value(p.enabled))
             .filter(upstream_provider::Column::Id.eq(p.id.clone()))
             .filter(upstream_provider::Column::TenantId.eq(p.tenant_id.clone()))
+            .filter(upstream_provider::Column::ClientId.eq(old.client_id.clone()))
+            .filter(match &old.issuer {
+                Some(iss) => upstream_provider::Column::Issuer.eq(iss.clone()),
+                None => upstream_provider::Column::Issuer.is_null(),
+            })
             .exec(&txn)
             .await?
             .rows_affected;
@@ -220,10 +231,14 @@ impl Store {
     /// Create a member and link an upstream identity to it, with the audit events, in one
     /// transaction: a member created on a first upstream sign-in never exists without its
     /// link (two callbacks of one identity at once create one member, not an orphan).
+    ///
+    /// `provider` is the provider as the sign-in used it: when its client ID or issuer has
+    /// changed since, nothing is written (see [`provider_unchanged`]).
     pub async fn insert_user_with_identity(
         &self,
         u: user::Model,
         i: upstream_identity::Model,
+        provider: &upstream_provider::Model,
         audit: Vec<AuditEvent>,
         now: i64,
     ) -> Result<NewMember> {
@@ -234,6 +249,10 @@ impl Store {
             )
         }
         let txn = self.write_txn().await?;
+        if !provider_unchanged(&txn, provider).await? {
+            txn.rollback().await?;
+            return Err(provider_changed());
+        }
         let inserted = user::Entity::insert(user_active(u))
             .exec_without_returning(&txn)
             .await;
@@ -263,9 +282,19 @@ impl Store {
         Ok(NewMember::Created)
     }
 
-    /// Link an identity; false when it is already linked (to anyone).
-    pub async fn insert_identity(&self, i: upstream_identity::Model) -> Result<bool> {
+    /// Link an identity; false when it is already linked (to anyone). `provider` is the
+    /// provider as the sign-in (or the admin) used it: when its client ID or issuer has
+    /// changed since, nothing is written (see [`provider_unchanged`]).
+    pub async fn insert_identity(
+        &self,
+        i: upstream_identity::Model,
+        provider: &upstream_provider::Model,
+    ) -> Result<bool> {
         let txn = self.write_txn().await?;
+        if !provider_unchanged(&txn, provider).await? {
+            txn.rollback().await?;
+            return Err(provider_changed());
+        }
         let taken = upstream_identity::Entity::find()
             .filter(upstream_identity::Column::ProviderId.eq(i.provider_id.clone()))
             .filter(upstream_identity::Column::Subject.eq(i.subject.clone()))
@@ -339,6 +368,32 @@ impl Store {
             .all(&self.db)
             .await?)
     }
+}
+
+/// Within a write transaction that links an identity: whether the provider still has the
+/// client ID and issuer the sign-in used. A change of either unlinks everyone linked through
+/// the provider (`update_provider`), so a link made from a sign-in that began before the
+/// change must not be written after it. On PostgreSQL the provider's row is locked for share:
+/// a change waits for this link (and then removes it), and this link for a change (and then
+/// finds it). SQLite's write transactions take turns.
+async fn provider_unchanged(txn: &WriteTxn, p: &upstream_provider::Model) -> Result<bool> {
+    let mut q = upstream_provider::Entity::find_by_id(p.id.clone())
+        .filter(upstream_provider::Column::TenantId.eq(p.tenant_id.clone()))
+        .filter(upstream_provider::Column::ClientId.eq(p.client_id.clone()));
+    q = match &p.issuer {
+        Some(iss) => q.filter(upstream_provider::Column::Issuer.eq(iss.clone())),
+        None => q.filter(upstream_provider::Column::Issuer.is_null()),
+    };
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        q = q.lock_shared();
+    }
+    Ok(q.one(txn).await?.is_some())
+}
+
+fn provider_changed() -> crate::error::Error {
+    crate::error::Error::invalid_request(
+        "The sign-in provider's settings changed during this sign-in. Start again.",
+    )
 }
 
 /// A linked identity's row to insert.

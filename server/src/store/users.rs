@@ -1,7 +1,7 @@
-use entity::{passkey, password_credential, upstream_identity, user};
+use entity::{passkey, password_credential, upstream_identity, upstream_provider, user};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QuerySelect,
+    QueryFilter, QuerySelect, QueryTrait,
 };
 
 use super::{SelectUnique, Store, WriteTxn};
@@ -15,7 +15,7 @@ pub enum Removal {
     /// link again).
     Any,
     /// Not the last one (the member's own removal). A password counts unless the tenant
-    /// requires passkeys.
+    /// requires passkeys; a linked identity only through an enabled provider.
     KeepOneWayIn { password_counts: bool },
 }
 
@@ -100,9 +100,17 @@ async fn removal_allowed(
         .filter(passkey::Column::UserId.eq(user_id))
         .count(txn)
         .await?;
+    // Linked through an enabled provider: a disabled one signs nobody in.
+    let enabled_providers = upstream_provider::Entity::find()
+        .select_only()
+        .column(upstream_provider::Column::Id)
+        .filter(upstream_provider::Column::TenantId.eq(tenant_id))
+        .filter(upstream_provider::Column::Enabled.eq(true))
+        .into_query();
     let identities = upstream_identity::Entity::find()
         .filter(upstream_identity::Column::TenantId.eq(tenant_id))
         .filter(upstream_identity::Column::UserId.eq(user_id))
+        .filter(upstream_identity::Column::ProviderId.in_subquery(enabled_providers))
         .count(txn)
         .await?;
     Ok(passkeys + identities > 0)

@@ -1748,17 +1748,23 @@ async fn one_member_per_identity_and_none_after_a_provider_change(backend: Backe
         .unwrap();
     assert_eq!(changed.links_removed, 1);
     let d = member("quinn");
-    assert!(
+    let changed_meanwhile = |r: Result<String, String>| match r {
+        Err(e) => assert!(e.contains("client ID or issuer changed meanwhile"), "{e}"),
+        Ok(v) => panic!("written with stale settings: {v}"),
+    };
+    changed_meanwhile(
         store
             .insert_user_with_identity(d.clone(), link(&d.id, "sub-3"), &p, vec![], now)
             .await
-            .is_err()
+            .map(|v| format!("{v:?}"))
+            .map_err(|e| format!("{e:?}")),
     );
-    assert!(
+    changed_meanwhile(
         store
             .insert_identity(link(&a.id, "sub-1"), &p)
             .await
-            .is_err()
+            .map(|v| format!("{v:?}"))
+            .map_err(|e| format!("{e:?}")),
     );
     assert!(store.user_by_id(&t.id, &d.id).await.unwrap().is_none());
     assert!(

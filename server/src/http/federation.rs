@@ -206,9 +206,12 @@ pub async fn callback(
         }
     };
     let info = request_info(&req, &svc);
+    // (A refusal here, such as the provider's settings changing during this sign-in, is a
+    // page: a browser is on the other end.)
     let outcome = svc
         .federation_finish(&tenant, &cfg, &up, &pending, &info)
-        .await?;
+        .await
+        .map_err(Error::into_page)?;
     match outcome {
         FedOutcome::SignedIn(user, amr) => {
             let amr: Vec<&str> = amr.iter().map(String::as_str).collect();

@@ -144,6 +144,15 @@ impl Store {
         now: i64,
     ) -> Result<Option<u64>> {
         let txn = self.write_txn().await?;
+        // The provider's row first, as a link (`provider_unchanged`) and a change take it:
+        // the same order everywhere, so a link under way and this removal cannot deadlock.
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            upstream_provider::Entity::find_by_id(id.to_string())
+                .filter(upstream_provider::Column::TenantId.eq(tenant_id))
+                .lock_exclusive()
+                .one(&txn)
+                .await?;
+        }
         let links = upstream_identity::Entity::delete_many()
             .filter(upstream_identity::Column::TenantId.eq(tenant_id))
             .filter(upstream_identity::Column::ProviderId.eq(id))
@@ -392,7 +401,7 @@ async fn provider_unchanged(txn: &WriteTxn, p: &upstream_provider::Model) -> Res
 
 fn provider_changed() -> crate::error::Error {
     crate::error::Error::invalid_request(
-        "The sign-in provider's settings changed during this sign-in. Start again.",
+        "The sign-in provider's client ID or issuer changed meanwhile. Start again.",
     )
 }
 

@@ -237,10 +237,10 @@ pub async fn enroll_finish(
             .await?;
         return Err(gone());
     }
-    // Enrolling with the link proves possession of the new passkey: sign in with it (a synced
-    // passkey is a software key, as at a passkey sign-in).
-    let key = if pk.backup_eligible { "swk" } else { "hwk" };
-    login::sign_in(&session, &tenant, &user, &[key, "user", "mfa"], svc.now())?;
+    // Enrolling with the link proves possession of the new passkey: sign in with it, as at a
+    // passkey sign-in.
+    let amr = crate::passkeys::passkey_amr(pk.backup_eligible);
+    login::sign_in(&session, &tenant, &user, &amr, svc.now())?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"redirect": format!("/t/{}/account?done=passkey", tenant.slug)})))
 }

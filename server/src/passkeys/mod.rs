@@ -48,6 +48,12 @@ enum AuthState {
     Known(PasskeyAuthentication),
 }
 
+/// The `amr` of a passkey sign-in: a synced (backup-eligible) passkey is a software key.
+pub fn passkey_amr(backup_eligible: bool) -> [&'static str; 3] {
+    let key = if backup_eligible { "swk" } else { "hwk" };
+    [key, "user", "mfa"]
+}
+
 fn refused(msg: &str) -> Error {
     Error::invalid_request(msg.to_string())
 }
@@ -342,12 +348,10 @@ impl Services {
                 now,
             )
             .await?;
-        let kind = if stored.backup_eligible || verified.backup_eligible() {
-            "swk"
-        } else {
-            "hwk"
-        };
-        Ok((user, vec![kind, "user", "mfa"]))
+        Ok((
+            user,
+            passkey_amr(stored.backup_eligible || verified.backup_eligible()).to_vec(),
+        ))
     }
 
     pub async fn my_passkeys(

@@ -251,12 +251,6 @@ impl Store {
         audit: Vec<AuditEvent>,
         now: i64,
     ) -> Result<NewMember> {
-        fn unique_violation(e: &sea_orm::DbErr) -> bool {
-            matches!(
-                e.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            )
-        }
         let txn = self.write_txn().await?;
         if !provider_unchanged(&txn, provider).await? {
             txn.rollback().await?;
@@ -321,12 +315,7 @@ impl Store {
             Ok(_) => {}
             // A concurrent link of the same identity committed first (PostgreSQL does not
             // serialize the check above): it is linked already.
-            Err(e)
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
+            Err(e) if unique_violation(&e) => {
                 txn.rollback().await?;
                 return Ok(false);
             }
@@ -402,6 +391,14 @@ async fn provider_unchanged(txn: &WriteTxn, p: &upstream_provider::Model) -> Res
 fn provider_changed() -> crate::error::Error {
     crate::error::Error::invalid_request(
         "The sign-in provider's client ID or issuer changed meanwhile. Start again.",
+    )
+}
+
+/// An insert refused by a unique index (a concurrent writer committed the same key first).
+fn unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
 }
 

@@ -3,6 +3,11 @@
 use serde::Serialize;
 
 /// Why an admin action failed. `NotFound` also answers objects of another tenant.
+/// A provider's page was opened before its client ID or issuer changed: the save is refused.
+pub const PROVIDER_CHANGED: &str = "Someone changed this provider's client ID or issuer after \
+     you opened this page, so nothing was saved. The page now shows its settings as they are; \
+     make your change again.";
+
 #[derive(Debug, Clone)]
 pub enum AdminError {
     NotFound,
@@ -172,6 +177,19 @@ pub struct ProviderEditForm {
     pub auto_create: bool,
     pub link_by_email: bool,
     pub enabled: bool,
+    /// The client ID and issuer the form was made from: when either has changed since, the
+    /// save is refused (a change of either unlinks every account; one admin's page opened
+    /// before another admin's change must not undo it unseen). `None`: not checked.
+    pub seen_client_id: Option<String>,
+    pub seen_issuer: Option<String>,
+}
+
+/// Which browser sessions to list (signed-in, unexpired ones of a tenant).
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub user_id: Option<String>,
+    /// One session, by its stored id (for checking it before ending it).
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -506,7 +524,7 @@ pub trait AdminPort: Send + Sync + 'static {
     async fn sessions(
         &self,
         tenant_id: &str,
-        user_id: Option<&str>,
+        filter: &SessionFilter,
     ) -> AdminResult<Vec<SessionView>>;
     async fn end_session(
         &self,

@@ -295,6 +295,10 @@ impl Form {
     pub fn get(&self, k: &str) -> &str {
         self.0.get(k).map(|s| s.as_str()).unwrap_or("")
     }
+    /// A field's value, or `None` when the form has no such field.
+    pub fn opt(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
     pub fn trimmed(&self, k: &str) -> &str {
         self.get(k).trim()
     }

@@ -396,7 +396,6 @@ pub fn txn_floor_pgbench(
     let logdir = dir.join("pgbench-log");
     std::fs::create_dir_all(&logdir)?;
     let out = Command::new("pgbench")
-        .args(admin.conn_args())
         .args([
             "-n",
             "-c",
@@ -410,7 +409,7 @@ pub fn txn_floor_pgbench(
         .arg(&script)
         .arg("-l")
         .arg(format!("--log-prefix={}", logdir.join("pgb").display()))
-        .arg(db)
+        .arg(admin.url_for(db))
         .output()
         .context("cannot run pgbench")?;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();

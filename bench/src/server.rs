@@ -170,48 +170,50 @@ impl Drop for Server {
     }
 }
 
-/// Where the PostgreSQL admin connection points, from a `postgres://user@host:port/db` URL.
-#[derive(Clone, Debug)]
+/// Where the PostgreSQL admin connection points: a `postgres://user[:password]@host:port/db`
+/// URL, kept whole (password, `sslmode` and other parameters) for every connection made from
+/// it, by psql, pgbench and ma-idp alike. Its `Debug` leaves out the password.
+#[derive(Clone)]
 pub struct PgAdmin {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
+    url: url::Url,
     pub db: String,
+}
+
+impl std::fmt::Debug for PgAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut u = self.url.clone();
+        if u.password().is_some() {
+            let _ = u.set_password(Some("***"));
+        }
+        f.debug_struct("PgAdmin").field("url", &u.as_str()).finish()
+    }
 }
 
 impl PgAdmin {
     pub fn parse(u: &str) -> Result<PgAdmin> {
-        let url = url::Url::parse(u).with_context(|| format!("bad PostgreSQL URL {u}"))?;
-        Ok(PgAdmin {
-            host: url.host_str().unwrap_or("127.0.0.1").to_string(),
-            port: url.port().unwrap_or(5432),
-            user: if url.username().is_empty() {
-                "postgres".into()
-            } else {
-                url.username().to_string()
-            },
-            db: url.path().trim_start_matches('/').to_string(),
-        })
-    }
-
-    pub fn conn_args(&self) -> Vec<String> {
-        vec![
-            "-h".into(),
-            self.host.clone(),
-            "-p".into(),
-            self.port.to_string(),
-            "-U".into(),
-            self.user.clone(),
-        ]
+        let mut url = url::Url::parse(u).context("bad PostgreSQL URL")?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            bail!("a PostgreSQL URL starts with postgres://");
+        }
+        if url.host_str().is_none() {
+            bail!("a PostgreSQL URL needs a host");
+        }
+        if url.username().is_empty() {
+            let _ = url.set_username("postgres");
+        }
+        let db = match url.path().trim_start_matches('/') {
+            "" => "postgres".to_string(),
+            d => d.to_string(),
+        };
+        Ok(PgAdmin { url, db })
     }
 
     /// Run SQL with psql in database `db`; its unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
         let out = Command::new("psql")
-            .args(self.conn_args())
             .args([
                 "-d",
-                db,
+                &self.url_for(db),
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-X",
@@ -232,8 +234,11 @@ impl PgAdmin {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// The same server and settings, database `db`.
     pub fn url_for(&self, db: &str) -> String {
-        format!("postgres://{}@{}:{}/{db}", self.user, self.host, self.port)
+        let mut u = self.url.clone();
+        u.set_path(&format!("/{db}"));
+        u.to_string()
     }
 }
 

@@ -1008,6 +1008,8 @@ impl AdminPort for Port {
                     auto_create: Some(p.auto_create),
                     link_by_email: Some(p.link_by_email),
                     enabled: Some(p.enabled),
+                    seen_client_id: p.seen_client_id,
+                    seen_issuer: p.seen_issuer,
                     ..ProviderChange::default()
                 },
                 by(actor, origin),
@@ -1033,15 +1035,19 @@ impl AdminPort for Port {
             .ok_or(AdminError::NotFound)
     }
 
-    async fn sessions(
-        &self,
-        tenant_id: &str,
-        user_id: Option<&str>,
-    ) -> AdminResult<Vec<SessionView>> {
+    async fn sessions(&self, tenant_id: &str, f: &SessionFilter) -> AdminResult<Vec<SessionView>> {
+        if f.session_id.as_deref().is_some_and(|s| !plausible_id(s)) {
+            return Ok(Vec::new());
+        }
         let rows = self
             .svc
             .store
-            .sessions_of_tenant(tenant_id, user_id, self.svc.now())
+            .sessions_of_tenant(
+                tenant_id,
+                f.user_id.as_deref(),
+                f.session_id.as_deref(),
+                self.svc.now(),
+            )
             .await
             .map_err(ae)?;
         let mut out = Vec::with_capacity(rows.len());

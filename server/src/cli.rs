@@ -880,6 +880,9 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
                         auto_create,
                         link_by_email,
                         enabled,
+                        // The command line changes what is stored now.
+                        seen_client_id: None,
+                        seen_issuer: None,
                     },
                     "cli",
                 )

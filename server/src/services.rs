@@ -146,6 +146,34 @@ pub(crate) fn clean_field(v: &Option<String>, max: usize) -> Option<String> {
         .map(|s| s.chars().take(max).collect::<String>())
 }
 
+/// A new member's row (`username` already normalized and checked; the other fields are
+/// cleaned here) and the audit event of its creation: one shape for every way a member is made.
+pub(crate) fn new_member(
+    tenant: &tenant::Model,
+    username: String,
+    spec: (&Option<String>, &Option<String>, &str),
+    actor: &str,
+    req: &RequestInfo,
+    now: i64,
+) -> (user::Model, AuditEvent) {
+    let (display_name, email, role) = spec;
+    let u = user::Model {
+        id: new_id_pub(),
+        tenant_id: tenant.id.clone(),
+        username,
+        display_name: clean_field(display_name, 200),
+        email: clean_field(email, 320),
+        role: role.to_owned(),
+        disabled: false,
+        created_at: now,
+    };
+    let ev = AuditEvent::new("user_created", "ok", Some(&tenant.id), req)
+        .actor(actor)
+        .user(&u.id)
+        .detail(serde_json::json!({"username": u.username, "role": u.role}));
+    (u, ev)
+}
+
 impl Services {
     /// How a member's own removal of a passkey or linked identity is checked: never the last
     /// way to sign in (a password counts unless the tenant requires passkeys). Without one,
@@ -350,10 +378,6 @@ impl Services {
                 "a role is member, admin or operator",
             ));
         }
-        let (display_name, email) = (
-            clean_field(&spec.display_name, 200),
-            clean_field(&spec.email, 320),
-        );
         let username = crate::login::normalize_username(username);
         if username.is_empty()
             || username.len() > 128
@@ -387,26 +411,22 @@ impl Services {
             None => None,
         };
         let now = self.now();
-        let u = user::Model {
-            id: new_id_pub(),
-            tenant_id: tenant.id.clone(),
-            username: username.clone(),
-            display_name,
-            email,
-            role: spec.role.clone(),
-            disabled: false,
-            created_at: now,
-        };
-        self.store.insert_user(u.clone(), phc).await?;
-        self.store
-            .insert_audit(
-                AuditEvent::new("user_created", "ok", Some(&tenant.id), &by.req)
-                    .actor(&by.actor)
-                    .user(&u.id)
-                    .detail(serde_json::json!({"username": u.username, "role": u.role})),
-                now,
-            )
-            .await?;
+        let (u, ev) = new_member(
+            tenant,
+            username.clone(),
+            (&spec.display_name, &spec.email, &spec.role),
+            &by.actor,
+            &by.req,
+            now,
+        );
+        // A member of that name created since the check above (two admins at once) is the
+        // same answer, not a database error.
+        if !self.store.insert_user(u.clone(), phc).await? {
+            return Err(Error::invalid_request(format!(
+                "user {username:?} already exists in this tenant"
+            )));
+        }
+        self.store.insert_audit(ev, now).await?;
         Ok(u)
     }
 
@@ -533,16 +553,19 @@ impl Services {
         })
     }
 
-    /// The longest access-token lifetime any client of the tenant has: how long a retired
-    /// key must stay published.
+    /// The longest access-token lifetime any client of the tenant has (as tokens are issued:
+    /// with Alexa's minimum applied): how long a retired key must stay published.
     pub async fn max_token_ttl(&self, tenant: &tenant::Model) -> Result<i64> {
         let clients = self.store.clients_of_tenant(&tenant.id).await?;
+        let tenant_ttl = tenant
+            .access_token_ttl
+            .max(crate::oauth::issue::MIN_ACCESS_TTL);
         Ok(clients
             .iter()
-            .filter_map(|c| c.access_token_ttl)
-            .chain([tenant.access_token_ttl])
+            .map(|c| crate::oauth::issue::access_ttl(tenant, c))
+            .chain([tenant_ttl])
             .max()
-            .unwrap_or(tenant.access_token_ttl))
+            .unwrap_or(tenant_ttl))
     }
 
     pub async fn rotate_keys(

@@ -15,6 +15,7 @@ both_backends!(
     expired_code_is_refused,
     code_redeemed_twice_revokes_tokens,
     refresh_after_revocation_fails,
+    code_of_a_withdrawn_authorization_is_refused,
     malformed_requests_get_rfc_errors,
     concurrent_redemptions_only_one_wins,
     tokens_survive_a_restart,
@@ -542,6 +543,101 @@ async fn refresh_after_revocation_fails(backend: Backend) {
         )
         .await;
     assert_eq!(s, 200);
+    app.stop().await;
+}
+
+/// A code whose grant was revoked, or whose member was disabled, after it was issued gives
+/// nothing (no token a validator would accept offline), and is used up.
+async fn code_of_a_withdrawn_authorization_is_refused(backend: Backend) {
+    use ma_idp::secrets::token_hash;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    let alice = app
+        .svc
+        .store
+        .user_by_username(&t.id, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let redirect = &alexa_redirects()[0];
+    let db = app.svc.store.connection();
+    let families_of = |code: String| async move {
+        let c = entity::authorization_code::Entity::find()
+            .filter(entity::authorization_code::Column::CodeHash.eq(token_hash(&code)))
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        let n = entity::refresh_family::Entity::find()
+            .filter(entity::refresh_family::Column::CodeId.eq(c.id.clone()))
+            .count(db)
+            .await
+            .unwrap();
+        (c, n)
+    };
+
+    // The member disabled after the code was issued.
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    assert!(
+        app.svc
+            .store
+            .set_user_disabled(&t.id, &alice.id, true)
+            .await
+            .unwrap()
+    );
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    assert!(
+        e["error_description"].as_str().unwrap().contains("revoked"),
+        "{e}"
+    );
+    let (c, families) = families_of(code.clone()).await;
+    assert!(c.consumed_at.is_some(), "the code is used up");
+    assert_eq!(families, 0, "nothing was issued");
+    app.svc
+        .store
+        .set_user_disabled(&t.id, &alice.id, false)
+        .await
+        .unwrap();
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+
+    // The grant revoked after the code was issued (the member revoked the consent).
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (c, _) = families_of(code.clone()).await;
+    assert!(
+        app.svc
+            .store
+            .revoke_grant(&t.id, &c.grant_id, None, app.svc.now())
+            .await
+            .unwrap()
+    );
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    let (c, families) = families_of(code).await;
+    assert!(c.consumed_at.is_some());
+    assert_eq!(families, 0);
+
+    // A new consent gives a code that works.
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200, "{tok}");
     app.stop().await;
 }
 
@@ -1162,11 +1258,33 @@ async fn openid_flow_gives_id_token_and_userinfo(backend: Backend) {
     app.stop().await;
 }
 
+/// Disable (or enable again) a client, as the admin page's save does.
+async fn set_client_disabled(app: &TestApp, tenant_id: &str, client_id: &str, disabled: bool) {
+    let c = app
+        .svc
+        .store
+        .client_by_client_id(tenant_id, client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut m = c.client;
+    m.disabled = disabled;
+    assert!(
+        app.svc
+            .store
+            .update_client(m, c.redirect_uris)
+            .await
+            .unwrap()
+    );
+}
+
 async fn client_credentials_and_access_token_revocation(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else {
+    // The test changes clients through its own `Services`, as another instance would: without
+    // the server's client cache the server sees each change at once.
+    let Some(app) = TestApp::start_with(backend, |s| s.cache_ttl_ms = 0).await else {
         return;
     };
-    app.setup("home").await;
+    let alexa = app.setup("home").await;
     let t = app.svc.tenant("home").await.unwrap();
     let c = app
         .svc
@@ -1219,6 +1337,23 @@ async fn client_credentials_and_access_token_revocation(backend: Backend) {
     };
     let at = tok["access_token"].as_str().unwrap();
     assert_eq!(app.introspect(&setup, at).await["active"], true);
+    // A disabled client's tokens are inactive (asked by another client) until it is enabled
+    // again; it gets no new ones meanwhile.
+    set_client_disabled(&app, &t.id, "backend", true).await;
+    assert_eq!(app.introspect(&alexa, at).await["active"], false);
+    let (s, e, _) = app
+        .token(
+            "/t/home/token",
+            &[("grant_type", "client_credentials")],
+            Some(("backend", &secret)),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    set_client_disabled(&app, &t.id, "backend", false).await;
+    assert_eq!(app.introspect(&alexa, at).await["active"], true);
     let (s, _, _) = app
         .token(
             "/t/home/revoke",
@@ -1290,6 +1425,25 @@ async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
         "retired key dropped after its tokens expired"
     );
     assert!(after.contains(&new_kid));
+    // Rotations at once take turns: never two active (or next) keys of one algorithm.
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(
+            app.svc.rotate_keys(&t, "test"),
+            app.svc.rotate_keys(&t, "test")
+        );
+        a.unwrap();
+        b.unwrap();
+        let keys = app.svc.store.signing_keys(&t.id).await.unwrap();
+        for alg in ["ES256", "RS256", "EdDSA"] {
+            for state in ["active", "next"] {
+                let n = keys
+                    .iter()
+                    .filter(|k| k.alg == alg && k.state == state)
+                    .count();
+                assert_eq!(n, 1, "{alg} {state} keys: {n}");
+            }
+        }
+    }
     app.stop().await;
 }
 
@@ -1565,6 +1719,29 @@ async fn health_ready_metrics(backend: Backend) {
 
 /// RFC 7662 answers for a member's access and refresh tokens, and a disabled member's tokens
 /// inactive at once (and live again when the member is enabled).
+/// A second confidential client of the tenant, to introspect with.
+async fn add_introspector(app: &TestApp, t: &entity::tenant::Model) -> Setup {
+    let c = app
+        .svc
+        .create_client(
+            t,
+            ma_idp::services::ClientSpec {
+                name: "Music Assistant".into(),
+                client_id: Some("ma-server".into()),
+                client_credentials: true,
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    Setup {
+        slug: t.slug.clone(),
+        client_id: "ma-server".into(),
+        client_secret: c.secret.unwrap().expose().to_string(),
+    }
+}
+
 async fn introspection_reports_token_details(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
@@ -1612,6 +1789,15 @@ async fn introspection_reports_token_details(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(app.introspect(&setup, at).await["active"], true);
+    // The same while the client is disabled: its user's tokens are inactive (asked by another
+    // client), and active again once it is enabled.
+    let other = add_introspector(&app, &tenant).await;
+    set_client_disabled(&app, &tenant.id, &setup.client_id, true).await;
+    assert_eq!(app.introspect(&other, at).await["active"], false);
+    assert_eq!(app.introspect(&other, rt).await["active"], false);
+    set_client_disabled(&app, &tenant.id, &setup.client_id, false).await;
+    assert_eq!(app.introspect(&other, at).await["active"], true);
+    assert_eq!(app.introspect(&other, rt).await["active"], true);
     let (s, fresh) = app.refresh(&setup, rt).await;
     assert_eq!(s, 200, "{fresh}");
     // The presented token was rotated: it is no longer active; its successor is.
@@ -2166,6 +2352,7 @@ async fn reauthentication_is_not_skipped_nor_endless(backend: Backend) {
         return;
     };
     let setup = app.setup("home").await;
+    app.setup("other").await;
     let redirect = alexa_redirects()[0].clone();
     let b = app.browser();
     let base = vec![
@@ -2212,6 +2399,32 @@ async fn reauthentication_is_not_skipped_nor_endless(backend: Backend) {
             "{extra:?}: the rid alone skipped the sign-in"
         );
         assert!(r.text().await.unwrap().contains(r#"type="password""#));
+        // Nor does a hand-made approval on the old sign-in: the sign-in page again, no code.
+        let r = b
+            .post(
+                "/t/home/authorize",
+                &[("csrf", &csrf), ("rid", &rid), ("action", "approve")],
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            200,
+            "{extra:?}: approved without the sign-in asked for"
+        );
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains(r#"type="password""#) && html.contains("Please sign in first."),
+            "{extra:?}: {html}"
+        );
+        // Nor is this tenant's pending request continued at another tenant's pages.
+        let r = b
+            .post(
+                "/t/other/authorize",
+                &[("csrf", &csrf), ("rid", &rid), ("action", "approve")],
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{extra:?}");
+        assert!(r.text().await.unwrap().contains("This sign-in has expired"));
         // Sign in; the way back may take a while: the sign-in still counts.
         let r = b
             .post(

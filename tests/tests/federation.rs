@@ -2317,8 +2317,53 @@ async fn admin_changes_disables_and_removes_a_provider(backend: Backend) {
         last.detail,
         json!({"slug": "amazon", "changed": ["client_id"], "links_removed": 1})
     );
-    // Back to the first client ID: nothing is linked any more, and nothing was re-linked.
-    let html = post(form("Amazon (family)", "", "EU", true)).await;
+    // A page opened before that change (it carries the client ID it showed) is not saved over
+    // it: refused, nothing written, and the page shows the client ID as it is now.
+    let changes_before = events(&app, &t.id)
+        .await
+        .iter()
+        .filter(|e| e.kind == "provider_changed")
+        .count();
+    let mut stale = form("Amazon (stale)", "", "EU", true);
+    stale.push(("seen_client_id", AMAZON_CLIENT_ID.to_string()));
+    let html = post(stale).await;
+    assert!(
+        html.contains("Someone changed this provider's client ID or issuer after you opened this page, so nothing was saved."),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"name="client_id" value="amzn1.application-oa2-client.another""#),
+        "the current client ID, not the submitted one: {html}"
+    );
+    assert!(
+        html.contains(r#"name="seen_client_id" value="amzn1.application-oa2-client.another""#),
+        "{html}"
+    );
+    let stored = app
+        .svc
+        .store
+        .provider_by_slug(&t.id, "amazon")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.client_id, "amzn1.application-oa2-client.another");
+    assert_eq!(stored.display_name, "Amazon (family)");
+    assert_eq!(
+        events(&app, &t.id)
+            .await
+            .iter()
+            .filter(|e| e.kind == "provider_changed")
+            .count(),
+        changes_before
+    );
+    // Back to the first client ID, from a page showing the current one: nothing is linked any
+    // more, and nothing was re-linked.
+    let mut back = form("Amazon (family)", "", "EU", true);
+    back.push((
+        "seen_client_id",
+        "amzn1.application-oa2-client.another".to_string(),
+    ));
+    let html = post(back).await;
     assert!(html.contains("Amazon (family) saved."), "{html}");
     assert!(!html.contains("linked sign-in"), "{html}");
     let (b, login) = fresh_login_page(&app, &setup, "s2b").await;

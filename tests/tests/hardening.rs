@@ -339,6 +339,17 @@ async fn per_ip_limits_answer_429(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "60");
+    // New visits (browser requests without the session cookie, each of which may start a
+    // session) are counted too: four per sign-in allowed, 12 a minute. Five browsers came above.
+    let mut visits = Vec::new();
+    for _ in 0..8 {
+        visits.push(app.http.get(app.url("/t/home/login")).send().await.unwrap());
+    }
+    let codes: Vec<u16> = visits.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(codes, [200, 200, 200, 200, 200, 200, 200, 429]);
+    assert_eq!(visits[7].headers()["retry-after"], "60");
+    // A browser that has its session goes on.
+    assert_eq!(b.get("/t/home/login").await.status(), 200);
     app.stop().await;
 }
 

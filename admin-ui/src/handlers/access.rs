@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, web};
 
 use super::done;
 use crate::Ui;
-use crate::port::{AdminError, GrantFilter};
+use crate::port::{AdminError, GrantFilter, SessionFilter};
 use crate::web_util::{Fail, Res, View, confirm, form, scoped};
 
 pub async fn grants(ui: web::Data<Ui>, session: Session, path: web::Path<String>) -> Res {
@@ -71,7 +71,10 @@ pub async fn revoke_grant(
 
 pub async fn sessions(ui: web::Data<Ui>, session: Session, path: web::Path<String>) -> Res {
     let (actor, tenant) = scoped(&ui, &session, &path).await?;
-    let sessions = ui.port.sessions(&tenant.id, None).await?;
+    let sessions = ui
+        .port
+        .sessions(&tenant.id, &SessionFilter::default())
+        .await?;
     View::new(&session, "Sessions")
         .actor(&actor)
         .tenant(&tenant)
@@ -89,9 +92,13 @@ pub async fn end_session(
     let (slug, id) = path.into_inner();
     let f = form(&req, &body, &session)?;
     let (actor, tenant) = scoped(&ui, &session, &slug).await?;
-    // As with grants: an operator's session is not a tenant admin's to end.
-    let sessions = ui.port.sessions(&tenant.id, None).await?;
-    let Some(target) = sessions.iter().find(|s| s.id == id) else {
+    // As with grants: an operator's session is not a tenant admin's to end. An unknown id (or
+    // another tenant's) is not found, before and after confirming.
+    let one = SessionFilter {
+        session_id: Some(id.clone()),
+        ..SessionFilter::default()
+    };
+    let Some(target) = ui.port.sessions(&tenant.id, &one).await?.into_iter().next() else {
         return Err(Fail::Admin(AdminError::NotFound));
     };
     if !may_manage_owner(&ui, &actor, &tenant.id, target.user_id.as_deref()).await? {

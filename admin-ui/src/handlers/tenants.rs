@@ -223,6 +223,21 @@ pub async fn provider_post(
     let p = provider_of(&ui, &tenant.id, &slug).await?;
     let back = format!("/admin/t/{}/providers/{}", tenant.slug, p.slug);
     let amazon = p.kind == "amazon";
+    let seen_client_id = f.opt("seen_client_id").map(str::to_string);
+    let seen_issuer = f.opt("seen_issuer").filter(|_| !amazon).map(str::to_string);
+    // A page opened before another change of the client ID or issuer is not saved over it;
+    // the page then shows the settings as they are now (the submitted values are not kept).
+    if seen_client_id.as_ref().is_some_and(|c| *c != p.client_id)
+        || seen_issuer
+            .as_ref()
+            .is_some_and(|i| i != p.issuer.as_deref().unwrap_or(""))
+    {
+        crate::web_util::flash(
+            &session,
+            &format!("error:{}", crate::port::PROVIDER_CHANGED),
+        );
+        return Ok(crate::web_util::see_other(&back));
+    }
     let r = ui
         .port
         .update_provider(
@@ -239,6 +254,8 @@ pub async fn provider_post(
                 auto_create: f.checked("auto_create"),
                 link_by_email: f.checked("link_by_email"),
                 enabled: f.checked("enabled"),
+                seen_client_id,
+                seen_issuer,
             },
             &ui.port.origin(&req),
         )

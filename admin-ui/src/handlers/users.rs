@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, web};
 
 use super::{done, or_back};
 use crate::Ui;
-use crate::port::{AdminError, GrantFilter, NewUser};
+use crate::port::{AdminError, GrantFilter, NewUser, SessionFilter};
 use crate::web_util::{Fail, Res, View, confirm, form, invalid, query, scoped};
 
 const PAGE: u64 = 25;
@@ -93,7 +93,16 @@ pub async fn show(ui: web::Data<Ui>, session: Session, path: web::Path<(String, 
     let passkeys = ui.port.passkeys(&tenant.id, &user.id).await?;
     let identities = ui.port.identities(&tenant.id, &user.id).await?;
     let providers = ui.port.providers(&tenant.id).await?;
-    let sessions = ui.port.sessions(&tenant.id, Some(&user.id)).await?;
+    let sessions = ui
+        .port
+        .sessions(
+            &tenant.id,
+            &SessionFilter {
+                user_id: Some(user.id.clone()),
+                ..SessionFilter::default()
+            },
+        )
+        .await?;
     let grants = ui
         .port
         .grants(

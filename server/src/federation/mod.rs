@@ -236,6 +236,10 @@ pub struct ProviderChange {
     pub auto_create: Option<bool>,
     pub link_by_email: Option<bool>,
     pub enabled: Option<bool>,
+    /// The client ID and issuer the change was decided on (an admin page's): when either is
+    /// no longer the stored one, nothing is changed. `None`: not checked.
+    pub seen_client_id: Option<String>,
+    pub seen_issuer: Option<String>,
 }
 
 pub enum SecretChange {
@@ -398,6 +402,18 @@ impl Services {
         let Some(old) = self.store.provider_by_slug(&tenant.id, slug).await? else {
             return Ok(None);
         };
+        // (The store's update is made only while both are still as read here.)
+        if change
+            .seen_client_id
+            .as_ref()
+            .is_some_and(|c| *c != old.client_id)
+            || change
+                .seen_issuer
+                .as_ref()
+                .is_some_and(|i| i != old.issuer.as_deref().unwrap_or(""))
+        {
+            return Err(Error::invalid_request(admin_ui::port::PROVIDER_CHANGED));
+        }
         // An empty endpoint clears its override (back to the default or discovery).
         let endpoint = |new: Option<String>, old: &Option<String>| match new {
             Some(v) if v.trim().is_empty() => None,
@@ -758,24 +774,19 @@ impl Services {
                 {
                     continue;
                 }
-                let u = user::Model {
-                    id: new_id_pub(),
-                    tenant_id: tenant.id.clone(),
-                    username: name,
-                    display_name: crate::services::clean_field(&up.name, 200),
-                    email: crate::services::clean_field(&up.email, 320)
-                        .filter(|_| up.email_verified),
-                    role: "member".into(),
-                    disabled: false,
-                    created_at: now,
-                };
+                let verified_email = up.email.clone().filter(|_| up.email_verified);
+                let (u, created) = crate::services::new_member(
+                    tenant,
+                    name,
+                    (&up.name, &verified_email, "member"),
+                    &format!("federation:{}", p.slug),
+                    req,
+                    now,
+                );
                 // The member, its link and the events, in one transaction (as
                 // `create_user_with` and `link_identity` would write them).
                 let audit = vec![
-                    AuditEvent::new("user_created", "ok", Some(&tenant.id), req)
-                        .actor(&format!("federation:{}", p.slug))
-                        .user(&u.id)
-                        .detail(serde_json::json!({"username": u.username, "role": u.role})),
+                    created,
                     AuditEvent::new("identity_linked", "ok", Some(&tenant.id), req)
                         .user(&u.id)
                         .detail(serde_json::json!({

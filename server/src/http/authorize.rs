@@ -126,7 +126,8 @@ async fn get_inner(cx: Ctx<'_>) -> Result<HttpResponse> {
         && params.names().count() == 1
     {
         let areq: AuthzRequest =
-            login::get_pending(cx.session, rid, now, PENDING_MAX_AGE).ok_or_else(expired)?;
+            login::get_pending(cx.session, &cx.tenant.id, rid, now, PENDING_MAX_AGE)
+                .ok_or_else(expired)?;
         return proceed(&cx, rid, areq, false).await;
     }
     let (_client, mut areq) = match cx.svc.validate_authorize(cx.tenant, &params).await {
@@ -140,7 +141,7 @@ async fn get_inner(cx: Ctx<'_>) -> Result<HttpResponse> {
     if areq.prompt.iter().any(|p| p == "login") {
         areq.prompt.retain(|p| p != "login");
         areq.require_auth_after(now);
-        login::put_pending(cx.session, &rid, &areq, now)?;
+        login::put_pending(cx.session, &cx.tenant.id, &rid, &areq, now)?;
         return login_page(&cx, &rid, &areq, None, None).await;
     }
     proceed(&cx, &rid, areq, false).await
@@ -164,12 +165,12 @@ async fn proceed(
                 after_post,
             ));
         }
-        login::put_pending(cx.session, rid, &areq, now)?;
+        login::put_pending(cx.session, &cx.tenant.id, rid, &areq, now)?;
         return login_page(cx, rid, &areq, None, None).await;
     };
     match cx.svc.needs_consent(&areq, &signed.user.id).await? {
         Some(grant_id) => {
-            login::remove_pending(cx.session, rid);
+            login::remove_pending(cx.session, &cx.tenant.id, rid);
             let url = cx
                 .svc
                 .issue_code(cx.tenant, &areq, &signed, &grant_id)
@@ -181,7 +182,7 @@ async fn proceed(
             after_post,
         )),
         None => {
-            login::put_pending(cx.session, rid, &areq, now)?;
+            login::put_pending(cx.session, &cx.tenant.id, rid, &areq, now)?;
             consent_page(cx, rid, &areq, &signed).await
         }
     }
@@ -269,7 +270,8 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
     let now = cx.svc.now();
     let rid = params.get("rid").ok_or_else(expired)?.to_string();
     let areq: AuthzRequest =
-        login::get_pending(cx.session, &rid, now, PENDING_MAX_AGE).ok_or_else(expired)?;
+        login::get_pending(cx.session, &cx.tenant.id, &rid, now, PENDING_MAX_AGE)
+            .ok_or_else(expired)?;
     let info = request_info(cx.req, cx.svc);
     let iss = cx.svc.issuer(cx.tenant);
     match params.get("action") {
@@ -299,14 +301,19 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
             Ok(resp)
         }
         Some("approve") => {
-            let Some(signed) = login::signed_in(cx.svc, cx.session, cx.tenant).await? else {
+            // Approving needs the sign-in the request asks for (`prompt=login`, `max_age`),
+            // as reaching the consent page does: a hand-made approve is no way around it.
+            let Some(signed) = login::signed_in(cx.svc, cx.session, cx.tenant)
+                .await?
+                .filter(|s| !areq.needs_login(Some(s)))
+            else {
                 return login_page(&cx, &rid, &areq, None, Some("Please sign in first.")).await;
             };
             let grant_id = cx
                 .svc
                 .record_consent(cx.tenant, &areq, &signed.user.id, &info)
                 .await?;
-            login::remove_pending(cx.session, &rid);
+            login::remove_pending(cx.session, &cx.tenant.id, &rid);
             let url = cx
                 .svc
                 .issue_code(cx.tenant, &areq, &signed, &grant_id)
@@ -314,7 +321,7 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
             Ok(redirect(&url, true))
         }
         Some("deny") => {
-            login::remove_pending(cx.session, &rid);
+            login::remove_pending(cx.session, &cx.tenant.id, &rid);
             let mut ev = AuditEvent::new("consent", "denied", Some(&cx.tenant.id), &info)
                 .client(&areq.client_id);
             if let Some(s) = login::signed_in(cx.svc, cx.session, cx.tenant).await? {

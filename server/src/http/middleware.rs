@@ -90,6 +90,33 @@ pub async fn refuse_nul_in_path(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
+/// A browser request without the session cookie is a new visit, and may start a session (a
+/// row in the database, kept an hour when nobody signs in: `login::session_store`). Each
+/// client IP may make `Bucket::Visit` of them a minute (429 beyond), so a loop of first
+/// visits cannot fill the database.
+pub async fn limit_new_visits(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if let Some(svc) = req.app_data::<super::Svc>()
+        && req.cookie(&super::cookie_name(svc)).is_none()
+        && !svc.ip_limits.check(
+            crate::login::limits::Bucket::Visit,
+            super::client_ip(req.request(), svc),
+        )
+    {
+        let mut p = super::pages::error_page(
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            "Too many new visits from your network. Wait a minute and try again.",
+        );
+        p.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return Ok(req.into_response(p));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 /// Root span per request: method and path, never the query string, and never the one-time
 /// token of a setup or enrollment link (`/admin/setup/{token}`, `/t/{t}/enroll/{token}/…`),
 /// which stands in the path.

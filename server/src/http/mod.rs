@@ -223,6 +223,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>, w
         .service(
             web::scope("")
                 .wrap(session_middleware(svc))
+                .wrap(actix_web::middleware::from_fn(middleware::limit_new_visits))
                 .wrap(actix_web::middleware::from_fn(middleware::html_errors))
                 .app_data(
                     web::JsonConfig::default()

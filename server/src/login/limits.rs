@@ -15,6 +15,9 @@ pub struct IpLimits {
     /// four times the sign-in allowance, since a sign-in page may start one (conditional UI)
     /// and a sign-in needs a start and a finish.
     pub ceremony: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Browser requests without a session cookie (each may start a session): as many as
+    /// ceremonies.
+    pub visit: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 /// Passkey ceremonies an IP may start per sign-in it may make.
@@ -24,6 +27,21 @@ fn limiter(per_minute: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
     NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
 }
 
+/// What one allowance is counted by: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber's network: a host there may take any of its 2^64 addresses, so counting single
+/// addresses would be no limit at all). An IPv4-mapped IPv6 address counts as its IPv4 one.
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Bucket {
     SignIn,
@@ -31,6 +49,8 @@ pub enum Bucket {
     Introspect,
     /// Starting a passkey ceremony (sign-in or enrolment).
     Ceremony,
+    /// A browser request without a session cookie (a new visit).
+    Visit,
 }
 
 impl IpLimits {
@@ -40,6 +60,10 @@ impl IpLimits {
             token: limiter(l.token_per_ip_per_minute),
             introspect: limiter(l.introspect_per_ip_per_minute),
             ceremony: limiter(
+                l.sign_ins_per_ip_per_minute
+                    .saturating_mul(CEREMONIES_PER_SIGN_IN),
+            ),
+            visit: limiter(
                 l.sign_ins_per_ip_per_minute
                     .saturating_mul(CEREMONIES_PER_SIGN_IN),
             ),
@@ -53,16 +77,18 @@ impl IpLimits {
             Bucket::Token => &self.token,
             Bucket::Introspect => &self.introspect,
             Bucket::Ceremony => &self.ceremony,
+            Bucket::Visit => &self.visit,
         };
         match (limiter, ip) {
             (Some(l), Some(ip)) => {
-                let ok = l.check_key(&ip).is_ok();
+                let ok = l.check_key(&limit_key(ip)).is_ok();
                 if !ok {
                     let b = match bucket {
                         Bucket::SignIn => "sign_in",
                         Bucket::Token => "token",
                         Bucket::Introspect => "introspect",
                         Bucket::Ceremony => "passkey_ceremony",
+                        Bucket::Visit => "new_visit",
                     };
                     metrics::counter!("ma_idp_rate_limited_total", "bucket" => b).increment(1);
                 }
@@ -74,12 +100,51 @@ impl IpLimits {
 
     /// Forget idle keys (called from housekeeping).
     pub fn shrink(&self) {
-        for l in [&self.sign_in, &self.token, &self.introspect, &self.ceremony]
-            .into_iter()
-            .flatten()
+        for l in [
+            &self.sign_in,
+            &self.token,
+            &self.introspect,
+            &self.ceremony,
+            &self.visit,
+        ]
+        .into_iter()
+        .flatten()
         {
             l.retain_recent();
             l.shrink_to_fit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn an_ipv6_network_shares_one_allowance() {
+        let limits = IpLimits::new(&Limits {
+            sign_ins_per_ip_per_minute: 3,
+            ..Limits::default()
+        });
+        // Three sign-ins from three addresses of one /64 use its allowance up.
+        for a in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
+            assert!(limits.check(Bucket::SignIn, ip(a)), "{a}");
+        }
+        assert!(!limits.check(Bucket::SignIn, ip("2001:db8:1:2:abcd::1")));
+        // Another /64, and an IPv4 address, have their own.
+        assert!(limits.check(Bucket::SignIn, ip("2001:db8:1:3::1")));
+        assert!(limits.check(Bucket::SignIn, ip("192.0.2.7")));
+        // An IPv4-mapped address is its IPv4 address.
+        assert!(limits.check(Bucket::SignIn, ip("::ffff:192.0.2.7")));
+        assert!(limits.check(Bucket::SignIn, ip("192.0.2.7")));
+        assert!(!limits.check(Bucket::SignIn, ip("::ffff:192.0.2.7")));
+        assert_eq!(
+            ip("2001:db8::1234:5678:9abc:def0").map(limit_key),
+            ip("2001:db8::")
+        );
     }
 }

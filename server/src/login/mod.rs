@@ -126,7 +126,19 @@ pub struct Pending<T> {
     pub created_at: i64,
 }
 
-pub fn put_pending<T: Serialize>(session: &Session, id: &str, value: T, now: i64) -> Result<()> {
+/// A pending request's session key: per tenant, so a request made at one tenant is never
+/// continued (signed in, approved) at another's pages.
+fn pending_key(tenant_id: &str, id: &str) -> String {
+    format!("ar.{tenant_id}.{id}")
+}
+
+pub fn put_pending<T: Serialize>(
+    session: &Session,
+    tenant_id: &str,
+    id: &str,
+    value: T,
+    now: i64,
+) -> Result<()> {
     // Keep at most a handful of pending requests per browser.
     let keys: Vec<String> = session
         .entries()
@@ -141,7 +153,7 @@ pub fn put_pending<T: Serialize>(session: &Session, id: &str, value: T, now: i64
     }
     session
         .insert(
-            format!("ar.{id}"),
+            pending_key(tenant_id, id),
             Pending {
                 value,
                 created_at: now,
@@ -152,16 +164,17 @@ pub fn put_pending<T: Serialize>(session: &Session, id: &str, value: T, now: i64
 
 pub fn get_pending<T: for<'de> Deserialize<'de>>(
     session: &Session,
+    tenant_id: &str,
     id: &str,
     now: i64,
     max_age: i64,
 ) -> Option<T> {
-    let p: Pending<T> = session.get(&format!("ar.{id}")).ok().flatten()?;
+    let p: Pending<T> = session.get(&pending_key(tenant_id, id)).ok().flatten()?;
     (now - p.created_at <= max_age).then_some(p.value)
 }
 
-pub fn remove_pending(session: &Session, id: &str) {
-    session.remove(&format!("ar.{id}"));
+pub fn remove_pending(session: &Session, tenant_id: &str, id: &str) {
+    session.remove(&pending_key(tenant_id, id));
 }
 
 /// How a password sign-in ended.

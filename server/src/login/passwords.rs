@@ -127,10 +127,18 @@ fn verify_phc(phc: &str, password: &[u8], keep: usize) -> bool {
     hashed.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
 }
 
+/// Hash jobs that may wait per hash thread. Beyond that a job is refused at once (503, "busy")
+/// instead of queued: a flood of sign-ins (from many addresses, past the per-IP limits) must
+/// not make every sign-in wait for seconds nor hold ever more memory. With a hash of ~11 ms,
+/// a full queue is waited out in under a second.
+const WAITING_PER_THREAD: usize = 64;
+
 pub struct PasswordHasher {
     params: Params,
     pool: rayon::ThreadPool,
     waiting: Arc<AtomicUsize>,
+    /// Jobs that may wait at most (`WAITING_PER_THREAD` per hash thread).
+    max_waiting: usize,
     /// A hash of a random password, verified against when the user does not exist, so a
     /// failed sign-in takes as long either way.
     dummy: OnceCell<String>,
@@ -160,6 +168,7 @@ impl PasswordHasher {
             params,
             pool,
             waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: n.saturating_mul(WAITING_PER_THREAD),
             dummy: OnceCell::new(),
         })
     }
@@ -169,6 +178,15 @@ impl PasswordHasher {
         f: impl FnOnce(&Params) -> T + Send + 'static,
     ) -> Result<T> {
         let queued = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        if queued > self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("ma_idp_password_hashes_refused_total").increment(1);
+            return Err(Error::Page {
+                status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                title: "Busy".into(),
+                message: "Too many sign-ins at once. Try again in a minute.".into(),
+            });
+        }
         metrics::gauge!("ma_idp_password_hash_queue").set(queued as f64);
         let waiting = self.waiting.clone();
         let params = self.params.clone();
@@ -235,7 +253,7 @@ impl PasswordHasher {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use argon2::password_hash::PasswordHasher as _;
 
     use super::*;
@@ -266,6 +284,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(policy, 5, "SCHED_IDLE");
+    }
+
+    /// Past its waiting room the hasher refuses at once (503), and takes jobs again once the
+    /// queue has moved.
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_waiting() {
+        let h = std::sync::Arc::new(hasher(1024, 1));
+        // Hold the one hash thread until released, then fill the waiting room.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                h.run(move |_| {
+                    let _ = started_tx.send(());
+                    let _ = held.recv();
+                })
+                .await
+            })
+        };
+        while started.try_recv().is_err() {
+            tokio::task::yield_now().await;
+        }
+        let mut queued = Vec::new();
+        for _ in 0..WAITING_PER_THREAD {
+            let h = h.clone();
+            queued.push(tokio::spawn(async move { h.run(|_| 1).await }));
+        }
+        while h.waiting.load(Ordering::Relaxed) != WAITING_PER_THREAD {
+            tokio::task::yield_now().await;
+        }
+        match h.run(|_| 1).await {
+            Err(Error::Page { status, .. }) => assert_eq!(status.as_u16(), 503),
+            other => panic!("expected busy, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(h.waiting.load(Ordering::Relaxed), WAITING_PER_THREAD);
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for q in queued {
+            assert_eq!(q.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(h.run(|_| 2).await.unwrap(), 2);
     }
 
     #[tokio::test]

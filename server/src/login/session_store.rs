@@ -31,6 +31,21 @@ impl DbSessionStore {
 
 type State = HashMap<String, String>;
 
+/// A session nobody has signed in to (a sign-in page's CSRF token, a pending authorization
+/// request: those last 30 minutes) is kept an hour at most, not the signed-in lifetime:
+/// visitors who never sign in must not fill the table for a day.
+const ANONYMOUS_TTL: i64 = 3600;
+
+/// How long the row of a session in this state lives, in seconds.
+fn row_ttl(state: &State, ttl: &Duration) -> i64 {
+    let ttl = ttl.whole_seconds();
+    if json_str(state, KEY_USER).is_some() {
+        ttl
+    } else {
+        ttl.min(ANONYMOUS_TTL)
+    }
+}
+
 /// Session values are JSON-encoded by actix-session; read a string value back.
 fn json_str(state: &State, key: &str) -> Option<String> {
     state
@@ -69,7 +84,7 @@ impl SessionStore for DbSessionStore {
                 json_str(&state, KEY_USER),
                 text,
                 now,
-                now + ttl.whole_seconds(),
+                now + row_ttl(&state, ttl),
             )
             .await
             .map_err(|e| SaveError::Other(e.into()))?;
@@ -98,7 +113,7 @@ impl SessionStore for DbSessionStore {
                 json_str(&state, KEY_USER),
                 text,
                 now,
-                now + ttl.whole_seconds(),
+                now + row_ttl(&state, ttl),
             )
             .await
             .map_err(|e| UpdateError::Other(e.into()))?;

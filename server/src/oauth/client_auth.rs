@@ -125,9 +125,7 @@ impl Services {
             }
             return Err(fail("unknown client or wrong credentials"));
         };
-        if c.client.disabled {
-            return Err(fail("this client is disabled"));
-        }
+        // Whether it is disabled or public is said only to whoever proved to be the client.
         match (&c.client.secret_hash, &creds.secret) {
             (Some(hash), Some(secret)) => {
                 if !self.secret_hasher.verify(secret.expose(), hash) {
@@ -143,8 +141,14 @@ impl Services {
                 }
             }
             (Some(_), None) => return Err(fail("client authentication required")),
-            (None, Some(_)) => return Err(fail("a public client has no secret")),
+            (None, Some(s)) => {
+                let _ = self.secret_hasher.verify(s.expose(), "");
+                return Err(fail("unknown client or wrong credentials"));
+            }
             (None, None) => {}
+        }
+        if c.client.disabled {
+            return Err(fail("this client is disabled"));
         }
         Ok(c)
     }

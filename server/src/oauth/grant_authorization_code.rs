@@ -85,6 +85,11 @@ impl Services {
             Ok(CodeOutcome::Unknown) => {
                 return Err(Error::invalid_grant("unknown, expired or used code"));
             }
+            Ok(CodeOutcome::Withdrawn(_)) => {
+                return Err(Error::invalid_grant(
+                    "the authorization was revoked since the code was issued",
+                ));
+            }
             Ok(CodeOutcome::Replayed(code)) => {
                 self.store
                     .insert_audit(

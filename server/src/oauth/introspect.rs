@@ -54,7 +54,12 @@ impl Services {
         };
         Ok(self
             .store
-            .access_token_live(&tenant.id, &claims.jti, claims.fam.as_deref())
+            .access_token_live(
+                &tenant.id,
+                &claims.jti,
+                &claims.client_id,
+                claims.fam.as_deref(),
+            )
             .await?
             .map(|live| (claims, live)))
     }

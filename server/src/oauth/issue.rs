@@ -41,12 +41,14 @@ pub struct UserGrant<'a> {
     pub nonce: Option<&'a str>,
 }
 
+/// The shortest access-token lifetime issued: Alexa requires at least 360 s.
+pub const MIN_ACCESS_TTL: i64 = 360;
+
 pub fn access_ttl(tenant: &tenant::Model, client: &client::Model) -> i64 {
-    // Alexa requires at least 360 s.
     client
         .access_token_ttl
         .unwrap_or(tenant.access_token_ttl)
-        .max(360)
+        .max(MIN_ACCESS_TTL)
 }
 
 pub fn refresh_ttl(tenant: &tenant::Model, client: &client::Model) -> i64 {

@@ -331,6 +331,20 @@ impl Services {
                 "The passkey did not verify you (fingerprint, face or PIN).",
             ));
         }
+        // A named sign-in's state holds the credential as it was at the start; its signature
+        // counter is checked again against the stored one (WebAuthn §7.2 step 21): a use since
+        // then must not let a copy's lower counter pass.
+        let (_, _, stored_counter) = cred_flags(&pk);
+        let counter = i64::from(verified.counter());
+        if (counter > 0 || stored_counter > 0) && counter <= stored_counter {
+            tracing::warn!(
+                passkey = %stored.id,
+                "passkey sign-in refused: its signature counter did not increase (a copy?)"
+            );
+            return Err(refused(
+                "The passkey could not be verified. Try again, or sign in another way.",
+            ));
+        }
         let user = self
             .store
             .user_by_id(&tenant.id, &stored.user_id)

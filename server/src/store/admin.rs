@@ -155,6 +155,7 @@ impl Store {
         {
             return Ok(Some(v));
         }
+        let seen = self.cache.settings.generation();
         let v = server_setting::Entity::find_by_id(key.to_string())
             .unique(&self.db)
             .await?
@@ -162,7 +163,7 @@ impl Store {
         if self.cache.enabled
             && let Some(v) = &v
         {
-            self.cache.settings.insert(key.to_string(), v.clone());
+            self.cache.settings.put(key.to_string(), v.clone(), seen);
         }
         Ok(v)
     }
@@ -354,6 +355,7 @@ impl Store {
         &self,
         tenant_id: &str,
         user_id: Option<&str>,
+        session_id: Option<&str>,
         now: i64,
     ) -> Result<Vec<browser_session::Model>> {
         let mut q = browser_session::Entity::find()
@@ -362,6 +364,9 @@ impl Store {
             .filter(browser_session::Column::ExpiresAt.gt(now));
         if let Some(u) = user_id {
             q = q.filter(browser_session::Column::UserId.eq(u));
+        }
+        if let Some(id) = session_id {
+            q = q.filter(browser_session::Column::Id.eq(id));
         }
         Ok(q.order_by_desc(browser_session::Column::UpdatedAt)
             .limit(500)

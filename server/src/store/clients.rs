@@ -67,6 +67,7 @@ impl Store {
         {
             return Ok(Some(c));
         }
+        let seen = self.cache.clients.generation();
         let Some(c) = client::Entity::find()
             .filter(client::Column::TenantId.eq(tenant_id))
             .filter(client::Column::ClientId.eq(client_id))
@@ -88,7 +89,7 @@ impl Store {
             redirect_uris: uris,
         };
         if self.cache.enabled {
-            self.cache.clients.insert(key, found.clone());
+            self.cache.clients.put(key, found.clone(), seen);
         }
         Ok(Some(found))
     }

@@ -1,5 +1,7 @@
-use entity::{authorization_code, refresh_family, refresh_token};
-use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, Query, SelectStatement, WithQuery};
+use entity::{authorization_code, grant, refresh_family, refresh_token, user};
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, Expr, ExprTrait, Query, SelectStatement, WithQuery,
+};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
     QueryFilter, QueryTrait,
@@ -38,10 +40,34 @@ fn family_row(code: &authorization_code::Model, family_id: &str, now: i64) -> Ne
 pub enum CodeOutcome {
     /// No such code.
     Unknown,
+    /// Its grant was revoked, or its member disabled or removed, since it was issued: it is
+    /// used up, and nothing is issued.
+    Withdrawn(authorization_code::Model),
     /// The code had been redeemed before: every token issued from it is now revoked.
     Replayed(authorization_code::Model),
     /// Redeemed now; the refresh family (if any) is committed.
     Redeemed(authorization_code::Model),
+}
+
+/// A code's grant is not revoked and its member is present and enabled (a condition on an
+/// `authorization_codes` row; checked by the statement that consumes the code, so a revocation
+/// committed before the redemption is always seen).
+fn grant_still_live() -> Expr {
+    let mut q = Query::select();
+    q.expr(Expr::cust("1"))
+        .from(grant::Entity)
+        .inner_join(
+            user::Entity,
+            Expr::col((user::Entity, user::Column::Id))
+                .equals((grant::Entity, grant::Column::UserId)),
+        )
+        .and_where(Expr::col((grant::Entity, grant::Column::Id)).equals((
+            authorization_code::Entity,
+            authorization_code::Column::GrantId,
+        )))
+        .and_where(Expr::col((grant::Entity, grant::Column::RevokedAt)).is_null())
+        .and_where(Expr::col((user::Entity, user::Column::Disabled)).eq(false));
+    Expr::exists(q)
 }
 
 impl Store {
@@ -122,6 +148,7 @@ impl Store {
             .col_expr(authorization_code::Column::ConsumedAt, Expr::value(now))
             .filter(authorization_code::Column::Id.eq(code.id.clone()))
             .filter(authorization_code::Column::ConsumedAt.is_null())
+            .filter(grant_still_live())
             .into_query();
         // The rows of each insert: on PostgreSQL one per consumed row, on SQLite one if the
         // statement before changed one row.
@@ -207,7 +234,8 @@ impl Store {
             .col_expr(authorization_code::Column::ConsumedAt, Expr::value(now))
             .filter(authorization_code::Column::CodeHash.eq(code_hash))
             .filter(authorization_code::Column::TenantId.eq(tenant_id))
-            .filter(authorization_code::Column::ConsumedAt.is_null());
+            .filter(authorization_code::Column::ConsumedAt.is_null())
+            .filter(grant_still_live());
         let read = authorization_code::Entity::find()
             .filter(authorization_code::Column::CodeHash.eq(code_hash))
             .filter(authorization_code::Column::TenantId.eq(tenant_id));
@@ -232,6 +260,19 @@ impl Store {
             txn.rollback().await?;
             return Ok(CodeOutcome::Unknown);
         };
+        if !won && code.consumed_at.is_none() {
+            // Unused, yet not consumed: its grant or member is no longer live. Use it up.
+            authorization_code::Entity::update_many()
+                .col_expr(authorization_code::Column::ConsumedAt, Expr::value(now))
+                .filter(authorization_code::Column::Id.eq(code.id.clone()))
+                .filter(authorization_code::Column::ConsumedAt.is_null())
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+            // The service's own refusal (another client's code, a wrong verifier) first.
+            decide(&code)?;
+            return Ok(CodeOutcome::Withdrawn(code));
+        }
         if !won {
             refresh_family::Entity::update_many()
                 .col_expr(refresh_family::Column::RevokedAt, Expr::value(now))

@@ -261,7 +261,7 @@ impl Store {
             .await;
         match inserted {
             Ok(_) => {}
-            Err(e) if unique_violation(&e) => {
+            Err(e) if super::unique_violation(&e) => {
                 txn.rollback().await?;
                 return Ok(NewMember::UsernameTaken);
             }
@@ -272,7 +272,7 @@ impl Store {
             .await;
         match linked {
             Ok(_) => {}
-            Err(e) if unique_violation(&e) => {
+            Err(e) if super::unique_violation(&e) => {
                 txn.rollback().await?;
                 return Ok(NewMember::IdentityTaken);
             }
@@ -315,7 +315,7 @@ impl Store {
             Ok(_) => {}
             // A concurrent link of the same identity committed first (PostgreSQL does not
             // serialize the check above): it is linked already.
-            Err(e) if unique_violation(&e) => {
+            Err(e) if super::unique_violation(&e) => {
                 txn.rollback().await?;
                 return Ok(false);
             }
@@ -391,14 +391,6 @@ async fn provider_unchanged(txn: &WriteTxn, p: &upstream_provider::Model) -> Res
 fn provider_changed() -> crate::error::Error {
     crate::error::Error::invalid_request(
         "The sign-in provider's client ID or issuer changed meanwhile. Start again.",
-    )
-}
-
-/// An insert refused by a unique index (a concurrent writer committed the same key first).
-fn unique_violation(e: &sea_orm::DbErr) -> bool {
-    matches!(
-        e.sql_err(),
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
 }
 

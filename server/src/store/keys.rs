@@ -1,6 +1,9 @@
 use entity::signing_key;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
 
 use super::Store;
 use crate::error::Result;
@@ -56,6 +59,16 @@ impl Store {
         new_next: Vec<NewKey>,
     ) -> Result<()> {
         let txn = self.write_txn().await?;
+        // Two rotations at once take turns (SQLite's write transaction already does): each
+        // statement below reads the keys as the other left them, so a second rotation cannot
+        // miss the key the first promoted and leave two active keys.
+        if txn.get_database_backend() == DbBackend::Postgres {
+            signing_key::Entity::find()
+                .filter(signing_key::Column::TenantId.eq(tenant_id))
+                .lock_exclusive()
+                .all(&txn)
+                .await?;
+        }
         signing_key::Entity::update_many()
             .col_expr(signing_key::Column::State, Expr::value("retired"))
             .col_expr(signing_key::Column::RetiredAt, Expr::value(now))

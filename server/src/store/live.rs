@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use entity::{refresh_family, revoked_access_token, user};
+use entity::{client, refresh_family, revoked_access_token, user};
 use sea_orm::sea_query::{Expr, ExprTrait, Query, UnionType};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
@@ -28,6 +28,9 @@ const MAX_BATCH: usize = 64;
 struct Check {
     tenant_id: String,
     jti: String,
+    /// The token's client, checked for a token without a family (`client_credentials`); a
+    /// family's own client is checked with the family.
+    client_id: String,
     family_id: Option<String>,
     answer: oneshot::Sender<std::result::Result<Option<AccessLive>, String>>,
 }
@@ -55,6 +58,7 @@ impl LiveChecks {
         db: &DatabaseConnection,
         tenant_id: &str,
         jti: &str,
+        client_id: &str,
         family_id: Option<&str>,
     ) -> Result<Option<AccessLive>> {
         let (answer, answered) = oneshot::channel();
@@ -63,6 +67,7 @@ impl LiveChecks {
             st.waiting.push(Check {
                 tenant_id: tenant_id.to_string(),
                 jti: jti.to_string(),
+                client_id: client_id.to_string(),
                 family_id: family_id.map(str::to_string),
                 answer,
             });
@@ -109,13 +114,19 @@ impl LiveChecks {
                 st.waiting.drain(..n).collect()
             };
             match query(db, &batch).await {
-                Ok((revoked, live)) => {
+                Ok(Found {
+                    revoked,
+                    live,
+                    clients,
+                }) => {
                     for c in batch {
                         let answer = if revoked.contains(&c.jti) {
                             None
                         } else {
                             match &c.family_id {
-                                None => Some(AccessLive { username: None }),
+                                None => clients
+                                    .contains(&(c.tenant_id.clone(), c.client_id.clone()))
+                                    .then_some(AccessLive { username: None }),
                                 Some(f) => live
                                     .get(f)
                                     .filter(|(tenant, _)| *tenant == c.tenant_id)
@@ -138,12 +149,19 @@ impl LiveChecks {
     }
 }
 
-/// The revoked `jti`s among the batch's, and its live families (family → tenant, username):
-/// one query.
-async fn query(
-    db: &DatabaseConnection,
-    batch: &[Check],
-) -> std::result::Result<(HashSet<String>, HashMap<String, (String, String)>), DbErr> {
+/// What one query found for a batch.
+struct Found {
+    /// The revoked `jti`s among the batch's.
+    revoked: HashSet<String>,
+    /// Its live families: family → (tenant, username).
+    live: HashMap<String, (String, String)>,
+    /// The enabled clients, as (tenant, client_id), among those of its tokens without a family.
+    clients: HashSet<(String, String)>,
+}
+
+/// The revoked `jti`s among the batch's, its live families and the enabled clients of its
+/// tokens without a family: one query.
+async fn query(db: &DatabaseConnection, batch: &[Check]) -> std::result::Result<Found, DbErr> {
     use refresh_family::Entity as F;
     let jtis = padded(batch.iter().map(|c| c.jti.as_str()).collect());
     let mut families: Vec<&str> = batch
@@ -182,20 +200,49 @@ async fn query(
             .and_where(Expr::col((F, refresh_family::Column::Id)).is_in(families));
         q.union(UnionType::All, f);
     }
-    let mut revoked = HashSet::new();
-    let mut live = HashMap::new();
+    let mut client_ids: Vec<&str> = batch
+        .iter()
+        .filter(|c| c.family_id.is_none())
+        .map(|c| c.client_id.as_str())
+        .collect();
+    client_ids.sort_unstable();
+    client_ids.dedup();
+    let client_ids = padded(client_ids);
+    if !client_ids.is_empty() {
+        let mut c = Query::select();
+        c.expr(Expr::cust("2"))
+            .expr(Expr::col((client::Entity, client::Column::ClientId)))
+            .expr(Expr::col((client::Entity, client::Column::TenantId)))
+            .expr(Expr::cust("NULL"))
+            .from(client::Entity)
+            .and_where(Expr::col((client::Entity, client::Column::ClientId)).is_in(client_ids))
+            .and_where(Expr::col((client::Entity, client::Column::Disabled)).eq(false));
+        q.union(UnionType::All, c);
+    }
+    let mut found = Found {
+        revoked: HashSet::new(),
+        live: HashMap::new(),
+        clients: HashSet::new(),
+    };
     for row in db.query_all(&q).await? {
         let kind: i32 = row.try_get("", "kind")?;
         let id: String = row.try_get("", "id")?;
-        if kind == 0 {
-            revoked.insert(id);
-        } else {
-            let tenant: String = row.try_get("", "tenant_id")?;
-            let username: String = row.try_get("", "username")?;
-            live.insert(id, (tenant, username));
+        match kind {
+            0 => {
+                found.revoked.insert(id);
+            }
+            1 => {
+                let tenant: String = row.try_get("", "tenant_id")?;
+                let username: String = row.try_get("", "username")?;
+                found.live.insert(id, (tenant, username));
+            }
+            _ => {
+                let tenant: String = row.try_get("", "tenant_id")?;
+                found.clients.insert((tenant, id));
+            }
         }
     }
-    Ok((revoked, live))
+    Ok(found)
 }
 
 /// The list, its last item repeated up to the next power of two. Each length of an `IN`

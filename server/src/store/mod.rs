@@ -820,6 +820,14 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// An insert refused by a unique index (a concurrent writer committed the same key first).
+pub(crate) fn unique_violation(e: &DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::loopback_without_tls as f;

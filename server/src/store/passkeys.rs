@@ -1,6 +1,6 @@
 use entity::{enrollment_link, passkey, webauthn_ceremony};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 
 use super::users::{Removal, Removed};
 use super::{SelectUnique, Store};
@@ -61,6 +61,13 @@ impl Store {
             .col_expr(passkey::Column::BackupState, Expr::value(backup_state))
             .col_expr(passkey::Column::LastUsedAt, Expr::value(now))
             .filter(passkey::Column::Id.eq(id))
+            // Two sign-ins at once: the higher counter stays (one that never counts, 0, is
+            // always written).
+            .filter(
+                Condition::any()
+                    .add(passkey::Column::SignCount.lt(sign_count))
+                    .add(Expr::val(sign_count).eq(0)),
+            )
             .exec(&self.w())
             .await?;
         Ok(())

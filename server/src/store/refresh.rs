@@ -83,8 +83,10 @@ async fn token_row<C: ConnectionTrait>(
     }
 }
 
-/// `FROM refresh_families` joined with each family's grant and member, keeping only families
-/// that are live: the family and its grant not revoked, the member present and not disabled.
+/// `FROM refresh_families` joined with each family's grant, member and client, keeping only
+/// families that are live: the family and its grant not revoked, the member and the client
+/// present and not disabled (a disabled client's tokens are inactive until it is enabled
+/// again, as a disabled member's are).
 pub(super) fn from_live_families(q: &mut SelectStatement) -> &mut SelectStatement {
     use refresh_family::Entity as F;
     q.from(F)
@@ -97,9 +99,15 @@ pub(super) fn from_live_families(q: &mut SelectStatement) -> &mut SelectStatemen
             user::Entity,
             Expr::col((user::Entity, user::Column::Id)).equals((F, refresh_family::Column::UserId)),
         )
+        .inner_join(
+            client::Entity,
+            Expr::col((client::Entity, client::Column::Id))
+                .equals((F, refresh_family::Column::ClientId)),
+        )
         .and_where(Expr::col((F, refresh_family::Column::RevokedAt)).is_null())
         .and_where(Expr::col((grant::Entity, grant::Column::RevokedAt)).is_null())
         .and_where(Expr::col((user::Entity, user::Column::Disabled)).eq(false))
+        .and_where(Expr::col((client::Entity, client::Column::Disabled)).eq(false))
 }
 
 fn token_row_query(tenant_id: &str, token_hash: &str) -> SelectStatement {
@@ -133,6 +141,10 @@ fn token_row_query(tenant_id: &str, token_hash: &str) -> SelectStatement {
         .expr_as(
             Expr::col((client::Entity, client::Column::ClientId)),
             "c_client_id",
+        )
+        .expr_as(
+            Expr::col((client::Entity, client::Column::Disabled)),
+            "c_disabled",
         )
         .from(T)
         .inner_join(
@@ -171,10 +183,12 @@ fn decode_token_row(row: &QueryResult, token_hash: &str) -> Result<TokenRow> {
     let grant_id: Option<String> = row.try_get("", "g_id")?;
     let grant_revoked: Option<i64> = row.try_get("", "g_revoked_at")?;
     let disabled: Option<bool> = row.try_get("", "u_disabled")?;
+    let client_disabled: Option<bool> = row.try_get("", "c_disabled")?;
     let live = fam.revoked_at.is_none()
         && grant_id.is_some()
         && grant_revoked.is_none()
-        && disabled == Some(false);
+        && disabled == Some(false)
+        && client_disabled == Some(false);
     Ok(TokenRow {
         tok,
         fam,
@@ -571,18 +585,20 @@ impl Store {
         Ok(())
     }
 
-    /// An access token is live unless its `jti` was revoked or, for a token issued from a
-    /// grant, its family, grant or user was revoked, disabled or removed. Answers `None` for a
-    /// token that is not live, else the username of a grant's member. Concurrent checks share
-    /// one query (see `live.rs`).
+    /// An access token is live unless its `jti` was revoked or its client (`client_id`, the
+    /// token's claim) was disabled or removed, or, for a token issued from a grant, its
+    /// family, grant or user was revoked, disabled or removed. Answers `None` for a token that
+    /// is not live, else the username of a grant's member. Concurrent checks share one query
+    /// (see `live.rs`).
     pub async fn access_token_live(
         &self,
         tenant_id: &str,
         jti: &str,
+        client_id: &str,
         family_id: Option<&str>,
     ) -> Result<Option<AccessLive>> {
         self.live
-            .check(&self.db.current(), tenant_id, jti, family_id)
+            .check(&self.db.current(), tenant_id, jti, client_id, family_id)
             .await
     }
 }

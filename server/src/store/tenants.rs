@@ -34,6 +34,7 @@ impl Store {
         {
             return Ok(Some(t));
         }
+        let seen = self.cache.tenants.generation();
         let t = tenant::Entity::find()
             .filter(tenant::Column::Slug.eq(slug))
             .unique(&self.db)
@@ -41,7 +42,7 @@ impl Store {
         if self.cache.enabled
             && let Some(t) = &t
         {
-            self.cache.tenants.insert(slug.to_string(), t.clone());
+            self.cache.tenants.put(slug.to_string(), t.clone(), seen);
         }
         Ok(t)
     }

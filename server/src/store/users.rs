@@ -118,13 +118,19 @@ async fn removal_allowed(
 
 impl Store {
     /// Insert a user and, when given, their password hash, in one transaction.
-    pub async fn insert_user(&self, u: user::Model, phc: Option<String>) -> Result<()> {
+    /// Insert a member, with its password hash if any. `false` (nothing written): the username
+    /// is taken in the tenant (by a member created since the caller looked).
+    pub async fn insert_user(&self, u: user::Model, phc: Option<String>) -> Result<bool> {
         let txn = self.write_txn().await?;
         let id = u.id.clone();
         let created = u.created_at;
-        user::Entity::insert(user_active(u))
+        match user::Entity::insert(user_active(u))
             .exec_without_returning(&txn)
-            .await?;
+            .await
+        {
+            Err(e) if super::unique_violation(&e) => return Ok(false),
+            r => r?,
+        };
         if let Some(phc) = phc {
             password_credential::Entity::insert(password_credential::ActiveModel {
                 user_id: Set(id),
@@ -135,7 +141,7 @@ impl Store {
             .await?;
         }
         txn.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn user_by_username(

@@ -2,12 +2,12 @@
 //! The admin UI never reaches around it into the database.
 use serde::Serialize;
 
-/// Why an admin action failed. `NotFound` also answers objects of another tenant.
 /// A provider's page was opened before its client ID or issuer changed: the save is refused.
 pub const PROVIDER_CHANGED: &str = "Someone changed this provider's client ID or issuer after \
      you opened this page, so nothing was saved. The page now shows its settings as they are; \
      make your change again.";
 
+/// Why an admin action failed. `NotFound` also answers objects of another tenant.
 #[derive(Debug, Clone)]
 pub enum AdminError {
     NotFound,

@@ -249,13 +249,15 @@ impl AdminPort for Port {
         if token.len() > 100 {
             return Ok(false);
         }
+        // Only while there is no operator (one made on the command line ends every link).
         Ok(self
             .svc
             .store
             .setup_link(&token_hash(token), self.svc.now())
             .await
             .map_err(ae)?
-            .is_some())
+            .is_some()
+            && self.svc.store.operator_count().await.map_err(ae)? == 0)
     }
 
     async fn complete_setup(

@@ -384,6 +384,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Cmd::Serve { no_migrate, .. } = cli.cmd {
         return actix_web::rt::System::new().block_on(serve(settings, no_migrate));
     }
+    // Opening a database that is not there creates an empty one: a backup would save that
+    // (a wrong --data-dir or working directory) and say it backed up.
+    if let Cmd::Backup { .. } = &cli.cmd
+        && let Ok(db) = sqlite_path(&settings)
+        && !db.exists()
+    {
+        anyhow::bail!(
+            "no database at {} (check --data-dir or database_url): nothing to back up",
+            db.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -604,6 +615,12 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
                 anyhow::bail!("{} already exists; choose a new file", out.display());
             }
             svc.store.backup_sqlite(&out).await?;
+            // It holds password hashes and sealed keys: readable by its owner only.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600))?;
+            }
             eprintln!(
                 "backed up the database to {}\nAlso keep a copy of the master key ({} or MA_IDP_MASTER_KEY): without it the backup's keys and client secrets are useless.",
                 out.display(),

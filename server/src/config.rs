@@ -252,6 +252,18 @@ impl Settings {
         if self.session_ttl < 60 {
             return Err("session_ttl must be at least 60 seconds".into());
         }
+        // An entry that is no address would match nothing, silently: every client would then
+        // count as the proxy in the per-IP limits, and one attacker could lock everyone out.
+        if let Some(bad) = self
+            .trusted_proxies
+            .iter()
+            .find(|p| p.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(format!(
+                "trusted_proxies entry {bad:?} is not an IP address (exact addresses like \
+                 \"127.0.0.1\" or \"::1\"; no ranges, host names or spaces)"
+            ));
+        }
         Ok(())
     }
 }
@@ -259,6 +271,26 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::Settings;
+
+    #[test]
+    fn trusted_proxies_are_addresses() {
+        let with = |p: &[&str]| Settings {
+            trusted_proxies: p.iter().map(|s| s.to_string()).collect(),
+            ..Settings::default()
+        };
+        assert!(
+            with(&["127.0.0.1", "::1", "172.30.96.10"])
+                .validate()
+                .is_ok()
+        );
+        for bad in ["10.0.0.0/8", "caddy", " 10.0.0.2", ""] {
+            let e = with(&["127.0.0.1", bad])
+                .validate()
+                .err()
+                .unwrap_or_default();
+            assert!(e.contains("trusted_proxies entry"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn pool_size_defaults_by_database_and_is_at_least_one() {

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 both_backends!(
     bootstrap_setup_link,
+    setup_link_ends_when_an_operator_is_made_elsewhere,
     sign_in_refusals_and_strangers,
     tenants_settings_and_default_tenant,
     users_create_search_and_pages,
@@ -593,6 +594,59 @@ async fn bootstrap_setup_link(backend: Backend) {
     for k in ["operator_setup", "tenant_created", "admin_sign_in"] {
         assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
     }
+    app.stop().await;
+}
+
+/// A setup link makes the first operator only: once an operator is made another way (the
+/// command line), the link printed before is worth nothing.
+async fn setup_link_ends_when_an_operator_is_made_elsewhere(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let link = app.svc.setup_link_if_needed().await.unwrap().unwrap();
+    let b = app.browser();
+    let r = b.get(&link).await;
+    assert_eq!(r.status(), 200);
+    let csrf = hidden(&r.text().await.unwrap(), "csrf");
+    let t = app
+        .svc
+        .create_tenant("home", Some("Home"), "cli")
+        .await
+        .unwrap();
+    app.svc
+        .create_user_with(
+            &t,
+            ma_idp::services::NewUserSpec {
+                username: "oscar".into(),
+                display_name: None,
+                email: None,
+                role: "operator".into(),
+            },
+            Some(&ma_idp::secrets::Secret::new(PASSWORD)),
+            "cli",
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.get(&link).await.status(), 404, "the page is gone");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("tenant", "home"),
+        ("tenant_name", "Home"),
+        ("username", OP),
+        ("password", PASSWORD),
+        ("password2", PASSWORD),
+    ];
+    let r = b.http.post(b.url(&link)).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 404, "and its form makes no operator");
+    assert!(
+        app.svc
+            .store
+            .user_by_username(&t.id, OP)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(app.svc.store.operator_count().await.unwrap(), 1);
     app.stop().await;
 }
 

@@ -596,7 +596,10 @@ async fn code_of_a_withdrawn_authorization_is_refused(backend: Backend) {
         "{e}"
     );
     assert!(
-        e["error_description"].as_str().unwrap().contains("revoked"),
+        e["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("since the code was issued"),
         "{e}"
     );
     let (c, families) = families_of(code.clone()).await;
@@ -1717,8 +1720,6 @@ async fn health_ready_metrics(backend: Backend) {
     app.stop().await;
 }
 
-/// RFC 7662 answers for a member's access and refresh tokens, and a disabled member's tokens
-/// inactive at once (and live again when the member is enabled).
 /// A second confidential client of the tenant, to introspect with.
 async fn add_introspector(app: &TestApp, t: &entity::tenant::Model) -> Setup {
     let c = app
@@ -1742,6 +1743,8 @@ async fn add_introspector(app: &TestApp, t: &entity::tenant::Model) -> Setup {
     }
 }
 
+/// RFC 7662 answers for a member's access and refresh tokens, and a disabled member's (or
+/// client's) tokens inactive at once (and live again when enabled).
 async fn introspection_reports_token_details(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;

@@ -2744,7 +2744,8 @@ async fn admin_links_identities_and_providers_create_members(backend: Backend) {
 }
 
 /// `link_by_email`: an unlinked identity is linked to the member with the same e-mail only
-/// when the provider allows it and the upstream says the e-mail is verified.
+/// when the provider allows it and the upstream says the e-mail is verified, and never to an
+/// operator.
 async fn link_by_verified_email_only_when_allowed(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
@@ -2779,7 +2780,7 @@ async fn link_by_verified_email_only_when_allowed(backend: Backend) {
                 username: "frank".into(),
                 display_name: None,
                 email: Some("Fake@Example.com".into()),
-                role: "member".into(),
+                role: "operator".into(),
             },
             Some(&Secret::new(PASSWORD)),
             "test",
@@ -2787,6 +2788,25 @@ async fn link_by_verified_email_only_when_allowed(backend: Backend) {
         .await
         .unwrap();
     let frank = user_id(&app, &t.id, "frank").await;
+
+    // Never to an operator's account, verified or not: a tenant admin chooses the provider.
+    fake.state.lock().unwrap().email_verified = true;
+    let (s, html) = page(fake_round(&app, &fake, IdTokenMode::Good).await).await;
+    assert_eq!(s, 403, "{html}");
+    assert!(
+        app.svc
+            .linked_identities(&t, &frank)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        app.svc
+            .store
+            .set_user_role(&t.id, &frank, "member")
+            .await
+            .unwrap()
+    );
 
     // Unverified e-mail: not linked.
     fake.state.lock().unwrap().email_verified = false;

@@ -724,7 +724,9 @@ impl Services {
         if let Some(i) = existing {
             return linked_sign_in(i, amr).await;
         }
-        // Unlinked. By verified e-mail, when the provider allows it.
+        // Unlinked. By verified e-mail, when the provider allows it; never to an operator's
+        // account: a tenant admin chooses the provider (and so what it calls verified), and
+        // must not become the operator through it. An operator links a provider by hand.
         if (p.link_by_email || tenant.fed_link_by_email)
             && up.email_verified
             && let Some(email) = &up.email
@@ -732,6 +734,7 @@ impl Services {
             let matches = self.store.users_by_email(&tenant.id, email).await?;
             if let [u] = matches.as_slice()
                 && !u.disabled
+                && u.role != "operator"
                 && self
                     .link_identity(tenant, p, up, &u.id, "email", req)
                     .await?

@@ -90,16 +90,18 @@ pub async fn refuse_nul_in_path(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-/// A browser request without the session cookie is a new visit, and may start a session (a
-/// row in the database, kept an hour when nobody signs in: `login::session_store`). Each
-/// client IP may make `Bucket::Visit` of them a minute (429 beyond), so a loop of first
-/// visits cannot fill the database.
+/// A browser request that comes without a session (no cookie, or one whose session is gone:
+/// ended, expired or made up) is a new visit, and may start a session: a row in the database,
+/// kept an hour when nobody signs in (`login::session_store`). Each client IP may make
+/// `Bucket::Visit` of them a minute (429 beyond), so a loop of first visits cannot fill the
+/// database. Runs inside the session middleware, which has loaded the session by then.
 pub async fn limit_new_visits(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_session::SessionExt;
     if let Some(svc) = req.app_data::<super::Svc>()
-        && req.cookie(&super::cookie_name(svc)).is_none()
+        && req.get_session().entries().is_empty()
         && !svc.ip_limits.check(
             crate::login::limits::Bucket::Visit,
             super::client_ip(req.request(), svc),

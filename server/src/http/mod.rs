@@ -151,23 +151,33 @@ fn session_middleware(svc: &Services) -> SessionMiddleware<DbSessionStore> {
     .build()
 }
 
+/// Whether the admin UI is reached over https (the scheme in any case, as `is_https`).
+fn admin_is_https(svc: &Services) -> bool {
+    svc.settings
+        .admin_base_url()
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+}
+
+/// The admin UI's session cookie.
+fn admin_cookie_name(svc: &Services) -> &'static str {
+    if admin_is_https(svc) {
+        "__Host-ma-idp-admin"
+    } else {
+        "ma-idp-admin"
+    }
+}
+
 /// The admin UI's session: its own cookie, `SameSite=Strict`, `Secure` when the admin UI is
 /// reached over https.
 fn admin_session_middleware(svc: &Services) -> SessionMiddleware<DbSessionStore> {
     let ttl = actix_web::cookie::time::Duration::seconds(svc.settings.session_ttl.min(12 * 3600));
-    let secure = svc.settings.admin_base_url().starts_with("https://");
+    let secure = admin_is_https(svc);
     SessionMiddleware::builder(
         DbSessionStore::new(svc.store.clone(), svc.clock.clone()),
         Key::from(&svc.cookie_key),
     )
-    .cookie_name(
-        if secure {
-            "__Host-ma-idp-admin"
-        } else {
-            "ma-idp-admin"
-        }
-        .into(),
-    )
+    .cookie_name(admin_cookie_name(svc).into())
     .cookie_secure(secure)
     .cookie_http_only(true)
     .cookie_same_site(SameSite::Strict)
@@ -187,6 +197,7 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Servic
         .service(
             web::scope("/admin")
                 .wrap(actix_web::middleware::from_fn(middleware::quiet_redirects))
+                .wrap(actix_web::middleware::from_fn(middleware::limit_new_visits))
                 .wrap(admin_session_middleware(svc))
                 .wrap(actix_web::middleware::from_fn(middleware::html_errors))
                 .configure(admin_ui::configure),
@@ -222,8 +233,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>, w
         )
         .service(
             web::scope("")
-                .wrap(session_middleware(svc))
                 .wrap(actix_web::middleware::from_fn(middleware::limit_new_visits))
+                .wrap(session_middleware(svc))
                 .wrap(actix_web::middleware::from_fn(middleware::html_errors))
                 .app_data(
                     web::JsonConfig::default()

@@ -27,7 +27,7 @@ fn limiter(per_minute: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
     NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
 }
 
-/// What one allowance is counted by: an IPv4 address, or an IPv6 address's /64 (one
+/// What one browser allowance is counted by: an IPv4 address, or an IPv6 address's /64 (one
 /// subscriber's network: a host there may take any of its 2^64 addresses, so counting single
 /// addresses would be no limit at all). An IPv4-mapped IPv6 address counts as its IPv4 one.
 fn limit_key(ip: IpAddr) -> IpAddr {
@@ -81,7 +81,13 @@ impl IpLimits {
         };
         match (limiter, ip) {
             (Some(l), Some(ip)) => {
-                let ok = l.check_key(&limit_key(ip)).is_ok();
+                // Browsers count by network (IPv6 /64); API callers (Alexa's servers, Music
+                // Assistant) by address: a cloud subnet's hosts share a /64.
+                let key = match bucket {
+                    Bucket::SignIn | Bucket::Ceremony | Bucket::Visit => limit_key(ip),
+                    Bucket::Token | Bucket::Introspect => ip,
+                };
+                let ok = l.check_key(&key).is_ok();
                 if !ok {
                     let b = match bucket {
                         Bucket::SignIn => "sign_in",
@@ -142,6 +148,14 @@ mod tests {
         assert!(limits.check(Bucket::SignIn, ip("::ffff:192.0.2.7")));
         assert!(limits.check(Bucket::SignIn, ip("192.0.2.7")));
         assert!(!limits.check(Bucket::SignIn, ip("::ffff:192.0.2.7")));
+        // Token requests count by address: a cloud subnet's hosts share a /64.
+        let limits = IpLimits::new(&Limits {
+            token_per_ip_per_minute: 1,
+            ..Limits::default()
+        });
+        assert!(limits.check(Bucket::Token, ip("2001:db8:1:2::1")));
+        assert!(limits.check(Bucket::Token, ip("2001:db8:1:2::2")));
+        assert!(!limits.check(Bucket::Token, ip("2001:db8:1:2::2")));
         assert_eq!(
             ip("2001:db8::1234:5678:9abc:def0").map(limit_key),
             ip("2001:db8::")

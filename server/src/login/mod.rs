@@ -238,6 +238,10 @@ impl Services {
                 .await?;
             return Ok(PasswordOutcome::PasskeyRequired);
         }
+        // A sign-in refused for load (the hash queue is full) is not an attempt on the account.
+        if !self.passwords.has_room() {
+            return Err(crate::login::passwords::busy());
+        }
         // Count the attempt before checking it: parallel guesses cannot overtake the limit.
         let key = format!(
             "{}:{}",

@@ -133,6 +133,15 @@ fn verify_phc(phc: &str, password: &[u8], keep: usize) -> bool {
 /// a full queue is waited out in under a second.
 const WAITING_PER_THREAD: usize = 64;
 
+/// The answer when the hash queue is full.
+pub fn busy() -> Error {
+    Error::Page {
+        status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        title: "Busy".into(),
+        message: "Too many sign-ins at once. Try again in a minute.".into(),
+    }
+}
+
 pub struct PasswordHasher {
     params: Params,
     pool: rayon::ThreadPool,
@@ -173,6 +182,13 @@ impl PasswordHasher {
         })
     }
 
+    /// Whether a hash asked for now would be taken (not refused as busy): asked before a
+    /// sign-in counts its attempt, so that a refusal for load does not count against the
+    /// account.
+    pub fn has_room(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) < self.max_waiting
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Params) -> T + Send + 'static,
@@ -181,11 +197,7 @@ impl PasswordHasher {
         if queued > self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!("ma_idp_password_hashes_refused_total").increment(1);
-            return Err(Error::Page {
-                status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                title: "Busy".into(),
-                message: "Too many sign-ins at once. Try again in a minute.".into(),
-            });
+            return Err(busy());
         }
         metrics::gauge!("ma_idp_password_hash_queue").set(queued as f64);
         let waiting = self.waiting.clone();
@@ -315,6 +327,7 @@ mod tests {
         while h.waiting.load(Ordering::Relaxed) != WAITING_PER_THREAD {
             tokio::task::yield_now().await;
         }
+        assert!(!h.has_room());
         match h.run(|_| 1).await {
             Err(Error::Page { status, .. }) => assert_eq!(status.as_u16(), 503),
             other => panic!("expected busy, got {:?}", other.map(|_| ())),
@@ -325,6 +338,7 @@ mod tests {
         for q in queued {
             assert_eq!(q.await.unwrap().unwrap(), 1);
         }
+        assert!(h.has_room());
         assert_eq!(h.run(|_| 2).await.unwrap(), 2);
     }
 

@@ -42,8 +42,12 @@ fn row_ttl(state: &State, ttl: &Duration) -> i64 {
     if json_str(state, KEY_USER).is_some() {
         ttl
     } else {
-        ttl.min(ANONYMOUS_TTL)
+        anonymous_ttl(ttl)
     }
+}
+
+fn anonymous_ttl(ttl: i64) -> i64 {
+    ttl.min(ANONYMOUS_TTL)
 }
 
 /// Session values are JSON-encoded by actix-session; read a string value back.
@@ -147,6 +151,7 @@ impl SessionStore for DbSessionStore {
                 &token_hash(session_key.as_ref()),
                 now,
                 now + ttl.whole_seconds(),
+                now + anonymous_ttl(ttl.whole_seconds()),
             )
             .await
             .map_err(Into::into)

@@ -103,7 +103,13 @@ impl Store {
             .exec(&txn)
             .await?
             .rows_affected;
-        if n != 1 {
+        // A setup link makes the first operator only: once one exists (made on the command
+        // line, or through another link meanwhile), an unused link is worth nothing.
+        let operators = user::Entity::find()
+            .filter(user::Column::Role.eq("operator"))
+            .count(&txn)
+            .await?;
+        if n != 1 || operators > 0 {
             txn.rollback().await?;
             return Ok(false);
         }

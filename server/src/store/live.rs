@@ -208,6 +208,15 @@ async fn query(db: &DatabaseConnection, batch: &[Check]) -> std::result::Result<
     client_ids.sort_unstable();
     client_ids.dedup();
     let client_ids = padded(client_ids);
+    // By tenant too: the clients' index leads with it (a batch is almost always one tenant).
+    let mut tenants: Vec<&str> = batch
+        .iter()
+        .filter(|c| c.family_id.is_none())
+        .map(|c| c.tenant_id.as_str())
+        .collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let tenants = padded(tenants);
     if !client_ids.is_empty() {
         let mut c = Query::select();
         c.expr(Expr::cust("2"))
@@ -215,6 +224,7 @@ async fn query(db: &DatabaseConnection, batch: &[Check]) -> std::result::Result<
             .expr(Expr::col((client::Entity, client::Column::TenantId)))
             .expr(Expr::cust("NULL"))
             .from(client::Entity)
+            .and_where(Expr::col((client::Entity, client::Column::TenantId)).is_in(tenants))
             .and_where(Expr::col((client::Entity, client::Column::ClientId)).is_in(client_ids))
             .and_where(Expr::col((client::Entity, client::Column::Disabled)).eq(false));
         q.union(UnionType::All, c);

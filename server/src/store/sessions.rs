@@ -1,5 +1,5 @@
 use entity::browser_session;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{SelectUnique, Store};
@@ -71,10 +71,26 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub async fn session_touch(&self, id_hash: &str, now: i64, expires_at: i64) -> Result<()> {
+    /// Extend a session: to `expires_at`, or to `anonymous_expires_at` while nobody is signed
+    /// in to it.
+    pub async fn session_touch(
+        &self,
+        id_hash: &str,
+        now: i64,
+        expires_at: i64,
+        anonymous_expires_at: i64,
+    ) -> Result<()> {
         browser_session::Entity::update_many()
             .col_expr(browser_session::Column::UpdatedAt, Expr::value(now))
-            .col_expr(browser_session::Column::ExpiresAt, Expr::value(expires_at))
+            .col_expr(
+                browser_session::Column::ExpiresAt,
+                Expr::case(
+                    Expr::col(browser_session::Column::UserId).is_null(),
+                    anonymous_expires_at,
+                )
+                .finally(expires_at)
+                .into(),
+            )
             .filter(browser_session::Column::Id.eq(id_hash))
             .exec(&self.w())
             .await?;

@@ -546,6 +546,14 @@ async fn serve(settings: Settings, no_migrate: bool) -> anyhow::Result<()> {
     if !no_migrate {
         services.store.migrate().await?;
     }
+    if services.keys.master_key_opens().await? == Some(false) {
+        anyhow::bail!(
+            "the master key does not open this database's signing keys: ma-idp was started with \
+             another master key (MA_IDP_MASTER_KEY, or {}) than the one this database was made \
+             with. Start it with the database's own master key (keep a copy beside every backup)",
+            services.settings.data_dir.join("master.key").display()
+        );
+    }
     if services.store.autovacuum_off().await {
         tracing::warn!(
             "PostgreSQL's autovacuum is off: ma-idp's tables will bloat and its query plans go stale as they grow (turn autovacuum on, or run VACUUM ANALYZE regularly)"

@@ -16,7 +16,10 @@ use base64::engine::general_purpose::STANDARD;
 use ma_idp_tests::*;
 use serde_json::Value;
 
-both_backends!(server_crash_loses_no_token);
+both_backends!(
+    server_crash_loses_no_token,
+    a_wrong_master_key_is_refused_at_start
+);
 
 // ---------------------------------------------------------------------------------------
 // The real binary as a child process.
@@ -1241,4 +1244,59 @@ async fn two_instances_on_one_postgresql() {
     }
     server_b.stop().await;
     a.stop().await;
+}
+
+/// Started with another master key than its database was made with, `serve` refuses to start
+/// and says why (it would otherwise report ready and fail every token request).
+async fn a_wrong_master_key_is_refused_at_start(backend: Backend) {
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => match fresh_pg_database().await {
+            Some(d) => Some(d),
+            None => return,
+        },
+    };
+    let _drop = DropDatabase(db.clone());
+    let inst = Install::new(db);
+    inst.setup();
+    let mut child = inst
+        .cmd()
+        .env("MA_IDP_MASTER_KEY", STANDARD.encode([7u8; 32]))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "http://localhost:8096",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ma-idp runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not refuse a wrong master key");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("the master key does not open this database's signing keys"),
+        "{err}"
+    );
+    // With its own key it starts.
+    let mut served = Served {
+        child: None,
+        port: free_port(),
+    };
+    served.start(&inst).await;
+    served.kill();
 }

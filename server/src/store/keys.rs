@@ -34,6 +34,14 @@ impl Store {
             .await?)
     }
 
+    /// One active signing key of any tenant (to check the master key against), if any.
+    pub async fn any_active_signing_key(&self) -> Result<Option<signing_key::Model>> {
+        Ok(signing_key::Entity::find()
+            .filter(signing_key::Column::State.eq("active"))
+            .one(&self.db)
+            .await?)
+    }
+
     pub async fn insert_signing_keys(
         &self,
         tenant_id: &str,

@@ -242,6 +242,18 @@ impl KeyService {
     }
 
     /// Create the active and next keys a tenant lacks (on tenant creation and at start-up).
+    /// Whether the master key opens this database's signing keys (one active key of any
+    /// tenant is opened); `None` when there is no key yet. A server started with another
+    /// master key than the database was made with would answer every token request with an
+    /// error: `serve` refuses to start instead.
+    pub async fn master_key_opens(&self) -> Result<Option<bool>> {
+        Ok(self
+            .store
+            .any_active_signing_key()
+            .await?
+            .map(|k| self.sealer.open(&k.kid, &k.private_enc).is_ok()))
+    }
+
     pub async fn ensure_tenant_keys(&self, tenant_id: &str) -> Result<()> {
         let rows = self.store.signing_keys(tenant_id).await?;
         let mut new = Vec::new();

@@ -164,13 +164,7 @@ struct Found {
 async fn query(db: &DatabaseConnection, batch: &[Check]) -> std::result::Result<Found, DbErr> {
     use refresh_family::Entity as F;
     let jtis = padded(batch.iter().map(|c| c.jti.as_str()).collect());
-    let mut families: Vec<&str> = batch
-        .iter()
-        .filter_map(|c| c.family_id.as_deref())
-        .collect();
-    families.sort_unstable();
-    families.dedup();
-    let families = padded(families);
+    let families = distinct_padded(batch.iter().filter_map(|c| c.family_id.as_deref()));
     let mut q = Query::select();
     q.expr_as(Expr::cust("0"), "kind")
         .expr_as(
@@ -200,23 +194,10 @@ async fn query(db: &DatabaseConnection, batch: &[Check]) -> std::result::Result<
             .and_where(Expr::col((F, refresh_family::Column::Id)).is_in(families));
         q.union(UnionType::All, f);
     }
-    let mut client_ids: Vec<&str> = batch
-        .iter()
-        .filter(|c| c.family_id.is_none())
-        .map(|c| c.client_id.as_str())
-        .collect();
-    client_ids.sort_unstable();
-    client_ids.dedup();
-    let client_ids = padded(client_ids);
+    let without_family = || batch.iter().filter(|c| c.family_id.is_none());
+    let client_ids = distinct_padded(without_family().map(|c| c.client_id.as_str()));
     // By tenant too: the clients' index leads with it (a batch is almost always one tenant).
-    let mut tenants: Vec<&str> = batch
-        .iter()
-        .filter(|c| c.family_id.is_none())
-        .map(|c| c.tenant_id.as_str())
-        .collect();
-    tenants.sort_unstable();
-    tenants.dedup();
-    let tenants = padded(tenants);
+    let tenants = distinct_padded(without_family().map(|c| c.tenant_id.as_str()));
     if !client_ids.is_empty() {
         let mut c = Query::select();
         c.expr(Expr::cust("2"))
@@ -253,6 +234,14 @@ async fn query(db: &DatabaseConnection, batch: &[Check]) -> std::result::Result<
         }
     }
     Ok(found)
+}
+
+/// The distinct items, padded (`padded`).
+fn distinct_padded<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = items.collect();
+    v.sort_unstable();
+    v.dedup();
+    padded(v)
 }
 
 /// The list, its last item repeated up to the next power of two. Each length of an `IN`

@@ -35,6 +35,7 @@ both_backends!(
     code_exchange_writes_with_the_code_or_not_at_all,
     concurrent_one_call_refreshes_share_commits,
     reauthentication_is_not_skipped_nor_endless,
+    a_pending_request_lives_on_while_its_pages_are_used,
 );
 
 /// A public client `phone` of tenant `home` (no secret; PKCE required).
@@ -2448,5 +2449,93 @@ async fn reauthentication_is_not_skipped_nor_endless(backend: Backend) {
         parse_code(&location(&r), &redirect, "st");
         app.clock.advance(5);
     }
+    app.stop().await;
+}
+
+/// A pending authorization request expires 30 minutes after it was stored. A page that shows
+/// it again stores it again (its age restarts) unless it was stored less than 5 minutes
+/// before: the consent page right after a sign-in leaves the session unwritten.
+async fn a_pending_request_lives_on_while_its_pages_are_used(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = alexa_redirects()[0].clone();
+    let b = app.browser();
+    let query = [
+        ("client_id", setup.client_id.as_str()),
+        ("response_type", "code"),
+        ("redirect_uri", redirect.as_str()),
+        ("state", "st"),
+        ("scope", "music.control"),
+        ("prompt", "consent"),
+    ];
+    let url = reqwest::Url::parse_with_params(&app.url("/t/home/authorize"), query).unwrap();
+    let html = b.get(url.as_str()).await.text().await.unwrap();
+    let (rid, csrf) = (hidden(&html, "rid"), hidden(&html, "csrf"));
+    let r = b
+        .post(
+            "/t/home/authorize",
+            &[
+                ("csrf", &csrf),
+                ("rid", &rid),
+                ("action", "login"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let consent = |rid: String| {
+        let b = &b;
+        async move {
+            let r = b.get(&format!("/t/home/authorize?rid={rid}")).await;
+            assert_eq!(r.status(), 200);
+            let html = r.text().await.unwrap();
+            assert!(html.contains("Allow"), "consent page expected: {html}");
+            hidden(&html, "csrf")
+        }
+    };
+    let csrf = consent(rid.clone()).await;
+    assert_ne!(
+        csrf,
+        hidden(&html, "csrf"),
+        "the sign-in renewed the CSRF token"
+    );
+    let approve = |csrf: String, rid: String| {
+        let b = &b;
+        async move {
+            b.post(
+                "/t/home/authorize",
+                &[("csrf", &csrf), ("rid", &rid), ("action", "approve")],
+            )
+            .await
+        }
+    };
+    // Shown again 20 minutes later: kept 30 minutes from then, approved 40 minutes after it
+    // was first stored.
+    app.clock.advance(20 * 60);
+    assert_eq!(consent(rid.clone()).await, csrf, "same session, same token");
+    app.clock.advance(20 * 60);
+    let r = approve(csrf.clone(), rid.clone()).await;
+    assert_eq!(r.status(), 303);
+    parse_code(&location(&r), &redirect, "st");
+
+    // Shown again 4 minutes after it was stored: not stored again, so it expires 30 minutes
+    // after the first time.
+    let r = b.get(url.as_str()).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Allow"),
+        "signed in: the consent page: {html}"
+    );
+    let rid = hidden(&html, "rid");
+    app.clock.advance(4 * 60);
+    let csrf = consent(rid.clone()).await;
+    app.clock.advance(27 * 60);
+    let r = approve(csrf.clone(), rid.clone()).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("This sign-in has expired"));
     app.stop().await;
 }

@@ -109,8 +109,11 @@ pub fn sign_in(
     session.insert(KEY_USER, &user.id).map_err(session_err)?;
     session.insert(KEY_AUTH_TIME, now).map_err(session_err)?;
     session.insert(KEY_AMR, amr).map_err(session_err)?;
-    // The next page makes a new one (`csrf_token`).
-    session.remove(KEY_CSRF);
+    // A new CSRF token, stored with the sign-in: the page the browser goes to next then
+    // leaves the session as it is (no second write).
+    session
+        .insert(KEY_CSRF, random_token().expose())
+        .map_err(session_err)?;
     Ok(())
 }
 
@@ -132,6 +135,12 @@ fn pending_key(tenant_id: &str, id: &str) -> String {
     format!("ar.{tenant_id}.{id}")
 }
 
+/// A pending request stored less than this long ago is not stored again when a page shows it
+/// unchanged (a consent page after the sign-in): the session stays as it is and is not
+/// written. Stored again later, its age restarts, so a request is kept for at least its
+/// maximum age less this after the last page that showed it.
+const PENDING_RESTAMP_AFTER: i64 = 5 * 60;
+
 pub fn put_pending<T: Serialize>(
     session: &Session,
     tenant_id: &str,
@@ -139,6 +148,13 @@ pub fn put_pending<T: Serialize>(
     value: T,
     now: i64,
 ) -> Result<()> {
+    let key = pending_key(tenant_id, id);
+    if let Ok(Some(held)) = session.get::<Pending<serde_json::Value>>(&key)
+        && (0..PENDING_RESTAMP_AFTER).contains(&(now - held.created_at))
+        && serde_json::to_value(&value).is_ok_and(|v| v == held.value)
+    {
+        return Ok(());
+    }
     // Keep at most a handful of pending requests per browser.
     let keys: Vec<String> = session
         .entries()
@@ -153,7 +169,7 @@ pub fn put_pending<T: Serialize>(
     }
     session
         .insert(
-            pending_key(tenant_id, id),
+            key,
             Pending {
                 value,
                 created_at: now,

@@ -1,6 +1,8 @@
 use entity::browser_session;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QueryTrait,
+};
 
 use super::{SelectUnique, Store};
 use crate::error::Result;
@@ -24,7 +26,7 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<()> {
-        browser_session::Entity::insert(browser_session::ActiveModel {
+        let insert = browser_session::Entity::insert(browser_session::ActiveModel {
             id: Set(id_hash.to_string()),
             tenant_id: Set(tenant_id),
             user_id: Set(user_id),
@@ -32,9 +34,14 @@ impl Store {
             created_at: Set(now),
             updated_at: Set(now),
             expires_at: Set(expires_at),
-        })
-        .exec_without_returning(&self.w())
-        .await?;
+        });
+        if self.backend() == DbBackend::Sqlite {
+            // A commit shared with the other writes waiting then (`sqlite_atomic`).
+            let st = DbBackend::Sqlite.build(&insert.into_query());
+            super::sqlite_atomic(self, vec![st]).await?;
+        } else {
+            insert.exec_without_returning(&self.w()).await?;
+        }
         Ok(())
     }
 
@@ -57,17 +64,23 @@ impl Store {
                 .col_expr(browser_session::Column::Id, Expr::value(new_id))
                 .col_expr(browser_session::Column::CreatedAt, Expr::value(now));
         }
-        let n = q
+        let q = q
             .col_expr(browser_session::Column::State, Expr::value(state))
             .col_expr(browser_session::Column::TenantId, Expr::value(tenant_id))
             .col_expr(browser_session::Column::UserId, Expr::value(user_id))
             .col_expr(browser_session::Column::UpdatedAt, Expr::value(now))
             .col_expr(browser_session::Column::ExpiresAt, Expr::value(expires_at))
             .filter(browser_session::Column::Id.eq(id_hash))
-            .filter(browser_session::Column::ExpiresAt.gt(now))
-            .exec(&self.w())
-            .await?
-            .rows_affected;
+            .filter(browser_session::Column::ExpiresAt.gt(now));
+        if self.backend() == DbBackend::Sqlite {
+            // A commit shared with the other writes waiting then (`sqlite_atomic`); the row
+            // it updated comes back.
+            let mut update = q.into_query();
+            update.returning_col(browser_session::Column::Id);
+            let rows = super::sqlite_atomic(self, vec![DbBackend::Sqlite.build(&update)]).await?;
+            return Ok(rows.len() == 1);
+        }
+        let n = q.exec(&self.w()).await?.rows_affected;
         Ok(n == 1)
     }
 

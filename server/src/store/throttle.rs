@@ -26,7 +26,11 @@ pub enum Claim {
 
 // The claim statement, built once. $1 key, $2 now, $3 max attempts, $4 base, $5 steps before
 // the full delay, $6 the full delay, $7/$8 the new row's lockouts and lock.
-static CLAIM_PG: LazyLock<String> = LazyLock::new(|| {
+static CLAIM_PG: LazyLock<String> =
+    LazyLock::new(|| format!("{} RETURNING locked_until", CLAIM_QUIET_PG.as_str()));
+
+/// The claim without its `RETURNING`.
+static CLAIM_QUIET_PG: LazyLock<String> = LazyLock::new(|| {
     // The count after this attempt (a count that had reached the limit starts over).
     const AFTER: &str = "(CASE WHEN login_throttle.attempts >= $3 THEN 1 \
          ELSE login_throttle.attempts + 1 END)";
@@ -42,13 +46,25 @@ static CLAIM_PG: LazyLock<String> = LazyLock::new(|| {
                  ELSE ($4 << CAST(login_throttle.lockouts AS INTEGER)) END) \
              ELSE login_throttle.locked_until END, \
          updated_at = $2 \
-         WHERE login_throttle.locked_until <= $2 \
-         RETURNING locked_until"
+         WHERE login_throttle.locked_until <= $2"
     )
 });
 
 /// SQLite's numbered parameters are `?N`.
 static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| CLAIM_PG.replace('$', "?"));
+
+/// SQLite: the claim without its `RETURNING` (whether it counted is read by `changes()` in
+/// the statement after it, `MEMBER_AFTER_CLAIM_SQLITE`).
+static CLAIM_SQLITE_QUIET: LazyLock<String> = LazyLock::new(|| CLAIM_QUIET_PG.replace('$', "?"));
+
+/// SQLite: run right after `CLAIM_SQLITE_QUIET` in the same call, always one row: did the
+/// claim count (it changed a row), and the member (?9 tenant, ?10 username) if there is one.
+/// The parameters are numbered, so they index the call's values whatever came before.
+const MEMBER_AFTER_CLAIM_SQLITE: &str = "SELECT changes() AS counted, users.*, \
+     password_credentials.phc AS password_phc \
+     FROM (SELECT 1) AS one \
+     LEFT JOIN users ON users.tenant_id = ?9 AND users.username = ?10 \
+     LEFT JOIN password_credentials ON password_credentials.user_id = users.id";
 
 /// PostgreSQL: the claim as a data-modifying CTE (it runs once, whether or not the row is
 /// read); the outer query always gives one row: did the claim count, and the member ($9
@@ -116,9 +132,19 @@ impl Store {
             first_lockouts.into(),
             first_until.into(),
         ];
+        // One row: did the claim count, and the member if there is one.
+        let read = |row: sea_orm::QueryResult, counted: bool| -> Result<Option<Member>> {
+            if !counted || row.try_get::<Option<String>>("", "id")?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some((
+                user::Model::from_query_result(&row, "")?,
+                row.try_get("", "password_phc")?,
+            )))
+        };
         let (counted, member) = match (backend, member) {
             (DbBackend::Postgres, Some((tenant_id, username))) => {
-                // One row: did the claim count, and the member (`CLAIM_AND_MEMBER_PG`).
+                // `CLAIM_AND_MEMBER_PG`: one statement.
                 values.push(tenant_id.into());
                 values.push(username.into());
                 let sql = CLAIM_AND_MEMBER_PG.as_str();
@@ -128,17 +154,30 @@ impl Store {
                     .await?
                     .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?;
                 let counted: bool = row.try_get("", "counted")?;
-                let member = if !counted {
-                    None
-                } else if row.try_get::<Option<String>>("", "id")?.is_some() {
-                    Some((
-                        user::Model::from_query_result(&row, "")?,
-                        row.try_get("", "password_phc")?,
-                    ))
-                } else {
-                    None
-                };
-                (counted, member)
+                (counted, read(row, counted)?)
+            }
+            (DbBackend::Sqlite, Some((tenant_id, username))) => {
+                // The claim and the read in one atomic call: one hand-off to a connection's
+                // thread, and a commit shared with the other writes waiting then.
+                values.push(tenant_id.into());
+                values.push(username.into());
+                let mut rows = super::sqlite_atomic(
+                    self,
+                    vec![
+                        Statement::from_sql_and_values(
+                            backend,
+                            CLAIM_SQLITE_QUIET.as_str(),
+                            values,
+                        ),
+                        Statement::from_string(backend, MEMBER_AFTER_CLAIM_SQLITE),
+                    ],
+                )
+                .await?;
+                let row = rows
+                    .pop()
+                    .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?;
+                let counted = row.try_get::<i64>("", "counted")? > 0;
+                (counted, read(row, counted)?)
             }
             _ => {
                 let sql = match backend {

@@ -2537,5 +2537,42 @@ async fn a_pending_request_lives_on_while_its_pages_are_used(backend: Backend) {
     let r = approve(csrf.clone(), rid.clone()).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("This sign-in has expired"));
+
+    // The member's row is read with the session at each request, never stored with it:
+    // disabled, the member is signed out at the next page.
+    let t = app.svc.tenant("home").await.unwrap();
+    let alice = app
+        .svc
+        .store
+        .user_by_username(&t.id, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let now = app.svc.now();
+    let sessions = app
+        .svc
+        .store
+        .sessions_of_user(&t.id, &alice.id, now)
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert!(
+        !sessions[0].state.contains("_member_row"),
+        "{}",
+        sessions[0].state
+    );
+    let r = b.get(url.as_str()).await;
+    assert!(r.text().await.unwrap().contains("Allow"), "still signed in");
+    assert!(
+        app.svc
+            .store
+            .set_user_disabled(&t.id, &alice.id, true)
+            .await
+            .unwrap()
+    );
+    let r = b.get(url.as_str()).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains(r#"type="password""#), "signed out: {html}");
     app.stop().await;
 }

@@ -65,8 +65,19 @@ pub async fn signed_in(
     if tid != tenant.id {
         return Ok(None);
     }
-    let Some(user) = svc.store.user_by_id(&tenant.id, &uid).await? else {
-        return Ok(None);
+    // Read with the session (`session_store::KEY_MEMBER_ROW`) unless the session changed
+    // hands in this request.
+    let row = session
+        .get::<user::Model>(session_store::KEY_MEMBER_ROW)
+        .ok()
+        .flatten()
+        .filter(|u| u.id == uid && u.tenant_id == tenant.id);
+    let user = match row {
+        Some(u) => u,
+        None => match svc.store.user_by_id(&tenant.id, &uid).await? {
+            Some(u) => u,
+            None => return Ok(None),
+        },
     };
     if user.disabled {
         return Ok(None);

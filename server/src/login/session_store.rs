@@ -16,6 +16,9 @@ pub const KEY_TENANT: &str = admin_ui::SESSION_TENANT;
 pub const KEY_USER: &str = admin_ui::SESSION_USER;
 /// Asks for a fresh key at a sign-in (see `admin_ui::SESSION_REKEY`); never stored.
 pub const KEY_REKEY: &str = admin_ui::SESSION_REKEY;
+/// The signed-in member's row (JSON), read with the session (`Store::session_load`) so that
+/// a page need not ask the database for it again; never stored.
+pub const KEY_MEMBER_ROW: &str = "_member_row";
 
 #[derive(Clone)]
 pub struct DbSessionStore {
@@ -61,7 +64,7 @@ impl SessionStore for DbSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
         let id = token_hash(session_key.as_ref());
         let now = self.clock.now();
-        let Some(text) = self
+        let Some((text, member)) = self
             .store
             .session_load(&id, now)
             .await
@@ -69,14 +72,19 @@ impl SessionStore for DbSessionStore {
         else {
             return Ok(None);
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| LoadError::Deserialization(e.into()))
+        let mut state: State =
+            serde_json::from_str(&text).map_err(|e| LoadError::Deserialization(e.into()))?;
+        state.remove(KEY_MEMBER_ROW);
+        if let Some(row) = member.and_then(|m| serde_json::to_string(&m).ok()) {
+            state.insert(KEY_MEMBER_ROW.into(), row);
+        }
+        Ok(Some(state))
     }
 
     async fn save(&self, mut state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
         // A new session has a new key anyway.
         state.remove(KEY_REKEY);
+        state.remove(KEY_MEMBER_ROW);
         let key = random_token();
         let id = token_hash(key.expose());
         let now = self.clock.now();
@@ -104,6 +112,7 @@ impl SessionStore for DbSessionStore {
         // At a sign-in the row moves to a fresh key in the same statement: the old key (which
         // may have been planted) stops working.
         let fresh = state.remove(KEY_REKEY).map(|_| random_token());
+        state.remove(KEY_MEMBER_ROW);
         let id = token_hash(session_key.as_ref());
         let now = self.clock.now();
         let text =

@@ -1,19 +1,48 @@
-use entity::browser_session;
+use entity::{browser_session, user};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QueryTrait,
 };
 
-use super::{SelectUnique, Store};
+use super::Store;
 use crate::error::Result;
 
 impl Store {
-    pub async fn session_load(&self, id_hash: &str, now: i64) -> Result<Option<String>> {
-        Ok(browser_session::Entity::find_by_id(id_hash.to_string())
-            .filter(browser_session::Column::ExpiresAt.gt(now))
-            .unique(&self.db)
-            .await?
-            .map(|s| s.state))
+    /// A live session's state, and the member it is signed in to if any, read in the same
+    /// statement: a page that needs both asks the database once.
+    pub async fn session_load(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, Option<user::Model>)>> {
+        use sea_orm::sea_query::{Alias, Query};
+        use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, Iterable};
+        let (s, u) = (browser_session::Entity, user::Entity);
+        let mut q = Query::select();
+        q.column((s, browser_session::Column::State)).from(s);
+        for c in user::Column::iter() {
+            q.expr_as(Expr::col((u, c)), Alias::new(format!("u_{}", c.as_str())));
+        }
+        q.left_join(
+            u,
+            Expr::col((u, user::Column::Id))
+                .equals((s, browser_session::Column::UserId))
+                .and(
+                    Expr::col((u, user::Column::TenantId))
+                        .equals((s, browser_session::Column::TenantId)),
+                ),
+        )
+        .and_where(Expr::col((s, browser_session::Column::Id)).eq(id_hash))
+        .and_where(Expr::col((s, browser_session::Column::ExpiresAt)).gt(now));
+        let Some(row) = self.db.query_one(&q).await? else {
+            return Ok(None);
+        };
+        let state: String = row.try_get("", "state")?;
+        let member = match row.try_get::<Option<String>>("u_", "id")? {
+            Some(_) => Some(user::Model::from_query_result(&row, "u_")?),
+            None => None,
+        };
+        Ok(Some((state, member)))
     }
 
     #[allow(clippy::too_many_arguments)]

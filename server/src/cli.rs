@@ -187,6 +187,27 @@ pub enum Cmd {
     },
 }
 
+/// `token verify`'s token: `None` for "read it from standard input". Never in a `Debug`.
+#[derive(Clone)]
+pub struct TokenArg(Option<String>);
+
+impl std::str::FromStr for TokenArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(TokenArg((s != "-").then(|| s.to_string())))
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "TokenArg(..)"
+        } else {
+            "TokenArg(stdin)"
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
     /// Check an access token offline against the issuer's JWKS: exit 0 and print its claims,
@@ -199,7 +220,10 @@ pub enum TokenCmd {
         /// A scope the token must carry.
         #[arg(long)]
         scope: Option<String>,
-        token: String,
+        /// The token; omitted or `-`, it is read from standard input (a token on the command
+        /// line shows in the process list and the shell's history).
+        #[arg(default_value = "-", hide_default_value = true)]
+        token: TokenArg,
     },
 }
 
@@ -374,7 +398,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         token,
     }) = &cli.cmd
     {
-        return verify_token(issuer, audience, scope.as_deref(), token);
+        let token = match token.0.as_deref() {
+            Some(t) => t.to_string(),
+            None => {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s
+            }
+        };
+        return verify_token(issuer, audience, scope.as_deref(), &token);
     }
     let settings = settings_for(&cli)?;
     init_logging(&settings);

@@ -2788,6 +2788,35 @@ async fn link_by_verified_email_only_when_allowed(backend: Backend) {
         .await
         .unwrap();
     let frank = user_id(&app, &t.id, "frank").await;
+    // E-mails match whatever their case, also beyond ASCII, on SQLite as on PostgreSQL.
+    app.svc
+        .create_user_with(
+            &t,
+            ma_idp::services::NewUserSpec {
+                username: "zoe".into(),
+                display_name: None,
+                email: Some("ZOË.ÅSTRÖM@Example.com".into()),
+                role: "member".into(),
+            },
+            None,
+            "test",
+        )
+        .await
+        .unwrap();
+    let zoe = user_id(&app, &t.id, "zoe").await;
+    for asked in ["zoë.åström@example.com", "ZOË.ÅSTRÖM@EXAMPLE.COM"] {
+        let found = app.svc.store.users_by_email(&t.id, asked).await.unwrap();
+        let ids: Vec<&str> = found.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(ids, [zoe.as_str()], "{asked}");
+    }
+    assert!(
+        app.svc
+            .store
+            .users_by_email(&t.id, "zoe.astrom@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Never to an operator's account, verified or not: a tenant admin chooses the provider.
     fake.state.lock().unwrap().email_verified = true;

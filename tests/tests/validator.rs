@@ -191,20 +191,44 @@ async fn validator_accepts_and_refuses_with_reasons(backend: Backend) {
     );
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["client_id"], "amazon-alexa");
-    let out = std::process::Command::new(binary())
-        .args([
+    // Without the token (or with `-`) it is read from standard input, out of the process
+    // list.
+    let verify_stdin = |audience: &str, dash: bool| {
+        use std::io::Write;
+        let mut args = vec![
             "token",
             "verify",
             "--issuer",
             &issuer,
             "--audience",
-            "wrong",
-            fresh["access_token"].as_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+            audience,
+        ];
+        if dash {
+            args.push("-");
+        }
+        let mut child = std::process::Command::new(binary())
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", fresh["access_token"].as_str().unwrap()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = verify_stdin("wrong", false);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong audience"));
+    let out = verify_stdin("music-assistant", true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["client_id"], "amazon-alexa");
     app.stop().await;
 }
 

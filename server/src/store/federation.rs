@@ -355,16 +355,20 @@ impl Store {
         .await
     }
 
-    /// The members of a tenant with this e-mail (case-insensitive).
+    /// The members of a tenant with this e-mail (case-insensitive, Unicode-aware). Compared
+    /// here rather than with SQL `lower()`, which folds only ASCII on SQLite (and follows the
+    /// collation on PostgreSQL): `Ä@x` must match `ä@x` on both. A household's members with an
+    /// e-mail are few, and this runs only at an upstream sign-in that is not linked yet.
     pub async fn users_by_email(&self, tenant_id: &str, email: &str) -> Result<Vec<user::Model>> {
-        use sea_orm::sea_query::{ExprTrait, Func};
+        let wanted = email.to_lowercase();
         Ok(user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant_id))
-            .filter(
-                Expr::expr(Func::lower(Expr::col(user::Column::Email))).eq(email.to_lowercase()),
-            )
+            .filter(user::Column::Email.is_not_null())
             .all(&self.db)
-            .await?)
+            .await?
+            .into_iter()
+            .filter(|u| u.email.as_deref().map(str::to_lowercase).as_deref() == Some(&wanted))
+            .collect())
     }
 }
 

@@ -48,6 +48,11 @@ pub struct Settings {
     pub log_json: bool,
     /// Browser session lifetime in seconds.
     pub session_ttl: i64,
+    /// Whether upstream identity providers (federation) may be on loopback, private or
+    /// link-local addresses (a home network's own OpenID provider). Off: ma-idp refuses to
+    /// configure or call such an upstream, so that a tenant's admin cannot make it fetch from
+    /// the services beside it.
+    pub allow_private_upstreams: bool,
     pub argon2: Argon2Settings,
     pub limits: Limits,
 }
@@ -127,6 +132,7 @@ impl Default for Settings {
             log: "info".into(),
             log_json: false,
             session_ttl: 24 * 3600,
+            allow_private_upstreams: false,
             argon2: Argon2Settings::default(),
             limits: Limits::default(),
         }

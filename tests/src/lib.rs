@@ -211,6 +211,8 @@ pub fn settings_for(dir: &std::path::Path, db: Option<String>, port: u16) -> Set
         master_key: Some(STANDARD.encode([7u8; 32])),
         workers: Some(2),
         db_max_connections: Some(8),
+        // The stand-in upstreams of the federation tests listen on 127.0.0.1.
+        allow_private_upstreams: true,
         argon2: ma_idp::config::Argon2Settings {
             m_cost: 8192,
             t_cost: 1,

@@ -35,6 +35,7 @@ both_backends!(
     link_by_verified_email_only_when_allowed,
     tenant_policy_creates_members_for_every_provider,
     one_member_per_identity_and_none_after_a_provider_change,
+    private_upstreams_refused_unless_allowed,
 );
 
 const AMAZON_CLIENT_ID: &str = "amzn1.application-oa2-client.0123456789abcdef";
@@ -1538,22 +1539,7 @@ async fn oidc_id_token_refusals(backend: Backend) {
     app.svc
         .add_provider(
             &t,
-            NewProvider {
-                slug: "fake".into(),
-                kind: "oidc".into(),
-                display_name: "Fake ID".into(),
-                client_id: "ma-idp-home".into(),
-                client_secret: Some(Secret::new("fake-secret")),
-                scopes: None,
-                region: None,
-                issuer: Some(fake.server.base.clone()),
-                authorization_endpoint: None,
-                token_endpoint: None,
-                userinfo_endpoint: None,
-                jwks_uri: None,
-                auto_create: false,
-                link_by_email: false,
-            },
+            fake_provider("fake", "Fake ID", fake.server.base.clone()),
             "test",
         )
         .await
@@ -1605,20 +1591,12 @@ async fn oidc_id_token_refusals(backend: Backend) {
         .add_provider(
             &t,
             NewProvider {
-                slug: "gone".into(),
-                kind: "oidc".into(),
-                display_name: "Gone ID".into(),
-                client_id: "ma-idp-home".into(),
                 client_secret: None,
-                scopes: None,
-                region: None,
-                issuer: Some(format!("http://127.0.0.1:{}", closed_port())),
-                authorization_endpoint: None,
-                token_endpoint: None,
-                userinfo_endpoint: None,
-                jwks_uri: None,
-                auto_create: false,
-                link_by_email: false,
+                ..fake_provider(
+                    "gone",
+                    "Gone ID",
+                    format!("http://127.0.0.1:{}", closed_port()),
+                )
             },
             "test",
         )
@@ -2743,6 +2721,27 @@ async fn admin_links_identities_and_providers_create_members(backend: Backend) {
     let _ = alice;
 }
 
+/// An OIDC provider as the fake upstream's client `ma-idp-home` (no links by e-mail, no
+/// members created).
+fn fake_provider(slug: &str, name: &str, issuer: String) -> NewProvider {
+    NewProvider {
+        slug: slug.into(),
+        kind: "oidc".into(),
+        display_name: name.into(),
+        client_id: "ma-idp-home".into(),
+        client_secret: Some(Secret::new("fake-secret")),
+        scopes: None,
+        region: None,
+        issuer: Some(issuer),
+        authorization_endpoint: None,
+        token_endpoint: None,
+        userinfo_endpoint: None,
+        jwks_uri: None,
+        auto_create: false,
+        link_by_email: false,
+    }
+}
+
 /// `link_by_email`: an unlinked identity is linked to the member with the same e-mail only
 /// when the provider allows it and the upstream says the e-mail is verified, and never to an
 /// operator.
@@ -2754,20 +2753,8 @@ async fn link_by_verified_email_only_when_allowed(backend: Backend) {
     let t = app.svc.tenant("home").await.unwrap();
     let fake = FakeOidc::start("ma-idp-home", "fake-secret");
     let provider = |slug: &str, name: &str, by_email: bool| NewProvider {
-        slug: slug.into(),
-        kind: "oidc".into(),
-        display_name: name.into(),
-        client_id: "ma-idp-home".into(),
-        client_secret: Some(Secret::new("fake-secret")),
-        scopes: None,
-        region: None,
-        issuer: Some(fake.server.base.clone()),
-        authorization_endpoint: None,
-        token_endpoint: None,
-        userinfo_endpoint: None,
-        jwks_uri: None,
-        auto_create: false,
         link_by_email: by_email,
+        ..fake_provider(slug, name, fake.server.base.clone())
     };
     app.svc
         .add_provider(&t, provider("fake", "Fake ID", true), "test")
@@ -2957,4 +2944,121 @@ async fn tenant_policy_creates_members_for_every_provider(backend: Backend) {
     )
     .await;
     assert_eq!(s, 403);
+}
+
+/// `allow_private_upstreams` off (the default): an upstream on a loopback, private or
+/// link-local address cannot be configured, and one configured before (or named by a host
+/// that resolves there) is not called: a tenant's admin cannot make ma-idp fetch from the
+/// services beside it. (The other tests turn it on: their stand-ins listen on 127.0.0.1.)
+async fn private_upstreams_refused_unless_allowed(backend: Backend) {
+    let Some(mut app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    let fake = FakeOidc::start("ma-idp-home", "fake-secret");
+    let oidc = fake_provider;
+    // Configured while allowed: one at 127.0.0.1, and (where this machine's own name
+    // resolves to a non-public address, as in /etc/hosts) one named by a host name.
+    app.svc
+        .add_provider(
+            &t,
+            oidc("fake", "Fake ID", fake.server.base.clone()),
+            "test",
+        )
+        .await
+        .unwrap();
+    let own_name = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| {
+            use std::net::ToSocketAddrs;
+            !h.is_empty()
+                && !h.eq_ignore_ascii_case("localhost")
+                && (h.as_str(), 443).to_socket_addrs().is_ok_and(|mut a| {
+                    a.all(|a| !ma_idp::federation::http_client::is_public(a.ip()))
+                })
+        });
+    let port = fake.server.base.rsplit(':').next().unwrap().to_string();
+    if let Some(h) = &own_name {
+        app.svc
+            .add_provider(
+                &t,
+                oidc("named", "Named ID", format!("https://{h}:{port}")),
+                "test",
+            )
+            .await
+            .unwrap();
+    } else {
+        eprintln!("SKIPPED in part: this machine's name does not resolve to a private address");
+    }
+
+    // Off: new ones are refused with the reason, whatever the spelling of the address.
+    app.settings.allow_private_upstreams = false;
+    app.restart().await;
+    let svc = ma_idp::services::Services::init(app.settings.clone(), app.clock.clone())
+        .await
+        .unwrap();
+    for issuer in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+        "https://10.1.2.3".to_string(),
+        "https://192.168.1.10/realms/home".to_string(),
+        "https://169.254.169.254".to_string(),
+        "https://[::ffff:172.16.0.1]".to_string(),
+        "https://[fd00::1]".to_string(),
+        "https://idp.localhost".to_string(),
+    ] {
+        let e = svc
+            .add_provider(&t, oidc("more", "More ID", issuer.clone()), "test")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{issuer} was accepted"));
+        assert!(
+            e.to_string().contains("allow_private_upstreams"),
+            "{issuer}: {e}"
+        );
+    }
+    let mut endpoint = oidc("more", "More ID", "https://login.example.com".into());
+    endpoint.token_endpoint = Some("https://127.0.0.2/token".into());
+    let e = svc.add_provider(&t, endpoint, "test").await.err().unwrap();
+    assert!(e.to_string().contains("token endpoint"), "{e}");
+
+    // The ones configured before are not called: the start shows the admin's problem.
+    let mut refused = vec![("fake", "Fake ID", "127.0.0.1".to_string())];
+    if let Some(h) = &own_name {
+        refused.push(("named", "Named ID", h.clone()));
+    }
+    for (slug, name, host) in refused {
+        let b = app.browser();
+        let login = b.get("/t/home/login").await.text().await.unwrap();
+        assert_refusal(
+            &app,
+            &t.id,
+            slug,
+            press_sign_in_with_resp(&b, &login, "home", name).await,
+            502,
+            "Sign-in provider not set up correctly",
+            "misconfigured",
+            0,
+        )
+        .await;
+        let said = events(&app, &t.id)
+            .await
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == "sign_in" && e.detail["provider"] == slug)
+            .unwrap();
+        let upstream = said.detail["upstream"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            upstream.contains(&host) && upstream.contains("allow_private_upstreams"),
+            "{upstream}"
+        );
+    }
+    svc.store.clone().close().await.ok();
+    app.stop().await;
 }

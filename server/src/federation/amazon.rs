@@ -7,7 +7,7 @@ use oauth2::{
 };
 use serde::Deserialize;
 
-use super::http_client::{HttpError, client, describe, read_body, send};
+use super::http_client::{HttpError, client, guard, read_body, send};
 use super::{FedError, FedPending, ProviderConfig, UpstreamUser};
 
 /// Amazon's hosts per region: authorization, token, profile.
@@ -110,7 +110,7 @@ pub async fn identify(
     code: &str,
 ) -> Result<UpstreamUser, FedError> {
     let c = oauth_client(cfg)?;
-    let http = |r| send(r);
+    let http = |r| send(r, cfg.allow_private);
     let token = c
         .exchange_code(AuthorizationCode::new(code.to_string()))
         .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
@@ -118,18 +118,17 @@ pub async fn identify(
         .await
         .map_err(token_error)?;
     let u = urls(cfg);
-    let resp = client()
+    guard(&u.profile, cfg.allow_private).map_err(HttpError::into_fed)?;
+    let resp = client(cfg.allow_private)
         .map_err(FedError::Unreachable)?
         .get(&u.profile)
         .bearer_auth(token.access_token().secret())
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| FedError::Unreachable(describe(&e)))?;
+        .map_err(|e| HttpError::from_reqwest(&e).into_fed())?;
     let status = resp.status();
-    let body = read_body(resp)
-        .await
-        .map_err(|e| FedError::Unreachable(e.0))?;
+    let body = read_body(resp).await.map_err(HttpError::into_fed)?;
     if !status.is_success() {
         return Err(FedError::UpstreamError(format!(
             "profile: HTTP {status}: {}",
@@ -174,7 +173,7 @@ pub fn token_error<T: oauth2::ErrorResponse + std::fmt::Display + 'static>(
 ) -> FedError {
     match e {
         RequestTokenError::ServerResponse(r) => FedError::UpstreamError(format!("token: {r}")),
-        RequestTokenError::Request(e) => FedError::Unreachable(e.to_string()),
+        RequestTokenError::Request(e) => e.into_fed(),
         RequestTokenError::Parse(e, _) => {
             FedError::UpstreamError(format!("token: unexpected answer: {e}"))
         }

@@ -138,6 +138,9 @@ pub struct ProviderConfig {
     pub model: upstream_provider::Model,
     pub client_secret: Option<Secret>,
     pub redirect_uri: String,
+    /// The server's `allow_private_upstreams`: whether requests may go to non-public
+    /// addresses (`http_client::client`).
+    pub allow_private: bool,
 }
 
 /// How a callback ended for the member.
@@ -198,7 +201,7 @@ pub fn plausible_subject(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control)
 }
 
-fn check_url(label: &str, u: &Option<String>) -> Result<()> {
+fn check_url(label: &str, u: &Option<String>, allow_private: bool) -> Result<()> {
     if let Some(u) = u {
         let parsed = url::Url::parse(u)
             .map_err(|_| Error::invalid_request(format!("{label} {u:?} is not a URL")))?;
@@ -206,6 +209,14 @@ fn check_url(label: &str, u: &Option<String>) -> Result<()> {
         if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
             return Err(Error::invalid_request(format!(
                 "{label} must use https (http only for localhost)"
+            )));
+        }
+        // A name is checked when it is resolved (`http_client::client`); an address written
+        // out, or `localhost`, here already.
+        if !allow_private && http_client::names_private_host(&parsed) {
+            return Err(Error::invalid_request(format!(
+                "{label}: {}",
+                http_client::PrivateUpstream(parsed.host_str().unwrap_or_default().into())
             )));
         }
     }
@@ -250,7 +261,7 @@ pub enum SecretChange {
 
 /// The checks a provider's settings pass, new or changed. Returns its scopes and region
 /// (defaults filled in).
-fn checked_provider(p: &NewProvider) -> Result<(String, Option<String>)> {
+fn checked_provider(p: &NewProvider, allow_private: bool) -> Result<(String, Option<String>)> {
     let (scopes, region) = match p.kind.as_str() {
         "amazon" => {
             let r = p.region.as_deref().unwrap_or("NA").to_ascii_uppercase();
@@ -285,7 +296,7 @@ fn checked_provider(p: &NewProvider) -> Result<(String, Option<String>)> {
         ("userinfo endpoint", &p.userinfo_endpoint),
         ("JWKS URI", &p.jwks_uri),
     ] {
-        check_url(l, u)?;
+        check_url(l, u, allow_private)?;
     }
     if p.client_id.is_empty() || p.client_id.len() > 400 {
         return Err(Error::invalid_request("a client ID is 1-400 characters"));
@@ -315,7 +326,7 @@ impl Services {
                 "a provider slug is 1-64 characters of a-z, 0-9 and '-'",
             ));
         }
-        let (scopes, region) = checked_provider(&p)?;
+        let (scopes, region) = checked_provider(&p, self.settings.allow_private_upstreams)?;
         if self
             .store
             .provider_by_slug(&tenant.id, &p.slug)
@@ -441,7 +452,7 @@ impl Services {
             auto_create: change.auto_create.unwrap_or(old.auto_create),
             link_by_email: change.link_by_email.unwrap_or(old.link_by_email),
         };
-        let (scopes, region) = checked_provider(&merged)?;
+        let (scopes, region) = checked_provider(&merged, self.settings.allow_private_upstreams)?;
         let client_secret_enc = match change.client_secret {
             Some(SecretChange::Replace(s)) => Some(self.seal_upstream_secret(tenant, slug, &s)?),
             Some(SecretChange::Remove) => None,
@@ -592,6 +603,7 @@ impl Services {
             None => None,
         };
         Ok(Some(ProviderConfig {
+            allow_private: self.settings.allow_private_upstreams,
             redirect_uri: self.federation_redirect_uri(tenant, &m.slug),
             model: m,
             client_secret: secret,

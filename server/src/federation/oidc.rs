@@ -20,11 +20,11 @@ fn misconfigured(e: impl std::fmt::Display) -> FedError {
 async fn metadata(cfg: &ProviderConfig) -> Result<CoreProviderMetadata, FedError> {
     let m = &cfg.model;
     let issuer = IssuerUrl::new(m.issuer.clone().unwrap_or_default()).map_err(misconfigured)?;
-    let http = |r| send(r);
+    let http = |r| send(r, cfg.allow_private);
     let mut meta = CoreProviderMetadata::discover_async(issuer, &http)
         .await
         .map_err(|e| match e {
-            openidconnect::DiscoveryError::Request(e) => FedError::Unreachable(e.to_string()),
+            openidconnect::DiscoveryError::Request(e) => e.into_fed(),
             other => FedError::Misconfigured(format!("discovery: {other}")),
         })?;
     if let Some(a) = &m.authorization_endpoint {
@@ -37,7 +37,10 @@ async fn metadata(cfg: &ProviderConfig) -> Result<CoreProviderMetadata, FedError
         let url = JsonWebKeySetUrl::new(j.clone()).map_err(misconfigured)?;
         let keys = CoreJsonWebKeySet::fetch_async(&url, &http)
             .await
-            .map_err(|e| FedError::Unreachable(format!("jwks: {e}")))?;
+            .map_err(|e| match e {
+                openidconnect::DiscoveryError::Request(e) => e.into_fed(),
+                other => FedError::Unreachable(format!("jwks: {other}")),
+            })?;
         meta = meta.set_jwks_uri(url).set_jwks(keys);
     }
     Ok(meta)
@@ -92,7 +95,7 @@ pub async fn identify(
             .map(|s| ClientSecret::new(s.expose().to_string())),
     )
     .set_redirect_uri(RedirectUrl::new(cfg.redirect_uri.clone()).map_err(misconfigured)?);
-    let http = |r| send(r);
+    let http = |r| send(r, cfg.allow_private);
     let token = client
         .exchange_code(AuthorizationCode::new(code.to_string()))
         .map_err(misconfigured)?

@@ -74,6 +74,10 @@ pub struct Limits {
     pub token_per_ip_per_minute: u32,
     /// Introspection requests per client IP per minute; 0 turns it off.
     pub introspect_per_ip_per_minute: u32,
+    /// Live browser sessions nobody signed in to, in all (each kept an hour at most): beyond,
+    /// new visits are answered 503 until some expire. The per-IP limit on new visits bounds
+    /// one network; this bounds many (an IPv6 /48 holds 65,536 /64s). 0 turns it off.
+    pub anonymous_sessions_max: u64,
 }
 
 impl Default for Limits {
@@ -85,6 +89,7 @@ impl Default for Limits {
             sign_ins_per_ip_per_minute: 30,
             token_per_ip_per_minute: 600,
             introspect_per_ip_per_minute: 3000,
+            anonymous_sessions_max: 100_000,
         }
     }
 }

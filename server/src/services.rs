@@ -23,6 +23,7 @@ pub struct Services {
     pub cookie_key: Vec<u8>,
     pub webauthn: webauthn_rs::prelude::Webauthn,
     pub ip_limits: crate::login::limits::IpLimits,
+    pub anonymous_sessions: Arc<crate::login::limits::AnonymousSessions>,
 }
 
 impl std::fmt::Debug for Services {
@@ -219,6 +220,9 @@ impl Services {
             cookie_key: master.cookie_key(),
             webauthn: crate::passkeys::build_webauthn(&settings)?,
             ip_limits: crate::login::limits::IpLimits::new(&settings.limits),
+            anonymous_sessions: Arc::new(crate::login::limits::AnonymousSessions::new(
+                settings.limits.anonymous_sessions_max,
+            )),
             settings: Arc::new(settings),
             store,
             clock,

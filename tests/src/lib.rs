@@ -603,6 +603,23 @@ impl Browser {
             .unwrap()
     }
 
+    /// Post the password form of a page (`html`, shown at `path`) back to `path` as `user`
+    /// with [`PASSWORD`]: its `csrf`, and its `rid` on an authorization page.
+    pub async fn post_password(&self, path: &str, html: &str, user: &str) -> reqwest::Response {
+        let csrf = hidden(html, "csrf");
+        let mut form = vec![
+            ("csrf", csrf.as_str()),
+            ("action", "login"),
+            ("username", user),
+            ("password", PASSWORD),
+        ];
+        let rid = html.contains(r#"name="rid""#).then(|| hidden(html, "rid"));
+        if let Some(rid) = &rid {
+            form.push(("rid", rid));
+        }
+        self.post(path, &form).await
+    }
+
     /// Open the authorize URL, sign in, approve consent if asked; returns the final
     /// redirect to the client.
     pub async fn sign_in_and_consent(

@@ -555,15 +555,7 @@ async fn password_sign_in(b: &Browser, slug: &str, user: &str) {
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
     let r = b
-        .post(
-            &format!("/t/{slug}/login"),
-            &[
-                ("csrf", &hidden(&html, "csrf")),
-                ("action", "login"),
-                ("username", user),
-                ("password", PASSWORD),
-            ],
-        )
+        .post_password(&format!("/t/{slug}/login"), &html, user)
         .await;
     assert_eq!(r.status(), 303, "password sign-in works");
     assert_eq!(location(&r), format!("/t/{slug}/account"));

@@ -10,6 +10,7 @@ both_backends!(
     hundred_parallel_wrong_passwords_lock_exactly,
     per_ip_limits_answer_429,
     new_visits_are_limited_per_ip,
+    anonymous_sessions_are_capped_in_all,
     forwarded_for_is_believed_only_from_trusted_proxies,
     backup_wipe_restore_keeps_tokens,
     concurrent_first_consents_all_succeed,
@@ -386,6 +387,55 @@ async fn new_visits_are_limited_per_ip(backend: Backend) {
     let r = b.get("/t/home/login").await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains(r#"name="csrf""#));
+    app.stop().await;
+}
+
+/// `limits.anonymous_sessions_max`: however many networks the new visits come from, at most
+/// this many sessions nobody signed in to are live; beyond, a new visit gets 503 (a page,
+/// `Retry-After`), and browsers with their session go on. A sign-in or an expiry makes room
+/// again once the table is counted again.
+async fn anonymous_sessions_are_capped_in_all(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |s| s.limits.anonymous_sessions_max = 3).await
+    else {
+        return;
+    };
+    app.setup("home").await;
+    let browsers: Vec<Browser> = (0..3).map(|_| app.browser()).collect();
+    for b in &browsers {
+        assert_eq!(b.get("/t/home/login").await.status(), 200);
+    }
+    let refused = |path: &'static str| {
+        let app = &app;
+        async move {
+            let r = app.http.get(app.url(path)).send().await.unwrap();
+            assert_eq!(r.status(), 503, "{path}");
+            assert_eq!(r.headers()["retry-after"], "300");
+            let html = r.text().await.unwrap();
+            assert!(html.contains("Too many sign-ins are under way"), "{html}");
+        }
+    };
+    refused("/t/home/login").await;
+    refused("/admin/login").await;
+    let now = app.svc.now();
+    assert_eq!(app.svc.store.anonymous_sessions(now).await.unwrap(), 3);
+    // A browser with its session goes on, and signs in: its session is no longer anonymous.
+    let html = browsers[0].get("/t/home/login").await.text().await.unwrap();
+    let r = browsers[0]
+        .post_password("/t/home/login", &html, "alice")
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.svc.store.anonymous_sessions(now).await.unwrap(), 2);
+    // Counted again at most every few seconds: then there is room for one more.
+    refused("/t/home/login").await;
+    app.clock.advance(ma_idp::login::limits::RECOUNT_EVERY);
+    let b = app.browser();
+    assert_eq!(b.get("/t/home/login").await.status(), 200);
+    refused("/t/home/login").await;
+    // An hour later the unfinished ones have expired: room for all.
+    app.clock.advance(3601);
+    for _ in 0..3 {
+        assert_eq!(app.browser().get("/t/home/login").await.status(), 200);
+    }
     app.stop().await;
 }
 

@@ -94,26 +94,43 @@ pub async fn refuse_nul_in_path(
 /// ended, expired or made up) is a new visit, and may start a session: a row in the database,
 /// kept an hour when nobody signs in (`login::session_store`). Each client IP may make
 /// `Bucket::Visit` of them a minute (429 beyond), so a loop of first visits cannot fill the
-/// database. Runs inside the session middleware, which has loaded the session by then.
+/// database; and while `limits.anonymous_sessions_max` sessions nobody signed in to are live,
+/// new visits from anywhere get 503 (many networks at once cannot fill it either). Runs
+/// inside the session middleware, which has loaded the session by then.
 pub async fn limit_new_visits(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     use actix_session::SessionExt;
-    if let Some(svc) = req.app_data::<super::Svc>()
-        && req.get_session().entries().is_empty()
-        && !svc.ip_limits.check(
-            crate::login::limits::Bucket::Visit,
-            super::client_ip(req.request(), svc),
-        )
-    {
-        let mut p = super::pages::error_page(
-            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-            "Too many requests",
-            "Too many new visits from your network. Wait a minute and try again.",
-        );
+    use actix_web::http::StatusCode;
+    let refused = match req.app_data::<super::Svc>() {
+        Some(svc) if req.get_session().entries().is_empty() => {
+            let ip = super::client_ip(req.request(), svc);
+            if !svc.ip_limits.check(crate::login::limits::Bucket::Visit, ip) {
+                Some((
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests",
+                    "Too many new visits from your network. Wait a minute and try again.",
+                    "60",
+                ))
+            // Many networks at once: the cap on all sessions nobody signed in to.
+            } else if !svc.anonymous_sessions.has_room(&svc.store, svc.now()).await {
+                Some((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Busy",
+                    "Too many sign-ins are under way just now. Wait a few minutes and try again.",
+                    "300",
+                ))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    if let Some((status, title, text, retry_after)) = refused {
+        let mut p = super::pages::error_page(status, title, text);
         p.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
         return Ok(req.into_response(p));
     }
     Ok(next.call(req).await?.map_into_boxed_body())

@@ -134,7 +134,11 @@ pub fn cookie_name(svc: &Services) -> String {
 fn session_middleware(svc: &Services) -> SessionMiddleware<DbSessionStore> {
     let ttl = actix_web::cookie::time::Duration::seconds(svc.settings.session_ttl);
     SessionMiddleware::builder(
-        DbSessionStore::new(svc.store.clone(), svc.clock.clone()),
+        DbSessionStore::new(
+            svc.store.clone(),
+            svc.clock.clone(),
+            svc.anonymous_sessions.clone(),
+        ),
         Key::from(&svc.cookie_key),
     )
     .cookie_name(cookie_name(svc))
@@ -174,7 +178,11 @@ fn admin_session_middleware(svc: &Services) -> SessionMiddleware<DbSessionStore>
     let ttl = actix_web::cookie::time::Duration::seconds(svc.settings.session_ttl.min(12 * 3600));
     let secure = admin_is_https(svc);
     SessionMiddleware::builder(
-        DbSessionStore::new(svc.store.clone(), svc.clock.clone()),
+        DbSessionStore::new(
+            svc.store.clone(),
+            svc.clock.clone(),
+            svc.anonymous_sessions.clone(),
+        ),
         Key::from(&svc.cookie_key),
     )
     .cookie_name(admin_cookie_name(svc).into())

@@ -2,6 +2,7 @@
 //! lives in the database (`store::throttle`).
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -119,6 +120,67 @@ impl IpLimits {
             l.retain_recent();
             l.shrink_to_fit();
         }
+    }
+}
+
+/// Live sessions nobody signed in to, against `limits.anonymous_sessions_max` (one count for
+/// all networks; the per-IP `Bucket::Visit` bounds each one). Kept as an estimate that is
+/// never below the truth between counts: each new anonymous session adds one (see
+/// `session_store`); sign-ins and expiries are seen when the table is counted again, which
+/// happens only while the estimate is at the cap, at most every `RECOUNT_EVERY` seconds.
+/// Instances sharing a PostgreSQL database count the same table.
+pub struct AnonymousSessions {
+    max: u64,
+    estimate: AtomicU64,
+    /// When the table was last counted (seconds; `i64::MIN`: never).
+    counted_at: AtomicI64,
+    counting: tokio::sync::Mutex<()>,
+}
+
+/// Seconds between two counts of the session table while the estimate is at the cap.
+pub const RECOUNT_EVERY: i64 = 10;
+
+impl AnonymousSessions {
+    pub fn new(max: u64) -> Self {
+        Self {
+            max,
+            estimate: AtomicU64::new(0),
+            counted_at: AtomicI64::new(i64::MIN),
+            counting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A session nobody signed in to was stored.
+    pub fn started(&self) {
+        self.estimate.fetch_add(1, Relaxed);
+    }
+
+    /// Whether a new visit may start a session now. A failed count lets the visit through
+    /// (the database's own error then answers it, if it is down).
+    pub async fn has_room(&self, store: &crate::store::Store, now: i64) -> bool {
+        if self.max == 0 || self.estimate.load(Relaxed) < self.max {
+            return true;
+        }
+        let _one_count_at_a_time = self.counting.lock().await;
+        let last = self.counted_at.load(Relaxed);
+        if now.saturating_sub(last) >= RECOUNT_EVERY || now < last {
+            match store.anonymous_sessions(now).await {
+                Ok(n) => {
+                    self.estimate.store(n, Relaxed);
+                    self.counted_at.store(now, Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting anonymous sessions failed");
+                    return true;
+                }
+            }
+        }
+        let room = self.estimate.load(Relaxed) < self.max;
+        if !room {
+            metrics::counter!("ma_idp_rate_limited_total", "bucket" => "anonymous_sessions")
+                .increment(1);
+        }
+        room
     }
 }
 

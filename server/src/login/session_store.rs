@@ -2,11 +2,13 @@
 //! and several instances share them. The cookie carries a random key; the database keeps only
 //! its hash.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
 
 use crate::clock::SharedClock;
+use crate::login::limits::AnonymousSessions;
 use crate::secrets::{random_token, token_hash};
 use crate::store::Store;
 
@@ -24,11 +26,16 @@ pub const KEY_MEMBER_ROW: &str = "_member_row";
 pub struct DbSessionStore {
     store: Store,
     clock: SharedClock,
+    anonymous: Arc<AnonymousSessions>,
 }
 
 impl DbSessionStore {
-    pub fn new(store: Store, clock: SharedClock) -> Self {
-        Self { store, clock }
+    pub fn new(store: Store, clock: SharedClock, anonymous: Arc<AnonymousSessions>) -> Self {
+        Self {
+            store,
+            clock,
+            anonymous,
+        }
     }
 }
 
@@ -100,6 +107,9 @@ impl SessionStore for DbSessionStore {
             )
             .await
             .map_err(|e| SaveError::Other(e.into()))?;
+        if json_str(&state, KEY_USER).is_none() {
+            self.anonymous.started();
+        }
         session_key_of(key.expose()).map_err(SaveError::Other)
     }
 

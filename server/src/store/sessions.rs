@@ -45,6 +45,16 @@ impl Store {
         Ok(Some((state, member)))
     }
 
+    /// Live sessions nobody signed in to (`login::limits::AnonymousSessions`).
+    pub async fn anonymous_sessions(&self, now: i64) -> Result<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(browser_session::Entity::find()
+            .filter(browser_session::Column::UserId.is_null())
+            .filter(browser_session::Column::ExpiresAt.gt(now))
+            .count(&self.db)
+            .await?)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub async fn session_insert(
         &self,

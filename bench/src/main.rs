@@ -37,11 +37,14 @@ pub const ARGON2_P: u32 = 1;
 pub const ARGON2_RUNS: usize = 15;
 
 const TENANT: &str = "bench";
-/// ma-idp's per-client-IP limits (server/src/config.rs `Limits`); 0 turns one off.
-pub const IP_LIMITS: [&str; 3] = [
+/// ma-idp's per-client-IP limits and its cap on sessions nobody signed in to
+/// (server/src/config.rs `Limits`); 0 turns one off. The signed-out authorize page scenario
+/// starts a session per request: tens of thousands per round.
+pub const IP_LIMITS: [&str; 4] = [
     "MA_IDP_LIMITS__SIGN_INS_PER_IP_PER_MINUTE",
     "MA_IDP_LIMITS__TOKEN_PER_IP_PER_MINUTE",
     "MA_IDP_LIMITS__INTROSPECT_PER_IP_PER_MINUTE",
+    "MA_IDP_LIMITS__ANONYMOUS_SESSIONS_MAX",
 ];
 const VENDOR: &str = "MBENCH0000001";
 const PASSWORD: &str = "correct horse battery staple";

@@ -135,7 +135,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
     if info.ip_limits_off {
         let _ = writeln!(
             o,
-            "| per-client-IP rate limits | off (`{}` = 0): all the load comes from 127.0.0.1 and would otherwise measure 429s; the per-account lockout stays on (the benchmark never sends a wrong password) |",
+            "| per-client-IP rate limits | off (`{}` = 0): all the load comes from 127.0.0.1 and would otherwise measure 429s, and the signed-out authorize page scenario starts more sessions than the cap on unfinished sign-ins; the per-account lockout stays on (the benchmark never sends a wrong password) |",
             crate::IP_LIMITS.join("`, `")
         );
     }

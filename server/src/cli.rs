@@ -432,7 +432,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let services = Services::init(settings, Arc::new(SystemClock)).await?;
-        services.store.migrate().await?;
+        // A backup copies the database as it is: it must not change the schema under the
+        // server that may be serving it (an ma-idp of another version).
+        if !matches!(cli.cmd, Cmd::Backup { .. }) {
+            services.store.migrate().await?;
+        }
         let out = command(&services, cli.cmd).await;
         services.store.clone().close().await.ok();
         out

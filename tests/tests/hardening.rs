@@ -551,6 +551,49 @@ async fn backup_wipe_restore_keeps_tokens(backend: Backend) {
             );
             assert!(!empty.join("ma-idp.db").exists());
             assert!(!app.dir.path().join("nothing.db").exists());
+            // A backup copies the database as it is, whatever its schema: it runs no
+            // migration on it (the server serving it may be of another version).
+            std::fs::write(empty.join("ma-idp.db"), b"").unwrap();
+            let mut c = Command::new(binary());
+            env(&mut c);
+            let out = c
+                .env("MA_IDP_DATA_DIR", &empty)
+                .args(["backup", "--out"])
+                .arg(app.dir.path().join("as-is.db"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let tables = |db: std::path::PathBuf| async move {
+                use sea_orm::ConnectionTrait;
+                let conn = sea_orm::Database::connect(format!("sqlite://{}?mode=ro", db.display()))
+                    .await
+                    .unwrap();
+                let row = conn
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Sqlite,
+                        "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'",
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let n: i64 = row.try_get("", "n").unwrap();
+                conn.close().await.ok();
+                n
+            };
+            assert_eq!(
+                tables(empty.join("ma-idp.db")).await,
+                0,
+                "the source is not migrated"
+            );
+            assert_eq!(tables(app.dir.path().join("as-is.db")).await, 0);
+            assert!(
+                tables(backup.clone()).await > 5,
+                "the real backup has the tables"
+            );
             app.stop_server().await;
             // Wipe.
             for f in ["ma-idp.db", "ma-idp.db-wal", "ma-idp.db-shm"] {

@@ -416,10 +416,37 @@ async fn passkey_refusals(backend: Backend) {
         }
     };
 
+    // A name without passkeys (no such member, or alice, who has a password only) gets
+    // discoverable options naming one decoy credential, the same for that name every time:
+    // the answer does not tell whether the member exists or has passkeys.
+    let named = |v: &Value| -> Vec<String> {
+        v["options"]["publicKey"]["allowCredentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let nobody = named(&start(json!({"username": "nobody"})).await);
+    assert_eq!(nobody.len(), 1);
+    assert_eq!(nobody[0].len(), 22, "16 bytes, base64url");
+    assert_eq!(named(&start(json!({"username": " Nobody "})).await), nobody);
+    let alice = named(&start(json!({"username": "alice"})).await);
+    assert_eq!(alice.len(), 1);
+    assert_ne!(alice, nobody);
+    assert_eq!(named(&start(json!({"username": "alice"})).await), alice);
+    assert_eq!(
+        named(&start(json!({"username": "bob"})).await),
+        [m.cred_id.clone()]
+    );
+    assert!(named(&start(json!({})).await).is_empty(), "discoverable");
+
     // A NUL (which PostgreSQL refuses in text) in the JSON bodies: ordinary answers, never
-    // 503. A username no member can have gets discoverable options like an unknown one.
+    // 503. A username no member can have gets the same kind of answer as an unknown one.
     let st = start(json!({"username": "bob\u{0}"})).await;
     assert!(st["ceremony"].is_string(), "{st}");
+    assert_eq!(named(&st).len(), 1, "{st}");
+    let st = start(json!({})).await;
     let cred = answer(&mut m, &st["options"], origin(&app), true);
     let (s, e) = finish(json!("x\u{0}"), cred).await;
     assert_eq!(s, 400, "{e}");

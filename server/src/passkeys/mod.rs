@@ -207,20 +207,25 @@ impl Services {
         Ok(model)
     }
 
-    /// Start a passkey sign-in: discoverable (no username) or for a named user. An unknown
-    /// name gets discoverable options, so the answer does not tell whether it exists.
+    /// Start a passkey sign-in: discoverable (no username) or for a named user. A name
+    /// without passkeys (no such member, or a member without any) gets discoverable options
+    /// naming one decoy credential, the same for that name every time (`decoy_credential`): the
+    /// answer does not tell whether the member exists or has passkeys, and no passkey matches.
     pub async fn passkey_login_start(
         &self,
         tenant: &tenant::Model,
         username: Option<&str>,
     ) -> Result<(String, RequestChallengeResponse)> {
         // A name no member can have (too long, or with a NUL that PostgreSQL would refuse)
-        // is not looked up: it gets the same discoverable options as an unknown one.
-        let known = match username
+        // is not looked up: it gets the same answer as an unknown one.
+        let named = username
             .map(crate::login::normalize_username)
-            .filter(|u| !u.is_empty() && u.len() <= 128 && !u.contains('\0'))
+            .filter(|u| !u.is_empty());
+        let known = match named
+            .as_deref()
+            .filter(|u| u.len() <= 128 && !u.contains('\0'))
         {
-            Some(u) => match self.store.user_by_username(&tenant.id, &u).await? {
+            Some(u) => match self.store.user_by_username(&tenant.id, u).await? {
                 Some(user) if !user.disabled => {
                     let keys: Vec<Passkey> = self
                         .store
@@ -244,10 +249,13 @@ impl Services {
                 (rcr, AuthState::Known(st))
             }
             None => {
-                let (rcr, st) = self
+                let (mut rcr, st) = self
                     .webauthn
                     .start_discoverable_authentication()
                     .map_err(|e| Error::internal(format!("webauthn: {e}")))?;
+                if let Some(name) = &named {
+                    rcr.public_key.allow_credentials = vec![self.decoy_credential(tenant, name)];
+                }
                 (rcr, AuthState::Discoverable(st))
             }
         };
@@ -256,6 +264,26 @@ impl Services {
             .save_ceremony(tenant, "authenticate", None, state)
             .await?;
         Ok((id, rcr))
+    }
+
+    /// The credential named to a username that has no passkeys here: 16 bytes of a keyed hash
+    /// of the tenant and the name (stable, so asking twice shows nothing; unguessable, so it
+    /// cannot be told from a real credential ID; matching no authenticator's passkey).
+    fn decoy_credential(
+        &self,
+        tenant: &tenant::Model,
+        name: &str,
+    ) -> webauthn_rs_proto::AllowCredentials {
+        let mac = self
+            .secret_hasher
+            .hash(&format!("passkey-decoy\0{}\0{name}", tenant.id));
+        let mut id = URL_SAFE_NO_PAD.decode(mac).unwrap_or_default();
+        id.truncate(16);
+        webauthn_rs_proto::AllowCredentials {
+            type_: "public-key".into(),
+            id,
+            transports: None,
+        }
     }
 
     /// Finish a passkey sign-in. Refuses expired or replayed challenges, wrong origins or RP

@@ -47,8 +47,8 @@ pub struct PrivateUpstream(pub String);
 
 /// Whether an address is reachable on the public internet, as far as an upstream identity
 /// provider goes: not loopback, unspecified, private (RFC 1918, IPv6 unique local), shared
-/// (100.64/10), link-local, multicast, broadcast or documentation; IPv4-mapped IPv6
-/// addresses are judged by their IPv4 address.
+/// (100.64/10), link-local, multicast, broadcast or documentation, nor in IPv6's `::/96`;
+/// IPv4-mapped IPv6 addresses are judged by their IPv4 address.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -70,7 +70,9 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let first = v6.segments()[0];
-            !(v6.is_loopback()
+            // `::/96` holds `::`, `::1` and the deprecated IPv4-compatible addresses.
+            !(u128::from(v6) >> 32 == 0
+                || v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
@@ -285,6 +287,8 @@ mod tests {
             "2001:db8::1",
             "::ffff:10.0.0.1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.1",
         ] {
             assert!(!is_public(a.parse().unwrap()), "{a}");
         }

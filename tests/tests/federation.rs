@@ -3012,6 +3012,35 @@ async fn private_upstreams_refused_unless_allowed(backend: Backend) {
             "{issuer}: {e}"
         );
     }
+    // The admin UI's provider form says why, and adds nothing.
+    let admin = operator(&app, "home").await;
+    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
+    let r = admin
+        .post(
+            "/admin/t/home/providers",
+            &[
+                ("csrf", &hidden(&html, "csrf")),
+                ("kind", "oidc"),
+                ("slug", "lan"),
+                ("client_id", "ma-idp"),
+                ("issuer", "https://192.168.1.10/realms/home"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
+    assert!(
+        unescape(&html).contains("allow_private_upstreams"),
+        "{html}"
+    );
+    assert!(
+        app.svc
+            .store
+            .provider_by_slug(&t.id, "lan")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let mut endpoint = oidc("more", "More ID", "https://login.example.com".into());
     endpoint.token_endpoint = Some("https://127.0.0.2/token".into());
     let e = svc.add_provider(&t, endpoint, "test").await.err().unwrap();

@@ -89,7 +89,12 @@ impl SecretHasher {
     }
 
     pub fn hash(&self, secret: &str) -> String {
-        URL_SAFE_NO_PAD.encode(hmac::sign(&self.key, secret.as_bytes()).as_ref())
+        URL_SAFE_NO_PAD.encode(self.mac(secret.as_bytes()))
+    }
+
+    /// The raw keyed hash (32 bytes) of some bytes.
+    pub fn mac(&self, data: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.key, data).as_ref().to_vec()
     }
 
     pub fn verify(&self, secret: &str, stored: &str) -> bool {

@@ -228,6 +228,16 @@ fn free_listener() -> TcpListener {
 }
 
 impl TestApp {
+    /// A member of a tenant, by username (which must exist).
+    pub async fn member(&self, tenant_id: &str, username: &str) -> entity::user::Model {
+        self.svc
+            .store
+            .user_by_username(tenant_id, username)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no member {username}"))
+    }
+
     /// Start ma-idp on a fresh database; `None` when the backend is unavailable locally.
     pub async fn start(backend: Backend) -> Option<TestApp> {
         Self::start_with(backend, |_| {}).await

@@ -183,13 +183,7 @@ async fn refresh_replay_after_grace_revokes_family(backend: Backend) {
     // Both are audited, naming the member and the client (on PostgreSQL the first refresh
     // writes its event in the same statement as the rotation, the retry in a transaction).
     let t = app.svc.tenant("home").await.unwrap();
-    let alice = app
-        .svc
-        .store
-        .user_by_username(&t.id, "alice")
-        .await
-        .unwrap()
-        .unwrap();
+    let alice = app.member(&t.id, "alice").await;
     let refreshed: Vec<_> = app
         .svc
         .store
@@ -557,13 +551,7 @@ async fn code_of_a_withdrawn_authorization_is_refused(backend: Backend) {
     };
     let setup = app.setup("home").await;
     let t = app.svc.tenant("home").await.unwrap();
-    let alice = app
-        .svc
-        .store
-        .user_by_username(&t.id, "alice")
-        .await
-        .unwrap()
-        .unwrap();
+    let alice = app.member(&t.id, "alice").await;
     let redirect = &alexa_redirects()[0];
     let db = app.svc.store.connection();
     let families_of = |code: String| async move {
@@ -2541,13 +2529,7 @@ async fn a_pending_request_lives_on_while_its_pages_are_used(backend: Backend) {
     // The member's row is read with the session at each request, never stored with it:
     // disabled, the member is signed out at the next page.
     let t = app.svc.tenant("home").await.unwrap();
-    let alice = app
-        .svc
-        .store
-        .user_by_username(&t.id, "alice")
-        .await
-        .unwrap()
-        .unwrap();
+    let alice = app.member(&t.id, "alice").await;
     let now = app.svc.now();
     let sessions = app
         .svc

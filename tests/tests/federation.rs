@@ -2548,24 +2548,18 @@ async fn admin_links_identities_and_providers_create_members(backend: Backend) {
     );
 
     // The provider form: an OIDC provider is listed with the redirect URI to register.
-    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
-    let r = admin
-        .post(
-            "/admin/t/home/providers",
-            &[
-                ("csrf", &hidden(&html, "csrf")),
-                ("kind", "oidc"),
-                ("slug", "work"),
-                ("display_name", "Work"),
-                ("client_id", "ma-idp"),
-                ("client_secret", "s3cret-value"),
-                ("issuer", "https://login.example.com"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
-    let html = unescape(&html);
+    let html = submit_provider_form(
+        &admin,
+        &[
+            ("kind", "oidc"),
+            ("slug", "work"),
+            ("display_name", "Work"),
+            ("client_id", "ma-idp"),
+            ("client_secret", "s3cret-value"),
+            ("issuer", "https://login.example.com"),
+        ],
+    )
+    .await;
     assert!(html.contains("Work"), "{html}");
     assert!(
         html.contains(&app.url("/t/home/federation/work/callback")),
@@ -2573,21 +2567,13 @@ async fn admin_links_identities_and_providers_create_members(backend: Backend) {
     );
     assert!(!html.contains("s3cret-value"), "the secret is never shown");
     // An OIDC provider without an issuer is refused with a message.
-    let r = admin
-        .post(
-            "/admin/t/home/providers",
-            &[
-                ("csrf", &hidden(&html, "csrf")),
-                ("kind", "oidc"),
-                ("slug", "noissuer"),
-                ("client_id", "x"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
+    let html = submit_provider_form(
+        &admin,
+        &[("kind", "oidc"), ("slug", "noissuer"), ("client_id", "x")],
+    )
+    .await;
     assert!(
-        unescape(&html).contains("needs --issuer") || unescape(&html).contains("issuer"),
+        html.contains("needs --issuer") || html.contains("issuer"),
         "{html}"
     );
     assert!(
@@ -2711,6 +2697,19 @@ async fn admin_links_identities_and_providers_create_members(backend: Backend) {
         "nothing unlinked"
     );
     let _ = alice;
+}
+
+/// Submit the admin UI's "add a provider" form of home (its CSRF token added): the
+/// providers page it leads back to, unescaped.
+async fn submit_provider_form(admin: &Browser, fields: &[(&str, &str)]) -> String {
+    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
+    let csrf = hidden(&html, "csrf");
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    let r = admin.post("/admin/t/home/providers", &form).await;
+    assert_eq!(r.status(), 303);
+    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
+    unescape(&html)
 }
 
 /// An OIDC provider as the fake upstream's client `ma-idp-home` (no links by e-mail, no
@@ -3014,25 +3013,17 @@ async fn private_upstreams_refused_unless_allowed(backend: Backend) {
     }
     // The admin UI's provider form says why, and adds nothing.
     let admin = operator(&app, "home").await;
-    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
-    let r = admin
-        .post(
-            "/admin/t/home/providers",
-            &[
-                ("csrf", &hidden(&html, "csrf")),
-                ("kind", "oidc"),
-                ("slug", "lan"),
-                ("client_id", "ma-idp"),
-                ("issuer", "https://192.168.1.10/realms/home"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    let (_, html) = page(admin.get("/admin/t/home/providers").await).await;
-    assert!(
-        unescape(&html).contains("allow_private_upstreams"),
-        "{html}"
-    );
+    let html = submit_provider_form(
+        &admin,
+        &[
+            ("kind", "oidc"),
+            ("slug", "lan"),
+            ("client_id", "ma-idp"),
+            ("issuer", "https://192.168.1.10/realms/home"),
+        ],
+    )
+    .await;
+    assert!(html.contains("allow_private_upstreams"), "{html}");
     assert!(
         app.svc
             .store

@@ -535,14 +535,16 @@ async fn backup_wipe_restore_keeps_tokens(backend: Backend) {
             // empty database and save that), and creates nothing there.
             let empty = app.dir.path().join("empty");
             std::fs::create_dir(&empty).unwrap();
-            let mut c = Command::new(binary());
-            env(&mut c);
-            let out = c
-                .env("MA_IDP_DATA_DIR", &empty)
-                .args(["backup", "--out"])
-                .arg(app.dir.path().join("nothing.db"))
-                .output()
-                .unwrap();
+            let backup_of_empty = |out: &str| {
+                let mut c = Command::new(binary());
+                env(&mut c);
+                c.env("MA_IDP_DATA_DIR", &empty)
+                    .args(["backup", "--out"])
+                    .arg(app.dir.path().join(out))
+                    .output()
+                    .unwrap()
+            };
+            let out = backup_of_empty("nothing.db");
             assert!(!out.status.success());
             assert!(
                 String::from_utf8_lossy(&out.stderr).contains("nothing to back up"),
@@ -554,14 +556,7 @@ async fn backup_wipe_restore_keeps_tokens(backend: Backend) {
             // A backup copies the database as it is, whatever its schema: it runs no
             // migration on it (the server serving it may be of another version).
             std::fs::write(empty.join("ma-idp.db"), b"").unwrap();
-            let mut c = Command::new(binary());
-            env(&mut c);
-            let out = c
-                .env("MA_IDP_DATA_DIR", &empty)
-                .args(["backup", "--out"])
-                .arg(app.dir.path().join("as-is.db"))
-                .output()
-                .unwrap();
+            let out = backup_of_empty("as-is.db");
             assert!(
                 out.status.success(),
                 "{}",

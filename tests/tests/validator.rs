@@ -172,28 +172,10 @@ async fn validator_accepts_and_refuses_with_reasons(backend: Backend) {
 
     // The CLI: exit 0 with the claims, exit 1 with the reason.
     let fresh = alexa_tokens(&app, &home).await;
-    let out = std::process::Command::new(binary())
-        .args([
-            "token",
-            "verify",
-            "--issuer",
-            &issuer,
-            "--audience",
-            "music-assistant",
-            fresh["access_token"].as_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(printed["client_id"], "amazon-alexa");
-    // Without the token (or with `-`) it is read from standard input, out of the process
-    // list.
-    let verify_stdin = |audience: &str, dash: bool| {
+    // `token verify` with the token as its last argument, or (`None`: no argument, or `-`)
+    // on standard input, out of the process list.
+    let token = fresh["access_token"].as_str().unwrap();
+    let verify = |audience: &str, last: Option<&str>| {
         use std::io::Write;
         let mut args = vec![
             "token",
@@ -203,9 +185,7 @@ async fn validator_accepts_and_refuses_with_reasons(backend: Backend) {
             "--audience",
             audience,
         ];
-        if dash {
-            args.push("-");
-        }
+        args.extend(last);
         let mut child = std::process::Command::new(binary())
             .args(&args)
             .stdin(std::process::Stdio::piped())
@@ -214,21 +194,26 @@ async fn validator_accepts_and_refuses_with_reasons(backend: Backend) {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{}", fresh["access_token"].as_str().unwrap()).unwrap();
+        if last.is_none_or(|a| a == "-") {
+            writeln!(stdin, "{token}").unwrap();
+        }
         drop(stdin);
         child.wait_with_output().unwrap()
     };
-    let out = verify_stdin("wrong", false);
+    // Accepted with the token as argument or as `-`: exit 0, the claims printed.
+    for last in [token, "-"] {
+        let out = verify("music-assistant", Some(last));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(printed["client_id"], "amazon-alexa");
+    }
+    let out = verify("wrong", None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong audience"));
-    let out = verify_stdin("music-assistant", true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(printed["client_id"], "amazon-alexa");
     app.stop().await;
 }
 

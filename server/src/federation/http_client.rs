@@ -154,11 +154,11 @@ impl HttpError {
         }
     }
 
-    /// A reqwest error, refused addresses told apart (see [`describe`]).
+    /// A reqwest error: a refusal by [`PublicOnly`] says why, anything else is [`describe`]d.
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
-        HttpError {
-            msg: describe(e),
-            private: refused_in(e).is_some(),
+        match refused_in(e) {
+            Some(p) => HttpError::refused(p),
+            None => HttpError::new(describe(e)),
         }
     }
 
@@ -227,11 +227,7 @@ pub async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, HttpError
 }
 
 /// A reqwest error without the URL's query (which may carry a code).
-pub fn describe(e: &reqwest::Error) -> String {
-    // Refused by `PublicOnly`: say why, not just "connection failed".
-    if let Some(p) = refused_in(e) {
-        return p.to_string();
-    }
+fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

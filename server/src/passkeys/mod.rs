@@ -274,10 +274,9 @@ impl Services {
         tenant: &tenant::Model,
         name: &str,
     ) -> webauthn_rs_proto::AllowCredentials {
-        let mac = self
+        let mut id = self
             .secret_hasher
-            .hash(&format!("passkey-decoy\0{}\0{name}", tenant.id));
-        let mut id = URL_SAFE_NO_PAD.decode(mac).unwrap_or_default();
+            .mac(format!("passkey-decoy\0{}\0{name}", tenant.id).as_bytes());
         id.truncate(16);
         webauthn_rs_proto::AllowCredentials {
             type_: "public-key".into(),

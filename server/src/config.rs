@@ -62,8 +62,12 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Limits {
-    /// Wrong passwords in a row before an account locks.
+    /// Wrong passwords in a row from one client network (an IPv4 address, an IPv6 /64)
+    /// before the account locks for that network.
     pub login_max_attempts: i64,
+    /// Wrong passwords in a row from all networks together before the account locks for
+    /// everyone (guesses spread over many networks).
+    pub login_account_max_attempts: i64,
     /// The first lockout, in seconds; each further one doubles.
     pub login_lockout_seconds: i64,
     /// The longest lockout.
@@ -84,6 +88,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             login_max_attempts: 5,
+            login_account_max_attempts: 20,
             login_lockout_seconds: 60,
             login_lockout_max_seconds: 3600,
             sign_ins_per_ip_per_minute: 30,

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 both_backends!(
     hundred_parallel_wrong_passwords_lock_exactly,
+    guesses_lock_their_network_then_the_account,
     per_ip_limits_answer_429,
     new_visits_are_limited_per_ip,
     anonymous_sessions_are_capped_in_all,
@@ -262,6 +263,115 @@ async fn hundred_parallel_wrong_passwords_lock_exactly(backend: Backend) {
         statuses.push(wrong_password_for_nobody(&app).await);
     }
     assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 401]);
+    app.stop().await;
+}
+
+/// A password sign-in for alice on the account page, from `ip` (behind the trusted proxy on
+/// 127.0.0.1): the answer's status.
+async fn alice_from(app: &TestApp, ip: &str, password: &str) -> u16 {
+    let (b, csrf) = at_login(app).await;
+    b.http
+        .post(b.url("/t/home/login"))
+        .header("x-forwarded-for", ip)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", "alice"),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Guessing from one network locks the account for that network only: the member signs in
+/// from theirs. Guesses spread over many networks lock the account for everyone, at the
+/// higher account-wide limit; an IPv6 client counts by its /64.
+async fn guesses_lock_their_network_then_the_account(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |s| {
+        s.trusted_proxies = vec!["127.0.0.1".into()];
+        s.limits.sign_ins_per_ip_per_minute = 0;
+        s.limits.login_max_attempts = 5;
+        s.limits.login_account_max_attempts = 12;
+        s.limits.login_lockout_seconds = 60;
+    })
+    .await
+    else {
+        return;
+    };
+    app.setup("home").await;
+    let (home, wrong) = ("203.0.113.5", "wrong guess");
+    let mut attacker = Vec::new();
+    for _ in 0..6 {
+        attacker.push(alice_from(&app, "198.51.100.1", wrong).await);
+    }
+    assert_eq!(
+        attacker,
+        [401, 401, 401, 401, 401, 429],
+        "the attacker's network locks"
+    );
+    assert_eq!(
+        alice_from(&app, "198.51.100.1", PASSWORD).await,
+        429,
+        "even the right password, from there"
+    );
+    assert_eq!(
+        alice_from(&app, home, PASSWORD).await,
+        303,
+        "the member signs in from her own network"
+    );
+    // Her success clears her counters, not the attacker's network's lock.
+    assert_eq!(alice_from(&app, "198.51.100.1", wrong).await, 429);
+    // Guesses from more networks: each allows 5; the 12th in all locks the account.
+    let mut spread = Vec::new();
+    for net in ["198.51.100.2", "198.51.100.3", "198.51.100.4"] {
+        for _ in 0..4 {
+            spread.push(alice_from(&app, net, wrong).await);
+        }
+    }
+    assert_eq!(
+        spread, [401; 12],
+        "each is checked, the 12th too (and locks)"
+    );
+    assert_eq!(
+        alice_from(&app, home, PASSWORD).await,
+        429,
+        "locked for everyone now"
+    );
+    // An attempt refused for the account counted for its network (home: 1 of 5) but not
+    // for the account; the lockout ends by itself.
+    app.clock.advance(61);
+    assert_eq!(alice_from(&app, home, PASSWORD).await, 303);
+    // The lockouts are audited with the counter that refused them.
+    let t = app.svc.tenant("home").await.unwrap();
+    let locks: Vec<String> = app
+        .svc
+        .store
+        .audit_events(&t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "sign_in" && e.outcome == "failed")
+        .filter_map(|e| {
+            let d: Value = serde_json::from_str(e.detail.as_deref()?).ok()?;
+            Some(d.get("lock")?.as_str()?.to_string())
+        })
+        .collect();
+    assert!(locks.contains(&"network".to_string()), "{locks:?}");
+    assert!(locks.contains(&"account".to_string()), "{locks:?}");
+    // IPv6: the addresses of one /64 share their network's counter; another /64 does not.
+    for ip in [
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::2",
+        "2001:db8:1:2::3",
+        "2001:db8:1:2::4",
+    ] {
+        assert_eq!(alice_from(&app, ip, wrong).await, 401);
+    }
+    assert_eq!(alice_from(&app, "2001:db8:1:2::ffff", wrong).await, 401);
+    assert_eq!(alice_from(&app, "2001:db8:1:2::5", PASSWORD).await, 429);
+    assert_eq!(alice_from(&app, "2001:db8:1:3::1", PASSWORD).await, 303);
     app.stop().await;
 }
 

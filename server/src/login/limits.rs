@@ -31,7 +31,7 @@ fn limiter(per_minute: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
 /// What one browser allowance is counted by: an IPv4 address, or an IPv6 address's /64 (one
 /// subscriber's network: a host there may take any of its 2^64 addresses, so counting single
 /// addresses would be no limit at all). An IPv4-mapped IPv6 address counts as its IPv4 one.
-fn limit_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

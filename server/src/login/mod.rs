@@ -12,6 +12,7 @@ use crate::audit::{AuditEvent, RequestInfo};
 use crate::error::{Error, Result};
 use crate::secrets::{Secret, ct_eq, random_token};
 use crate::services::Services;
+use crate::store::{Claim, Counter, Lock};
 use session_store::{KEY_REKEY, KEY_TENANT, KEY_USER};
 
 const KEY_CSRF: &str = "csrf";
@@ -270,34 +271,47 @@ impl Services {
             return Err(crate::login::passwords::busy());
         }
         // Count the attempt before checking it: parallel guesses cannot overtake the limit.
-        let key = format!(
+        // Two counters: the account's for the client's network, and the account's as a
+        // whole (guesses from many networks), so that guessing from elsewhere does not lock
+        // a member out of their own network.
+        let account = format!(
             "{}:{}",
             tenant.id,
             username.chars().take(128).collect::<String>()
         );
+        let network = network_key(&account, req);
         let lim = &self.settings.limits;
-        // The member is read with the claim (one statement on PostgreSQL); a username no
-        // member could have is not looked up.
+        // The member is read with the claim; a username no member could have is not looked
+        // up.
         let lookup = (!username.is_empty() && username.len() <= 128)
             .then_some((tenant.id.as_str(), username.as_str()));
         let (claim, member) = self
             .store
             .claim_attempt(
-                &key,
+                Counter {
+                    key: &network,
+                    max_attempts: lim.login_max_attempts,
+                },
+                Counter {
+                    key: &account,
+                    max_attempts: lim.login_account_max_attempts,
+                },
                 self.now(),
-                lim.login_max_attempts,
-                lim.login_lockout_seconds,
-                lim.login_lockout_max_seconds,
+                (lim.login_lockout_seconds, lim.login_lockout_max_seconds),
                 lookup,
             )
             .await?;
-        if let crate::store::Claim::Locked(until) = claim {
+        if let Claim::Locked(until, lock) = claim {
             metrics::counter!("ma_idp_sign_ins_total", "method" => "password", "outcome" => "locked").increment(1);
+            let lock = match lock {
+                Lock::Network => "network",
+                Lock::Account => "account",
+            };
             self.store
                 .insert_audit(
                     AuditEvent::new("sign_in", "failed", Some(&tenant.id), req)
                         .actor(&username)
-                        .detail(serde_json::json!({"method": "password", "reason": "locked"})),
+                        .detail(serde_json::json!({"method": "password", "reason": "locked", "lock": lock})),
                     self.now(),
                 )
                 .await?;
@@ -325,7 +339,7 @@ impl Services {
         match &result {
             Some(u) => {
                 self.store
-                    .sign_in_succeeded(&key, ev.user(&u.id), now)
+                    .sign_in_succeeded(&[&network, &account], ev.user(&u.id), now)
                     .await?;
                 if stale {
                     self.rehash_password(tenant, u, password, now).await;
@@ -366,6 +380,19 @@ impl Services {
             Err(e) => tracing::warn!(user = %u.id, error = %e, "password hash upgrade failed"),
         }
     }
+}
+
+/// The key of an account's counter for the client network a request comes from: the IPv4
+/// address, or the IPv6 /64 (`limits::limit_key`), as the per-IP limits count. A network
+/// string never holds `/`, so the key reads back one way only, and it cannot be an account's
+/// key (those start with the tenant's id).
+fn network_key(account: &str, req: &RequestInfo) -> String {
+    let net = req
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .map_or_else(|| "-".to_string(), |ip| limits::limit_key(ip).to_string());
+    format!("net:{net}/{account}")
 }
 
 pub fn normalize_username(u: &str) -> String {

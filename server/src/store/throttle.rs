@@ -7,8 +7,8 @@ use sea_orm::{
     Statement,
 };
 
+use super::Store;
 use super::audit::audit_insert;
-use super::{SelectUnique, Store};
 use crate::audit::AuditEvent;
 use crate::error::Result;
 
@@ -20,207 +20,256 @@ pub type Member = (user::Model, Option<String>);
 pub enum Claim {
     /// Go ahead; the attempt is already counted.
     Allowed,
-    /// Locked until this time.
-    Locked(i64),
+    /// Locked until this time, by this counter.
+    Locked(i64, Lock),
 }
 
-// The claim statement, built once. $1 key, $2 now, $3 max attempts, $4 base, $5 steps before
-// the full delay, $6 the full delay, $7/$8 the new row's lockouts and lock.
-static CLAIM_PG: LazyLock<String> =
-    LazyLock::new(|| format!("{} RETURNING locked_until", CLAIM_QUIET_PG.as_str()));
+/// Which counter refused an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// The account, for the client network the attempt came from.
+    Network,
+    /// The account as a whole (failures from many networks).
+    Account,
+}
 
-/// The claim without its `RETURNING`.
-static CLAIM_QUIET_PG: LazyLock<String> = LazyLock::new(|| {
+/// One counter of failed sign-ins: its key and how many attempts in a row it allows.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter<'a> {
+    pub key: &'a str,
+    pub max_attempts: i64,
+}
+
+/// The claim of one counter: `INSERT … ON CONFLICT DO UPDATE … WHERE not locked`, with these
+/// parameter numbers (`$n` on PostgreSQL; SQLite reads `?n`): the key, now, the counter's
+/// most attempts, the first lockout, the steps before the full delay, the full delay, and a
+/// new row's lockouts and lock. `from` makes the insert an `INSERT … SELECT … FROM from`: it
+/// counts only when that relation has a row (the network's claim counted).
+#[allow(clippy::too_many_arguments)]
+fn claim_sql(
+    key: u8,
+    now: u8,
+    max: u8,
+    base: u8,
+    steps: u8,
+    full: u8,
+    first_lockouts: u8,
+    first_until: u8,
+    from: Option<&str>,
+) -> String {
     // The count after this attempt (a count that had reached the limit starts over).
-    const AFTER: &str = "(CASE WHEN login_throttle.attempts >= $3 THEN 1 \
-         ELSE login_throttle.attempts + 1 END)";
+    let after = format!(
+        "(CASE WHEN login_throttle.attempts >= ${max} THEN 1 \
+         ELSE login_throttle.attempts + 1 END)"
+    );
+    let row = format!("${key}, 1, ${first_lockouts}, ${first_until}, ${now}");
+    let source = match from {
+        Some(f) => format!("SELECT {row} FROM {f} WHERE true"),
+        None => format!("VALUES ({row})"),
+    };
     format!(
         "INSERT INTO login_throttle (\"key\", attempts, lockouts, locked_until, updated_at) \
-         VALUES ($1, 1, $7, $8, $2) \
+         {source} \
          ON CONFLICT (\"key\") DO UPDATE SET \
-         attempts = {AFTER}, \
-         lockouts = CASE WHEN {AFTER} >= $3 \
+         attempts = {after}, \
+         lockouts = CASE WHEN {after} >= ${max} \
              THEN login_throttle.lockouts + 1 ELSE login_throttle.lockouts END, \
-         locked_until = CASE WHEN {AFTER} >= $3 \
-             THEN $2 + (CASE WHEN login_throttle.lockouts >= $5 THEN $6 \
-                 ELSE ($4 << CAST(login_throttle.lockouts AS INTEGER)) END) \
+         locked_until = CASE WHEN {after} >= ${max} \
+             THEN ${now} + (CASE WHEN login_throttle.lockouts >= ${steps} THEN ${full} \
+                 ELSE (${base} << CAST(login_throttle.lockouts AS INTEGER)) END) \
              ELSE login_throttle.locked_until END, \
-         updated_at = $2 \
-         WHERE login_throttle.locked_until <= $2"
+         updated_at = ${now} \
+         WHERE login_throttle.locked_until <= ${now}"
     )
-});
+}
 
-/// SQLite's numbered parameters are `?N`.
-static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| CLAIM_PG.replace('$', "?"));
+// Parameters of the claim statements: $1 the network's key, $2 now, $3 its most attempts,
+// $4 base, $5 steps before the full delay, $6 the full delay, $7/$8 a new row's lockouts and
+// lock; $9 tenant and $10 username of the member to read (NULL: none); $11 the account's key,
+// $12 its most attempts, $13/$14 a new row's lockouts and lock.
+static CLAIM_NETWORK: LazyLock<String> = LazyLock::new(|| claim_sql(1, 2, 3, 4, 5, 6, 7, 8, None));
 
-/// SQLite: the claim without its `RETURNING` (whether it counted is read by `changes()` in
-/// the statement after it, `MEMBER_AFTER_CLAIM_SQLITE`).
-static CLAIM_SQLITE_QUIET: LazyLock<String> = LazyLock::new(|| CLAIM_QUIET_PG.replace('$', "?"));
-
-/// SQLite: run right after `CLAIM_SQLITE_QUIET` in the same call, always one row: did the
-/// claim count (it changed a row), and the member (?9 tenant, ?10 username) if there is one.
-/// The parameters are numbered, so they index the call's values whatever came before.
-const MEMBER_AFTER_CLAIM_SQLITE: &str = "SELECT changes() AS counted, users.*, \
-     password_credentials.phc AS password_phc \
+/// The member and their password hash, in a row that is there whether or not they exist.
+const MEMBER: &str = "users.*, password_credentials.phc AS password_phc \
      FROM (SELECT 1) AS one \
-     LEFT JOIN users ON users.tenant_id = ?9 AND users.username = ?10 \
+     LEFT JOIN users ON users.tenant_id = $9 AND users.username = $10 \
      LEFT JOIN password_credentials ON password_credentials.user_id = users.id";
 
-/// PostgreSQL: the claim as a data-modifying CTE (it runs once, whether or not the row is
-/// read); the outer query always gives one row: did the claim count, and the member ($9
-/// tenant, $10 username) if there is one.
+/// PostgreSQL: both claims as data-modifying CTEs (each runs once, read or not; the account's
+/// counts only if the network's did), and one row: did the attempt count, and the member.
 static CLAIM_AND_MEMBER_PG: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH claim AS ({}) \
-         SELECT EXISTS (SELECT 1 FROM claim) AS counted, users.*, \
-         password_credentials.phc AS password_phc \
-         FROM (SELECT 1) AS one \
-         LEFT JOIN users ON users.tenant_id = $9 AND users.username = $10 \
-         LEFT JOIN password_credentials ON password_credentials.user_id = users.id",
-        CLAIM_PG.as_str()
+        "WITH net AS ({} RETURNING 1), acct AS ({} RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM acct) AS counted, {MEMBER}",
+        CLAIM_NETWORK.as_str(),
+        claim_sql(11, 2, 12, 4, 5, 6, 13, 14, Some("net")),
     )
 });
 
+/// SQLite: the account's claim counts only if the statement before it (the network's claim)
+/// changed a row.
+static CLAIM_ACCOUNT_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    claim_sql(
+        11,
+        2,
+        12,
+        4,
+        5,
+        6,
+        13,
+        14,
+        Some("(SELECT 1 WHERE changes() > 0)"),
+    )
+    .replace('$', "?")
+});
+
+/// SQLite: run right after the two claims in the same call, always one row: did the
+/// attempt count (the account's claim changed a row), and the member if there is one. The
+/// parameters are numbered, so they index the call's values whatever came before.
+static MEMBER_AFTER_CLAIM_SQLITE: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT changes() AS counted, {MEMBER}").replace('$', "?"));
+
 impl Store {
-    /// Count one sign-in attempt for `key`, atomically across instances: of many parallel
-    /// attempts exactly `max_attempts` are allowed before the account locks. The attempt that
-    /// reaches the limit starts the lockout at once (it is lifted again if that attempt turns
-    /// out to be right). Lockouts double: `base * 2^(n-1)`, at most `cap` seconds.
+    /// Count one sign-in attempt against two counters, atomically across instances: first
+    /// the account's for the client network it comes from (`network`), then, if that one
+    /// allowed it, the account's as a whole (`account`, with a higher limit). Of many
+    /// parallel attempts exactly `max_attempts` of a counter are allowed before it locks.
+    /// The attempt that reaches a limit starts that lockout at once (it is lifted again if
+    /// that attempt turns out to be right). Lockouts double: `base * 2^(n-1)`, at most `cap`
+    /// seconds.
     ///
-    /// One statement (`INSERT … ON CONFLICT DO UPDATE … WHERE not locked … RETURNING`): the
-    /// row lock (PostgreSQL) or write lock (SQLite) it takes lines parallel attempts up, and
-    /// the arithmetic runs on the row as it is then. No row comes back when the account is
-    /// locked: the update's `WHERE` left it alone.
+    /// Whoever guesses from one network locks the account for that network only; the
+    /// account as a whole locks when guesses come from many. An attempt refused for its
+    /// network does not count for the account.
+    ///
+    /// One atomic write (`INSERT … ON CONFLICT DO UPDATE … WHERE not locked` per counter):
+    /// the row lock (PostgreSQL) or write lock (SQLite) it takes lines parallel attempts up,
+    /// and the arithmetic runs on the rows as they are then.
     ///
     /// With `member = Some((tenant, username))` it also reads that member and their password
-    /// hash, as `Store::user_with_password` does; on PostgreSQL in the same statement (one
-    /// round trip fewer per sign-in), on SQLite after the claim. The member is read only
-    /// when the attempt is allowed.
-    #[allow(clippy::too_many_arguments)]
+    /// hash, as `Store::user_with_password` does, in the same statement (PostgreSQL) or call
+    /// (SQLite). The member is read only when the attempt is allowed.
     pub async fn claim_attempt(
         &self,
-        key: &str,
+        network: Counter<'_>,
+        account: Counter<'_>,
         now: i64,
-        max_attempts: i64,
-        base: i64,
-        cap: i64,
+        (base, cap): (i64, i64),
         member: Option<(&str, &str)>,
     ) -> Result<(Claim, Option<Member>)> {
-        let max_attempts = max_attempts.max(1);
         // A lockout longer than a century is as good as forever, and keeps `now + delay` far
         // from overflowing (PostgreSQL would fail the statement).
         const LONGEST: i64 = 100 * 365 * 86_400;
         let (base, cap) = (base.clamp(1, LONGEST), cap.clamp(1, LONGEST));
         let (full, full_delay) = lockout_steps(base, cap);
         // A first attempt that already reaches the limit (a limit of 1) locks at once.
-        let (first_lockouts, first_until) = if max_attempts <= 1 {
-            (
-                1,
-                now.saturating_add(lockout_delay(0, base, full, full_delay)),
-            )
-        } else {
-            (0, 0)
+        let first = |max: i64| -> (i64, i64) {
+            if max <= 1 {
+                (
+                    1,
+                    now.saturating_add(lockout_delay(0, base, full, full_delay)),
+                )
+            } else {
+                (0, 0)
+            }
         };
-        let backend = self.backend();
-        let mut values: Vec<sea_orm::Value> = vec![
-            key.into(),
+        let (net_max, acct_max) = (network.max_attempts.max(1), account.max_attempts.max(1));
+        let (net_first, acct_first) = (first(net_max), first(acct_max));
+        let (tenant_id, username) = member.unzip();
+        let values: Vec<sea_orm::Value> = vec![
+            network.key.into(),
             now.into(),
-            max_attempts.into(),
+            net_max.into(),
             base.into(),
             full.into(),
             full_delay.into(),
-            first_lockouts.into(),
-            first_until.into(),
+            net_first.0.into(),
+            net_first.1.into(),
+            tenant_id.map(str::to_string).into(),
+            username.map(str::to_string).into(),
+            account.key.into(),
+            acct_max.into(),
+            acct_first.0.into(),
+            acct_first.1.into(),
         ];
-        // One row: did the claim count, and the member if there is one.
-        let read = |row: sea_orm::QueryResult, counted: bool| -> Result<Option<Member>> {
-            if !counted || row.try_get::<Option<String>>("", "id")?.is_none() {
-                return Ok(None);
-            }
-            Ok(Some((
-                user::Model::from_query_result(&row, "")?,
-                row.try_get("", "password_phc")?,
-            )))
-        };
-        let (counted, member) = match (backend, member) {
-            (DbBackend::Postgres, Some((tenant_id, username))) => {
-                // `CLAIM_AND_MEMBER_PG`: one statement.
-                values.push(tenant_id.into());
-                values.push(username.into());
-                let sql = CLAIM_AND_MEMBER_PG.as_str();
-                let row = self
-                    .w()
-                    .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
-                    .await?
-                    .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?;
-                let counted: bool = row.try_get("", "counted")?;
-                (counted, read(row, counted)?)
-            }
-            (DbBackend::Sqlite, Some((tenant_id, username))) => {
-                // The claim and the read in one atomic call: one hand-off to a connection's
+        let backend = self.backend();
+        let row = match backend {
+            DbBackend::Postgres => self
+                .w()
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    CLAIM_AND_MEMBER_PG.as_str(),
+                    values,
+                ))
+                .await?
+                .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?,
+            _ => {
+                // The claims and the read in one atomic call: one hand-off to a connection's
                 // thread, and a commit shared with the other writes waiting then.
-                values.push(tenant_id.into());
-                values.push(username.into());
-                let mut rows = super::sqlite_atomic(
+                let sql = CLAIM_NETWORK.replace('$', "?");
+                super::sqlite_atomic(
                     self,
                     vec![
-                        Statement::from_sql_and_values(
-                            backend,
-                            CLAIM_SQLITE_QUIET.as_str(),
-                            values,
-                        ),
-                        Statement::from_string(backend, MEMBER_AFTER_CLAIM_SQLITE),
+                        Statement::from_sql_and_values(backend, sql, values),
+                        Statement::from_string(backend, CLAIM_ACCOUNT_SQLITE.as_str()),
+                        Statement::from_string(backend, MEMBER_AFTER_CLAIM_SQLITE.as_str()),
                     ],
                 )
-                .await?;
-                let row = rows
-                    .pop()
-                    .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?;
-                let counted = row.try_get::<i64>("", "counted")? > 0;
-                (counted, read(row, counted)?)
-            }
-            _ => {
-                let sql = match backend {
-                    DbBackend::Postgres => CLAIM_PG.as_str(),
-                    _ => CLAIM_SQLITE.as_str(),
-                };
-                let counted = self
-                    .w()
-                    .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
-                    .await?
-                    .is_some();
-                let member = match member {
-                    Some((tenant_id, username)) if counted => {
-                        self.user_with_password(tenant_id, username).await?
-                    }
-                    _ => None,
-                };
-                (counted, member)
+                .await?
+                .pop()
+                .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?
             }
         };
+        let counted = match backend {
+            DbBackend::Postgres => row.try_get::<bool>("", "counted")?,
+            _ => row.try_get::<i64>("", "counted")? > 0,
+        };
         if counted {
+            let member = match row.try_get::<Option<String>>("", "id")? {
+                Some(_) => Some((
+                    user::Model::from_query_result(&row, "")?,
+                    row.try_get("", "password_phc")?,
+                )),
+                None => None,
+            };
             return Ok((Claim::Allowed, member));
         }
-        // Locked (the rare path): read until when.
-        let until = login_throttle::Entity::find_by_id(key.to_string())
-            .unique(&self.db)
-            .await?
-            .map_or(0, |r| r.locked_until);
+        // Locked (the rare path): read by which counter, and until when.
+        let rows = login_throttle::Entity::find()
+            .filter(login_throttle::Column::Key.is_in([network.key, account.key]))
+            .all(&self.db)
+            .await?;
+        let until = |key: &str| {
+            rows.iter()
+                .find(|r| r.key == key)
+                .map_or(0, |r| r.locked_until)
+        };
+        let (net_until, acct_until) = (until(network.key), until(account.key));
+        let (until, lock) = if net_until > now {
+            (net_until, Lock::Network)
+        } else {
+            (acct_until, Lock::Account)
+        };
         // Lifted between the two statements (a success elsewhere, or time): still refuse
         // this attempt, which was not counted; the next one will be.
-        Ok((Claim::Locked(until.max(now + 1)), None))
+        Ok((Claim::Locked(until.max(now + 1), lock), None))
     }
 
-    /// A successful sign-in clears the counter and any lockout it started, and records its
-    /// audit event: one atomic write (a single statement with a CTE on PostgreSQL, one
+    /// A successful sign-in clears its counters and any lockout they started, and records
+    /// its audit event: one atomic write (a single statement with a CTE on PostgreSQL, one
     /// transaction and so one commit on SQLite).
-    pub async fn sign_in_succeeded(&self, key: &str, audit: AuditEvent, now: i64) -> Result<()> {
+    pub async fn sign_in_succeeded(
+        &self,
+        keys: &[&str],
+        audit: AuditEvent,
+        now: i64,
+    ) -> Result<()> {
         let clear = login_throttle::Entity::update_many()
             .col_expr(login_throttle::Column::Attempts, Expr::value(0))
             .col_expr(login_throttle::Column::Lockouts, Expr::value(0))
             .col_expr(login_throttle::Column::LockedUntil, Expr::value(0))
             .col_expr(login_throttle::Column::UpdatedAt, Expr::value(now))
-            .filter(login_throttle::Column::Key.eq(key));
+            .filter(login_throttle::Column::Key.is_in(keys.iter().copied()));
         if self.backend() == DbBackend::Postgres {
             let q = WithQuery::new()
                 .cte(

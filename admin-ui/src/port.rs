@@ -588,8 +588,14 @@ pub trait AdminPort: Send + Sync + 'static {
 
     // Signing keys.
     async fn keys(&self, tenant_id: &str) -> AdminResult<Vec<KeyView>>;
-    async fn rotate_keys(&self, actor: &Actor, tenant_id: &str, origin: &Origin)
-    -> AdminResult<()>;
+    /// `force`: even if the next keys were published moments ago (a key is compromised).
+    async fn rotate_keys(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        origin: &Origin,
+        force: bool,
+    ) -> AdminResult<()>;
 
     // Audit log and dashboard.
     async fn audit(

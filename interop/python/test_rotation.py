@@ -26,8 +26,10 @@ def test_validator_follows_key_rotation(idp):
 
     # Twice: the key that signs after one rotation was already published before it, so only
     # a second rotation forces a refetch on an unknown kid.
-    first = idp.cli("keys", "rotate", "--tenant", "home")
-    second = idp.cli("keys", "rotate", "--tenant", "home")
+    # Forced, as after a key is compromised: without --force a rotation waits until the next
+    # keys have been published longer than the JWKS may be cached.
+    first = idp.cli("keys", "rotate", "--tenant", "home", "--force")
+    second = idp.cli("keys", "rotate", "--tenant", "home", "--force")
     assert first["active_kids"] != second["active_kids"]
     time.sleep(6)  # the server caches keys for up to 5 s
 

@@ -1517,10 +1517,11 @@ impl AdminPort for Port {
         actor: &Actor,
         tenant_id: &str,
         origin: &Origin,
+        force: bool,
     ) -> AdminResult<()> {
         let t = self.tenant(tenant_id).await?;
         self.svc
-            .rotate_keys(&t, by(actor, origin))
+            .rotate_keys(&t, by(actor, origin), force)
             .await
             .map_err(ae)?;
         Ok(())

@@ -316,11 +316,16 @@ pub enum ClientCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCmd {
-    /// Publish the next signing keys and sign with them; old keys stay published until their
-    /// tokens have expired.
+    /// Sign with the next signing keys (published since the last rotation) and publish new
+    /// next keys; old keys stay published until their tokens have expired. Refused while the
+    /// next keys are younger than the JWKS's cache time (5 minutes) unless `--force`.
     Rotate {
         #[arg(long)]
         tenant: String,
+        /// Rotate even if the next keys were published moments ago (a key is compromised):
+        /// resource servers holding an older JWKS refuse the new tokens until they refetch.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -1003,9 +1008,13 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
             print(json, json!({ "providers": list }), text);
             Ok(())
         }
-        Cmd::Keys(KeysCmd::Rotate { tenant, json }) => {
+        Cmd::Keys(KeysCmd::Rotate {
+            tenant,
+            force,
+            json,
+        }) => {
             let t = svc.tenant(&tenant).await?;
-            let kids = svc.rotate_keys(&t, "cli").await?;
+            let kids = svc.rotate_keys(&t, "cli", force).await?;
             print(
                 json,
                 json!({"tenant": t.slug, "active_kids": kids}),

@@ -11,6 +11,7 @@ use crate::login::passwords::PasswordHasher;
 use crate::oauth::scopes::DEFAULT_CLIENT_SCOPES;
 use crate::secrets::{Secret, SecretHasher, random_id, random_token};
 use crate::store::{NewClient, Store, new_id_pub};
+use crate::tokens::keys::{JWKS_MAX_AGE, MIN_NEXT_KEY_AGE, Rotated};
 use crate::tokens::{KeyService, MasterKey};
 
 pub struct Services {
@@ -572,20 +573,35 @@ impl Services {
             .unwrap_or(tenant_ttl))
     }
 
+    /// Rotate a tenant's signing keys (see `Keys::rotate`); `force` promotes next keys
+    /// however young (a key is compromised). A refusal changes nothing and says when to
+    /// come back.
     pub async fn rotate_keys(
         &self,
         tenant: &tenant::Model,
         by: impl Into<By>,
+        force: bool,
     ) -> Result<Vec<String>> {
         let by = by.into();
         let keep = self.max_token_ttl(tenant).await? + 300;
         self.keys.ensure_tenant_keys(&tenant.id).await?;
-        let kids = self.keys.rotate(&tenant.id, keep).await?;
+        let kids = match self.keys.rotate(&tenant.id, keep, force).await? {
+            Rotated::Now(kids) => kids,
+            Rotated::TooSoon { next_age } => {
+                let wait = MIN_NEXT_KEY_AGE - next_age;
+                return Err(Error::bad_page(
+                    "Too soon to rotate the signing keys",
+                    format!(
+                        "Too soon to rotate the signing keys: the next keys, which a rotation makes the signing keys, were published {next_age} s ago, and resource servers that fetched the JWKS before then may keep it for up to {JWKS_MAX_AGE} s and would refuse the new tokens. Rotate again in {wait} s, or force the rotation now if a key is compromised."
+                    ),
+                ));
+            }
+        };
         self.store
             .insert_audit(
                 AuditEvent::new("keys_rotated", "ok", Some(&tenant.id), &by.req)
                     .actor(&by.actor)
-                    .detail(serde_json::json!({"active": kids})),
+                    .detail(serde_json::json!({"active": kids, "forced": force})),
                 self.now(),
             )
             .await?;

@@ -1901,6 +1901,17 @@ async fn sessions_and_keys(backend: Backend) {
     let q = adm.ask(&format!("{keys}/rotate"), &[]).await;
     assert_has(&q, "Rotate the signing keys?");
     assert_eq!(kids(&app, "home").await, before, "asking changes nothing");
+    // The next keys were made with the tenant, moments ago: refused, with the reason.
+    let html = adm.confirm_done(&q).await;
+    assert_has(&html, "or force the rotation now if a key is compromised");
+    assert_eq!(
+        kids(&app, "home").await,
+        before,
+        "a refused rotation changes nothing"
+    );
+    assert_eq!(state(&html, &old_kid), "active");
+    app.clock.advance(ma_idp::tokens::keys::MIN_NEXT_KEY_AGE);
+    let q = adm.ask(&format!("{keys}/rotate"), &[]).await;
     let html = adm.confirm_done(&q).await;
     assert_has(&html, "Signing keys rotated.");
     let after = kids(&app, "home").await;
@@ -1918,6 +1929,15 @@ async fn sessions_and_keys(backend: Backend) {
     assert_eq!(state(&html, &kid), "active");
     app.verify_access_token("home", &at(&tok)).await;
     app.verify_access_token("home", &at(&old_tok)).await;
+    // Forced: the next keys published moments ago sign at once.
+    let q = adm
+        .ask(&format!("{keys}/rotate"), &[("force", "yes")])
+        .await;
+    let html = adm.confirm_done(&q).await;
+    assert_has(&html, "Signing keys rotated.");
+    for k in &new {
+        assert_eq!(state(&html, k), "active", "{k}");
+    }
     app.stop().await;
 }
 

@@ -180,7 +180,14 @@ async fn cli_sets_up_alexa_and_serve_links_it(backend: Backend) {
         None,
     );
     assert_eq!(pol["passkeys_required"], false);
-    let keys = cli.json(&["keys", "rotate", "--tenant", "home", "--json"], None);
+    // The next keys were made with the tenant, moments ago: refused unless forced.
+    let (ok, _, err) = cli.run(&["keys", "rotate", "--tenant", "home", "--json"], None);
+    assert!(!ok, "a rotation promoting keys made moments ago is refused");
+    assert!(err.contains("Too soon") && err.contains("force"), "{err}");
+    let keys = cli.json(
+        &["keys", "rotate", "--tenant", "home", "--force", "--json"],
+        None,
+    );
     assert_eq!(keys["active_kids"].as_array().unwrap().len(), 3);
 
     // serve, on the same data directory / database.

@@ -2,6 +2,7 @@
 //! on SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use ma_idp::tokens::keys::MIN_NEXT_KEY_AGE;
 use ma_idp_tests::*;
 use serde_json::Value;
 
@@ -1377,7 +1378,21 @@ async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
         .map(|k| k["kid"].as_str().unwrap().to_string())
         .collect();
     let t = app.svc.tenant("home").await.unwrap();
-    let new_kids = app.svc.rotate_keys(&t, "test").await.unwrap();
+    // The next keys were made with the tenant, moments ago: too young to sign yet.
+    let e = app.svc.rotate_keys(&t, "test", false).await.unwrap_err();
+    assert!(e.to_string().contains("Too soon"), "{e}");
+    assert_eq!(
+        app.jwks("home").await["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        before,
+        "a refused rotation changes nothing"
+    );
+    app.clock.advance(MIN_NEXT_KEY_AGE);
+    let new_kids = app.svc.rotate_keys(&t, "test", false).await.unwrap();
     // The key that signs now was published before the rotation.
     for k in &new_kids {
         assert!(
@@ -1417,14 +1432,24 @@ async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
         "retired key dropped after its tokens expired"
     );
     assert!(after.contains(&new_kid));
-    // Rotations at once take turns: never two active (or next) keys of one algorithm.
-    for _ in 0..3 {
+    // Rotations at once take turns: never two active (or next) keys of one algorithm. Of
+    // two unforced ones the second finds the next keys the first just made: refused.
+    for force in [false, true, false] {
+        app.clock.advance(MIN_NEXT_KEY_AGE);
         let (a, b) = tokio::join!(
-            app.svc.rotate_keys(&t, "test"),
-            app.svc.rotate_keys(&t, "test")
+            app.svc.rotate_keys(&t, "test", force),
+            app.svc.rotate_keys(&t, "test", force)
         );
-        a.unwrap();
-        b.unwrap();
+        if force {
+            a.unwrap();
+            b.unwrap();
+        } else {
+            assert_eq!(
+                [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
+                1,
+                "one rotates, one is refused: {a:?} {b:?}"
+            );
+        }
         let keys = app.svc.store.signing_keys(&t.id).await.unwrap();
         for alg in ["ES256", "RS256", "EdDSA"] {
             for state in ["active", "next"] {

@@ -1112,7 +1112,7 @@ async fn two_instances_on_one_postgresql() {
         .await
         .unwrap();
     let tenant = a.svc.tenant("home").await.unwrap();
-    let active = a.svc.rotate_keys(&tenant, "test").await.unwrap();
+    let active = a.svc.rotate_keys(&tenant, "test", true).await.unwrap();
     let expected: Value =
         serde_json::from_str(&a.svc.keys.tenant_keys(&tenant.id).await.unwrap().jwks).unwrap();
     let expected = kids(&expected);

@@ -2,7 +2,7 @@
 use actix_session::Session;
 use actix_web::{HttpRequest, web};
 
-use super::done;
+use super::{done, or_back};
 use crate::Ui;
 use crate::port::{AdminError, GrantFilter, SessionFilter};
 use crate::web_util::{Fail, Res, View, confirm, form, scoped};
@@ -171,12 +171,21 @@ pub async fn rotate_keys(
             "Rotate keys",
         );
     }
-    ui.port
-        .rotate_keys(&actor, &tenant.id, &ui.port.origin(&req))
-        .await?;
-    done(
+    let page = format!("/admin/t/{}/keys", tenant.slug);
+    // Refused (the next keys are too young): back to the keys page with the reason.
+    or_back(
         &session,
-        &format!("/admin/t/{}/keys", tenant.slug),
-        "Signing keys rotated.",
-    )
+        &page,
+        (&req, &f),
+        ui.port
+            .rotate_keys(
+                &actor,
+                &tenant.id,
+                &ui.port.origin(&req),
+                f.get("force") == "yes",
+            )
+            .await
+            .map_err(Fail::Admin),
+    )?;
+    done(&session, &page, "Signing keys rotated.")
 }

@@ -49,7 +49,7 @@ pub async fn jwks(svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok()
         .insert_header(CacheControl(vec![
             CacheDirective::Public,
-            CacheDirective::MaxAge(300),
+            CacheDirective::MaxAge(crate::tokens::keys::JWKS_MAX_AGE),
         ]))
         .content_type("application/jwk-set+json")
         .body(keys.jwks.clone()))

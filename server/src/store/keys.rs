@@ -59,13 +59,19 @@ impl Store {
     }
 
     /// Retire the active keys, promote the next keys, add new next keys: one transaction.
+    ///
+    /// With `min_next_age`, a rotation that would promote a next key published less than
+    /// that many seconds ago is refused: `Ok(Some(age))`, the youngest next key's age, and
+    /// nothing changes. The check runs inside the transaction, after the lock, so of two
+    /// rotations at once the second sees the next keys the first made.
     pub async fn rotate_signing_keys(
         &self,
         tenant_id: &str,
         now: i64,
         publish_until: i64,
         new_next: Vec<NewKey>,
-    ) -> Result<()> {
+        min_next_age: Option<i64>,
+    ) -> Result<Option<i64>> {
         let txn = self.write_txn().await?;
         // Two rotations at once take turns (SQLite's write transaction already does): each
         // statement below reads the keys as the other left them, so a second rotation cannot
@@ -76,6 +82,21 @@ impl Store {
                 .lock_exclusive()
                 .all(&txn)
                 .await?;
+        }
+        if let Some(min) = min_next_age {
+            let youngest = signing_key::Entity::find()
+                .filter(signing_key::Column::TenantId.eq(tenant_id))
+                .filter(signing_key::Column::State.eq("next"))
+                .all(&txn)
+                .await?
+                .iter()
+                .map(|k| k.created_at)
+                .max();
+            if let Some(created) = youngest
+                && now - created < min
+            {
+                return Ok(Some((now - created).max(0)));
+            }
         }
         signing_key::Entity::update_many()
             .col_expr(signing_key::Column::State, Expr::value("retired"))
@@ -101,6 +122,6 @@ impl Store {
                 .await?;
         }
         txn.commit().await?;
-        Ok(())
+        Ok(None)
     }
 }

@@ -166,6 +166,23 @@ pub fn generate(sealer: &KeySealer, alg: SigningAlg) -> Result<NewKey> {
 /// instances in agreement within seconds of a rotation.
 const CACHE_TTL: i64 = 5;
 
+/// How long resource servers may cache a JWKS (its `Cache-Control: max-age`).
+pub const JWKS_MAX_AGE: u32 = 300;
+
+/// The youngest a next key may be when a rotation makes it the signing key: by then every
+/// JWKS cached before it was published has expired (the JWKS's max-age, and this server's
+/// own key cache).
+pub const MIN_NEXT_KEY_AGE: i64 = JWKS_MAX_AGE as i64 + CACHE_TTL;
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotated {
+    /// Rotated: the kids that sign from now on.
+    Now(Vec<String>),
+    /// Refused: the next keys were published this many seconds ago.
+    TooSoon { next_age: i64 },
+}
+
 pub struct KeyService {
     store: Store,
     sealer: KeySealer,
@@ -277,23 +294,42 @@ impl KeyService {
     }
 
     /// Rotate every algorithm of a tenant. `keep_published` is how long retired keys stay in
-    /// the JWKS (the longest lifetime of a token they signed, plus leeway). Returns the kids
-    /// that sign from now on.
-    pub async fn rotate(&self, tenant_id: &str, keep_published: i64) -> Result<Vec<String>> {
+    /// the JWKS (the longest lifetime of a token they signed, plus leeway). Unless `force`,
+    /// a rotation is refused while the next keys, which it would make the signing keys, are
+    /// younger than [`MIN_NEXT_KEY_AGE`]: a resource server that cached the JWKS before they
+    /// were published would not know them yet.
+    pub async fn rotate(
+        &self,
+        tenant_id: &str,
+        keep_published: i64,
+        force: bool,
+    ) -> Result<Rotated> {
         let mut new_next = Vec::new();
         for alg in SigningAlg::ALL {
             new_next.push(generate(&self.sealer, alg)?);
         }
         let now = self.clock.now();
-        self.store
-            .rotate_signing_keys(tenant_id, now, now + keep_published, new_next)
+        let refused = self
+            .store
+            .rotate_signing_keys(
+                tenant_id,
+                now,
+                now + keep_published,
+                new_next,
+                (!force).then_some(MIN_NEXT_KEY_AGE),
+            )
             .await?;
+        if let Some(next_age) = refused {
+            return Ok(Rotated::TooSoon { next_age });
+        }
         self.invalidate(tenant_id);
         let keys = self.tenant_keys(tenant_id).await?;
-        Ok(SigningAlg::ALL
-            .iter()
-            .filter_map(|a| keys.active.get(a).map(|k| k.kid.clone()))
-            .collect())
+        Ok(Rotated::Now(
+            SigningAlg::ALL
+                .iter()
+                .filter_map(|a| keys.active.get(a).map(|k| k.kid.clone()))
+                .collect(),
+        ))
     }
 
     pub fn invalidate(&self, tenant_id: &str) {

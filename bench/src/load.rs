@@ -148,7 +148,7 @@ impl Kind {
     /// Whether a request of this scenario ends in a status we expect.
     fn expected(self) -> u16 {
         match self {
-            Kind::SignIn => 303,
+            Kind::SignIn => 200,
             Kind::AuthorizeRedirect => 302,
             _ => 200,
         }
@@ -283,18 +283,12 @@ pub async fn sign_in_and_consent(
     ]))
     .await
     .map_err(|e| anyhow!(e))?;
-    if r.status != 303 {
-        bail!("sign-in answered {}: {}", r.status, short(&r.body));
-    }
-    let next = r.location.context("303 without Location")?;
-    let r = send(http.get(ctx.url(&next)))
-        .await
-        .map_err(|e| anyhow!(e))?;
-    if r.status == 302 {
-        return r.location.context("302 without Location");
+    // The consent page, or (consent remembered) the redirect back to the client.
+    if r.status == 303 {
+        return r.location.context("303 without Location");
     }
     if r.status != 200 {
-        bail!("after sign-in, {} answered {}", next, r.status);
+        bail!("sign-in answered {}: {}", r.status, short(&r.body));
     }
     let csrf = hidden(&r.body, "csrf").context("no csrf field on the consent page")?;
     let rid = hidden(&r.body, "rid").context("no rid field on the consent page")?;
@@ -476,36 +470,6 @@ impl Worker {
         }
     }
 
-    /// Password sign-in, after a sign-in: load the page it sent the browser to (the consent
-    /// step), as a browser does; a sign-in renews the session's CSRF token, which the next
-    /// sign-in needs.
-    async fn after_sign_in(&mut self, ctx: &Ctx, location: &str) -> Outcome {
-        let Some(raw) = self.raw.as_mut() else {
-            return Outcome::Ok;
-        };
-        raw.set_get(location);
-        let r = match raw.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.broken = true;
-                return io_err(e);
-            }
-        };
-        match (r.status, hidden(&r.body, "csrf")) {
-            (200, Some(csrf)) => {
-                self.set_sign_in_form(ctx, &csrf);
-                Outcome::Ok
-            }
-            _ => {
-                self.broken = true;
-                Outcome::Err {
-                    kind: format!("consent step after the sign-in: HTTP {}", r.status),
-                    detail: short(&r.body),
-                }
-            }
-        }
-    }
-
     async fn recover(&mut self, ctx: &Ctx) -> Result<()> {
         match self.kind {
             Kind::Refresh => {
@@ -562,13 +526,7 @@ impl Worker {
                 return io_err(e);
             }
         };
-        let location = r.location.clone();
-        match (self.check(ctx, expected, r), location) {
-            (Outcome::Ok, Some(location)) if self.kind == Kind::SignIn => {
-                self.after_sign_in(ctx, &location).await
-            }
-            (outcome, _) => outcome,
-        }
+        self.check(ctx, expected, r)
     }
 
     /// The next request of a scenario driven through reqwest; `None` when there is no more
@@ -620,13 +578,21 @@ impl Worker {
                 kind: "token not active".into(),
                 detail: short(&r.body),
             },
-            // Signed in: back to the consent step of the same request.
-            Kind::SignIn if !r.location.as_deref().is_some_and(|l| l.contains("?rid=")) => {
-                Outcome::Err {
-                    kind: "303 elsewhere than the consent step".into(),
-                    detail: format!("Location: {:?}", r.location),
+            // Signed in: answered with the consent page of the same request, whose CSRF token
+            // (a sign-in renews it) the next sign-in needs.
+            Kind::SignIn => match hidden(&r.body, "csrf") {
+                Some(csrf) if r.body.contains("value=\"approve\"") => {
+                    self.set_sign_in_form(ctx, &csrf);
+                    Outcome::Ok
                 }
-            }
+                _ => {
+                    self.broken = true;
+                    Outcome::Err {
+                        kind: "not the consent page".into(),
+                        detail: short(&r.body),
+                    }
+                }
+            },
             Kind::AuthorizePage if !r.body.contains("name=\"rid\"") => Outcome::Err {
                 kind: "not the sign-in page".into(),
                 detail: short(&r.body),

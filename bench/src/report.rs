@@ -538,9 +538,8 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
          sharing the queue; it ends early if the codes run out). The signed-out authorize page is \
          fetched without cookies, as a first visit, so each request also creates a browser session. \
          Password sign-in repeats `action=login` on one pending request per worker (with \
-         `prompt=consent`) and, after each sign-in, loads the consent page it is sent to, as a \
-         browser does at a first linking (a sign-in renews the CSRF token the next one needs): a \
-         sign-in's latency includes that page. Latencies are of \
+         `prompt=consent`); each sign-in answers with the consent page, as at a first linking \
+         (its CSRF token, which a sign-in renews, is the one the next sign-in sends). Latencies are of \
          successful requests; req/s counts successful requests; requests still in flight when the time \
          is up are not counted."
     );

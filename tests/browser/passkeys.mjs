@@ -554,6 +554,31 @@ async function main() {
     await context.close();
   }
 
+  // -- The password sign-in answers its POST with the consent page (no redirect in between);
+  //    the page gives its history entry its own address, so a reload asks for it again (GET)
+  //    instead of sending the password form a second time.
+  await check('password sign-in -> consent page in the answer; a reload asks for the page again', async () => {
+    const { context } = await newContext('password-reload', DESKTOP);
+    const page = await context.newPage();
+    assert.equal((await page.goto(authorizeUrl('reload-state'))).status(), 200);
+    await page.locator('#username').fill('alice');
+    await page.locator('#password').fill(ALICE_PASSWORD);
+    const [resp] = await Promise.all([
+      page.waitForNavigation(),
+      page.locator('#password-form button[type=submit]').click(),
+    ]);
+    assert.equal(resp?.request().method(), 'POST');
+    assert.equal(resp?.status(), 200, 'the sign-in answers with the consent page');
+    assert.ok((await bodyText(page)).includes(`Allow ${CLIENT_NAME}?`), 'consent page');
+    assert.match(page.url(), /\/alexa\/authorize\?rid=[^&]+$/, `the page took its own address: ${page.url()}`);
+    const again = await page.reload();
+    assert.equal(again?.request().method(), 'GET', 'the reload does not post the password again');
+    assert.equal(again?.status(), 200);
+    assert.ok((await bodyText(page)).includes(`Allow ${CLIENT_NAME}?`), 'the consent page again');
+    note(`reload: ${again?.request().method()} ${again?.url()}`);
+    await context.close();
+  });
+
   // -- a. Enrollment through the one-time link (phone: how a household member gets it).
   let credential = null;
   const enrolled = await step('a. enrollment link -> "Create a passkey" -> account page lists the passkey', async () => {

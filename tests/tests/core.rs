@@ -1549,8 +1549,15 @@ async fn consent_is_remembered_and_pages_are_safe(backend: Backend) {
             ],
         )
         .await;
-    assert_eq!(r.status(), 303);
-    let html = b.get(&location(&r)).await.text().await.unwrap();
+    assert_eq!(r.status(), 200, "the sign-in answers with the consent page");
+    let html = r.text().await.unwrap();
+    // Answering a POST, the page gives its history entry its own address (a reload asks for
+    // the page, instead of posting the password again).
+    assert!(
+        html.contains(r#"<script src="/static/consent.js" data-url=""#)
+            && html.contains(&format!("authorize?rid={rid}\"")),
+        "{html}"
+    );
     assert!(html.contains("Alexa"));
     assert!(html.contains("alice"));
     assert!(html.contains("Play, pause and choose music"));
@@ -2455,10 +2462,8 @@ async fn reauthentication_is_not_skipped_nor_endless(backend: Backend) {
                 ],
             )
             .await;
-        assert_eq!(r.status(), 303, "{extra:?}");
-        app.clock.advance(3);
-        let r = b.get(&location(&r)).await;
-        assert_eq!(r.status(), 302, "{extra:?}: signed in, yet asked again");
+        // Consent is remembered: the sign-in answers with the redirect back, code and all.
+        assert_eq!(r.status(), 303, "{extra:?}: signed in, yet asked again");
         parse_code(&location(&r), &redirect, "st");
         app.clock.advance(5);
     }
@@ -2498,7 +2503,9 @@ async fn a_pending_request_lives_on_while_its_pages_are_used(backend: Backend) {
             ],
         )
         .await;
-    assert_eq!(r.status(), 303);
+    assert_eq!(r.status(), 200, "the sign-in answers with the consent page");
+    let answered = r.text().await.unwrap();
+    assert!(answered.contains("/static/consent.js"), "{answered}");
     let consent = |rid: String| {
         let b = &b;
         async move {
@@ -2514,6 +2521,16 @@ async fn a_pending_request_lives_on_while_its_pages_are_used(backend: Backend) {
         csrf,
         hidden(&html, "csrf"),
         "the sign-in renewed the CSRF token"
+    );
+    assert_eq!(
+        hidden(&answered, "csrf"),
+        csrf,
+        "and answered with the new one"
+    );
+    let shown = b.get(&format!("/t/home/authorize?rid={rid}")).await;
+    assert!(
+        !shown.text().await.unwrap().contains("/static/consent.js"),
+        "a page answering a GET has its own address already"
     );
     let approve = |csrf: String, rid: String| {
         let b = &b;

@@ -183,7 +183,7 @@ async fn proceed(
         )),
         None => {
             login::put_pending(cx.session, &cx.tenant.id, rid, &areq, now)?;
-            consent_page(cx, rid, &areq, &signed).await
+            consent_page(cx, rid, &areq, &signed, after_post).await
         }
     }
 }
@@ -241,7 +241,9 @@ async fn consent_page(
     rid: &str,
     areq: &AuthzRequest,
     signed: &SignedIn,
+    after_post: bool,
 ) -> Result<HttpResponse> {
+    let reload = after_post.then(|| format!("{}?rid={rid}", cx.base));
     let csrf = login::csrf_token(cx.session)?;
     let name = client_name(cx, areq).await?;
     let lines: Vec<ScopeLine> = areq
@@ -261,6 +263,7 @@ async fn consent_page(
         rid,
         csrf: &csrf,
         switch_url: &format!("/t/{}/logout", cx.tenant.slug),
+        reload_url: reload.as_deref(),
     })
 }
 
@@ -293,7 +296,9 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
             };
             if let login::PasswordOutcome::Ok(user) = outcome {
                 login::sign_in(cx.session, cx.tenant, &user, &["pwd"], now)?;
-                return Ok(redirect(&format!("{}?rid={}", cx.base, rid), true));
+                // The next step answers the form itself (the consent page, or the redirect
+                // back to the client): one round trip fewer than a redirect to it.
+                return proceed(&cx, &rid, areq, true).await;
             }
             let msg = outcome.message(now).unwrap_or_default();
             let mut resp = login_page(&cx, &rid, &areq, Some(username), Some(&msg)).await?;

@@ -87,12 +87,14 @@ pub async fn metrics(svc: Svc) -> HttpResponse {
 
 const STYLE_CSS: &str = include_str!("../../../static/style.css");
 const PASSKEYS_JS: &str = include_str!("../../../static/passkeys.js");
+const CONSENT_JS: &str = include_str!("../../../static/consent.js");
 const ADMIN_CSS: &str = include_str!("../../../static/admin.css");
 
 pub async fn static_file(path: web::Path<String>) -> HttpResponse {
     let (body, ct) = match path.as_str() {
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
         "passkeys.js" => (PASSKEYS_JS, "text/javascript; charset=utf-8"),
+        "consent.js" => (CONSENT_JS, "text/javascript; charset=utf-8"),
         "admin.css" => (ADMIN_CSS, "text/css; charset=utf-8"),
         _ => return error_page(StatusCode::NOT_FOUND, "Not found", "There is no such file."),
     };

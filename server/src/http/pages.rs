@@ -162,6 +162,10 @@ pub struct ConsentView<'a> {
     pub rid: &'a str,
     pub csrf: &'a str,
     pub switch_url: &'a str,
+    /// When the page answers a POST (the sign-in form): the address that shows it again,
+    /// which the page gives its history entry (`static/consent.js`), so that a reload does
+    /// not send the form again.
+    pub reload_url: Option<&'a str>,
 }
 
 pub fn consent(v: ConsentView<'_>) -> Result<HttpResponse> {
@@ -175,6 +179,7 @@ pub fn consent(v: ConsentView<'_>) -> Result<HttpResponse> {
     ctx.insert("rid", v.rid);
     ctx.insert("csrf", v.csrf);
     ctx.insert("switch_url", v.switch_url);
+    ctx.insert("reload_url", &v.reload_url);
     render("consent.html", &ctx)
 }
 

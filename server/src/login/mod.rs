@@ -119,6 +119,10 @@ pub fn sign_in(
         .insert(KEY_TENANT, &tenant.id)
         .map_err(session_err)?;
     session.insert(KEY_USER, &user.id).map_err(session_err)?;
+    // The member's row for the rest of this request (the page it answers with); never stored.
+    session
+        .insert(session_store::KEY_MEMBER_ROW, user)
+        .map_err(session_err)?;
     session.insert(KEY_AUTH_TIME, now).map_err(session_err)?;
     session.insert(KEY_AMR, amr).map_err(session_err)?;
     // A new CSRF token, stored with the sign-in: the page the browser goes to next then

@@ -405,8 +405,11 @@ impl AdminPort for Port {
             .password_sign_in(&t, username, &Secret::new(password), &info(origin))
             .await
             .map_err(ae)?;
+        if let PasswordOutcome::Ok(_, done) = &outcome {
+            svc.record_sign_in(done).await.map_err(ae)?;
+        }
         match outcome {
-            PasswordOutcome::Ok(u) => match role_of(&u) {
+            PasswordOutcome::Ok(u, _) => match role_of(&u) {
                 Some(role) => {
                     let actor = Actor {
                         user_id: u.id.clone(),

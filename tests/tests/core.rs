@@ -2581,10 +2581,21 @@ async fn a_pending_request_lives_on_while_its_pages_are_used(backend: Backend) {
         .unwrap();
     assert_eq!(sessions.len(), 1);
     assert!(
-        !sessions[0].state.contains("_member_row"),
+        !sessions[0].state.contains("_member_row") && !sessions[0].state.contains("_sign_in"),
         "{}",
         sessions[0].state
     );
+    // The sign-in's own write went with the session's: its audit event is there.
+    let ok = app
+        .svc
+        .store
+        .audit_events(&t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "sign_in" && e.outcome == "ok")
+        .count();
+    assert_eq!(ok, 1, "one password sign-in, audited once");
     let r = b.get(url.as_str()).await;
     assert!(r.text().await.unwrap().contains("Allow"), "still signed in");
     assert!(

@@ -53,8 +53,8 @@ pub async fn login_post(
         let outcome = svc
             .password_sign_in(&tenant, username, &password, &request_info(&req, &svc))
             .await?;
-        if let login::PasswordOutcome::Ok(user) = outcome {
-            login::sign_in(&session, &tenant, &user, &["pwd"], svc.now())?;
+        if let login::PasswordOutcome::Ok(user, done) = outcome {
+            login::sign_in_with_password(&session, &tenant, &user, svc.now(), &done)?;
             return Ok(redirect(&format!("/t/{}/account", tenant.slug), true));
         }
         (

@@ -294,8 +294,8 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
                     login_page(&cx, &rid, &areq, Some(username), Some(TOO_MANY)).await?,
                 );
             };
-            if let login::PasswordOutcome::Ok(user) = outcome {
-                login::sign_in(cx.session, cx.tenant, &user, &["pwd"], now)?;
+            if let login::PasswordOutcome::Ok(user, done) = outcome {
+                login::sign_in_with_password(cx.session, cx.tenant, &user, now, &done)?;
                 // The next step answers the form itself (the consent page, or the redirect
                 // back to the client): one round trip fewer than a redirect to it.
                 return proceed(&cx, &rid, areq, true).await;

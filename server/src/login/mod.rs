@@ -12,7 +12,7 @@ use crate::audit::{AuditEvent, RequestInfo};
 use crate::error::{Error, Result};
 use crate::secrets::{Secret, ct_eq, random_token};
 use crate::services::Services;
-use crate::store::{Claim, Counter, Lock};
+use crate::store::{Claim, Counter, Lock, SignInSuccess};
 use session_store::{KEY_REKEY, KEY_TENANT, KEY_USER};
 
 const KEY_CSRF: &str = "csrf";
@@ -133,6 +133,21 @@ pub fn sign_in(
     Ok(())
 }
 
+/// [`sign_in`] after a password check: the success's own write (`done`) goes with the
+/// session's, in one statement or call (see `session_store::KEY_SIGN_IN`).
+pub fn sign_in_with_password(
+    session: &Session,
+    tenant: &tenant::Model,
+    user: &user::Model,
+    now: i64,
+    done: &SignInSuccess,
+) -> Result<()> {
+    sign_in(session, tenant, user, &["pwd"], now)?;
+    session
+        .insert(session_store::KEY_SIGN_IN, done)
+        .map_err(session_err)
+}
+
 pub fn sign_out(session: &Session) {
     session.purge();
 }
@@ -212,7 +227,10 @@ pub fn remove_pending(session: &Session, tenant_id: &str, id: &str) {
 /// How a password sign-in ended.
 #[derive(Debug)]
 pub enum PasswordOutcome {
-    Ok(user::Model),
+    /// Signed in. The success's own write (counters cleared, audit event) is not made yet:
+    /// hand it to [`sign_in_with_password`] (written with the browser session) or
+    /// [`Services::record_sign_in`].
+    Ok(user::Model, Box<SignInSuccess>),
     /// Unknown user, wrong password or disabled account: one answer for all.
     Wrong,
     /// The tenant accepts passkeys only.
@@ -225,7 +243,7 @@ impl PasswordOutcome {
     /// What the sign-in page says.
     pub fn message(&self, now: i64) -> Option<String> {
         match self {
-            PasswordOutcome::Ok(_) => None,
+            PasswordOutcome::Ok(..) => None,
             PasswordOutcome::Wrong => Some("Wrong username or password.".into()),
             PasswordOutcome::PasskeyRequired => Some(PASSKEY_REQUIRED.into()),
             PasswordOutcome::Locked(until) => {
@@ -340,25 +358,33 @@ impl Services {
         let ev = AuditEvent::new("sign_in", outcome, Some(&tenant.id), req)
             .actor(&username)
             .detail(serde_json::json!({"method": "password"}));
-        match &result {
+        match result {
             Some(u) => {
-                self.store
-                    .sign_in_succeeded(&[&network, &account], ev.user(&u.id), now)
-                    .await?;
                 if stale {
-                    self.rehash_password(tenant, u, password, now).await;
+                    self.rehash_password(tenant, &u, password, now).await;
                 }
+                let done = Box::new(SignInSuccess::new(
+                    vec![network, account],
+                    ev.user(&u.id),
+                    now,
+                ));
+                Ok(PasswordOutcome::Ok(u, done))
             }
-            None => self.store.insert_audit(ev, now).await?,
+            None => {
+                self.store.insert_audit(ev, now).await?;
+                Ok(PasswordOutcome::Wrong)
+            }
         }
-        Ok(match result {
-            Some(u) => PasswordOutcome::Ok(u),
-            None => PasswordOutcome::Wrong,
-        })
     }
 }
 
 impl Services {
+    /// Write a successful password sign-in's record (counters cleared, audit event) on its
+    /// own, where no browser session carries it (see [`sign_in_with_password`]).
+    pub async fn record_sign_in(&self, done: &SignInSuccess) -> Result<()> {
+        self.store.sign_in_succeeded(done).await
+    }
+
     /// Replace a hash made with other argon2 parameters than the configured ones (after a
     /// change of `argon2.*`), with the password the member just proved. A failure here is
     /// logged and does not fail the sign-in: the old hash still works.

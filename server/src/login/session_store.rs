@@ -10,7 +10,7 @@ use actix_web::cookie::time::Duration;
 use crate::clock::SharedClock;
 use crate::login::limits::AnonymousSessions;
 use crate::secrets::{random_token, token_hash};
-use crate::store::Store;
+use crate::store::{SignInSuccess, Store};
 
 /// The session keys naming the signed-in account (shared with the admin UI's sessions, so
 /// admins can list and end every session of an account).
@@ -21,6 +21,19 @@ pub const KEY_REKEY: &str = admin_ui::SESSION_REKEY;
 /// The signed-in member's row (JSON), read with the session (`Store::session_load`) so that
 /// a page need not ask the database for it again; never stored.
 pub const KEY_MEMBER_ROW: &str = "_member_row";
+/// A password sign-in's own write (`store::SignInSuccess`: its attempt counters cleared, its
+/// audit event), made in the same statement or call as the session's: one write fewer per
+/// sign-in, and the sign-in is recorded exactly when the session that holds it is. Never
+/// stored.
+pub const KEY_SIGN_IN: &str = "_sign_in";
+
+/// Take the sign-in write out of a session's state.
+fn take_sign_in(state: &mut State) -> Result<Option<SignInSuccess>, serde_json::Error> {
+    state
+        .remove(KEY_SIGN_IN)
+        .map(|v| serde_json::from_str(&v))
+        .transpose()
+}
 
 #[derive(Clone)]
 pub struct DbSessionStore {
@@ -82,6 +95,7 @@ impl SessionStore for DbSessionStore {
         let mut state: State =
             serde_json::from_str(&text).map_err(|e| LoadError::Deserialization(e.into()))?;
         state.remove(KEY_MEMBER_ROW);
+        state.remove(KEY_SIGN_IN);
         if let Some(row) = member.and_then(|m| serde_json::to_string(&m).ok()) {
             state.insert(KEY_MEMBER_ROW.into(), row);
         }
@@ -92,6 +106,7 @@ impl SessionStore for DbSessionStore {
         // A new session has a new key anyway.
         state.remove(KEY_REKEY);
         state.remove(KEY_MEMBER_ROW);
+        let sign_in = take_sign_in(&mut state).map_err(|e| SaveError::Serialization(e.into()))?;
         let key = random_token();
         let id = token_hash(key.expose());
         let now = self.clock.now();
@@ -104,6 +119,7 @@ impl SessionStore for DbSessionStore {
                 text,
                 now,
                 now + row_ttl(&state, ttl),
+                sign_in.as_ref(),
             )
             .await
             .map_err(|e| SaveError::Other(e.into()))?;
@@ -123,6 +139,7 @@ impl SessionStore for DbSessionStore {
         // may have been planted) stops working.
         let fresh = state.remove(KEY_REKEY).map(|_| random_token());
         state.remove(KEY_MEMBER_ROW);
+        let sign_in = take_sign_in(&mut state).map_err(|e| UpdateError::Serialization(e.into()))?;
         let id = token_hash(session_key.as_ref());
         let now = self.clock.now();
         let text =
@@ -137,6 +154,7 @@ impl SessionStore for DbSessionStore {
                 text,
                 now,
                 now + row_ttl(&state, ttl),
+                sign_in.as_ref(),
             )
             .await
             .map_err(|e| UpdateError::Other(e.into()))?;

@@ -27,7 +27,7 @@ pub use clients::{ClientWithUris, NewClient};
 pub use codes::{CodeOutcome, NewCode};
 pub use federation::NewMember;
 pub use refresh::{AccessLive, NewRefresh, RefreshOutcome, RefreshStatus};
-pub use throttle::{Claim, Counter, Lock, Member};
+pub use throttle::{Claim, Counter, Lock, Member, SignInSuccess};
 pub use users::{Removal, Removed};
 
 /// A lookup by a unique key. `.one()` adds a bound `LIMIT ?`, and SQLite re-prepares such a

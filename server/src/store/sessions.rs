@@ -1,11 +1,47 @@
 use entity::{browser_session, user};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QueryTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QueryTrait,
 };
 
-use super::Store;
+use super::{SignInSuccess, Store};
 use crate::error::Result;
+
+/// SQLite: a sign-in's writes (counters cleared, audit event) to run before a session's in
+/// the same atomic call.
+fn sign_in_statements(sign_in: Option<&SignInSuccess>) -> Vec<sea_orm::Statement> {
+    sign_in.map_or_else(Vec::new, |d| {
+        let (clear, audit) = d.statements();
+        let b = DbBackend::Sqlite;
+        vec![b.build(&clear), b.build(&audit)]
+    })
+}
+
+/// PostgreSQL: a session's write with a sign-in's as CTEs (data-modifying CTEs run once,
+/// whether or not they are read): one statement, one commit.
+fn with_sign_in(
+    d: &SignInSuccess,
+    main: impl Into<sea_orm::sea_query::SubQueryStatement>,
+) -> sea_orm::sea_query::WithQuery {
+    use sea_orm::sea_query::{Alias, CommonTableExpression, WithClause, WithQuery};
+    let (clear, audit) = d.statements();
+    let with = WithClause::new()
+        .cte(
+            CommonTableExpression::new()
+                .query(clear)
+                .table_name(Alias::new("sign_in_cleared"))
+                .to_owned(),
+        )
+        .cte(
+            CommonTableExpression::new()
+                .query(audit)
+                .table_name(Alias::new("sign_in_audited"))
+                .to_owned(),
+        )
+        .to_owned();
+    WithQuery::new().with_clause(with).query(main).to_owned()
+}
 
 impl Store {
     /// A live session's state, and the member it is signed in to if any, read in the same
@@ -16,7 +52,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<(String, Option<user::Model>)>> {
         use sea_orm::sea_query::{Alias, Query};
-        use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, Iterable};
+        use sea_orm::{FromQueryResult, IdenStatic, Iterable};
         let (s, u) = (browser_session::Entity, user::Entity);
         let mut q = Query::select();
         q.column((s, browser_session::Column::State)).from(s);
@@ -64,6 +100,7 @@ impl Store {
         state: String,
         now: i64,
         expires_at: i64,
+        sign_in: Option<&SignInSuccess>,
     ) -> Result<()> {
         let insert = browser_session::Entity::insert(browser_session::ActiveModel {
             id: Set(id_hash.to_string()),
@@ -74,12 +111,17 @@ impl Store {
             updated_at: Set(now),
             expires_at: Set(expires_at),
         });
+        let insert = insert.into_query();
         if self.backend() == DbBackend::Sqlite {
             // A commit shared with the other writes waiting then (`sqlite_atomic`).
-            let st = DbBackend::Sqlite.build(&insert.into_query());
-            super::sqlite_atomic(self, vec![st]).await?;
+            let mut sts = sign_in_statements(sign_in);
+            sts.push(DbBackend::Sqlite.build(&insert));
+            super::sqlite_atomic(self, sts).await?;
         } else {
-            insert.exec_without_returning(&self.w()).await?;
+            match sign_in {
+                Some(d) => self.w().execute(&with_sign_in(d, insert)).await?,
+                None => self.w().execute(&insert).await?,
+            };
         }
         Ok(())
     }
@@ -96,6 +138,7 @@ impl Store {
         state: String,
         now: i64,
         expires_at: i64,
+        sign_in: Option<&SignInSuccess>,
     ) -> Result<bool> {
         let mut q = browser_session::Entity::update_many();
         if let Some(new_id) = new_id_hash {
@@ -111,15 +154,22 @@ impl Store {
             .col_expr(browser_session::Column::ExpiresAt, Expr::value(expires_at))
             .filter(browser_session::Column::Id.eq(id_hash))
             .filter(browser_session::Column::ExpiresAt.gt(now));
+        let mut update = q.into_query();
         if self.backend() == DbBackend::Sqlite {
             // A commit shared with the other writes waiting then (`sqlite_atomic`); the row
-            // it updated comes back.
-            let mut update = q.into_query();
+            // it updated comes back (the sign-in's statements return none).
             update.returning_col(browser_session::Column::Id);
-            let rows = super::sqlite_atomic(self, vec![DbBackend::Sqlite.build(&update)]).await?;
+            let mut sts = sign_in_statements(sign_in);
+            sts.push(DbBackend::Sqlite.build(&update));
+            let rows = super::sqlite_atomic(self, sts).await?;
             return Ok(rows.len() == 1);
         }
-        let n = q.exec(&self.w()).await?.rows_affected;
+        // The count is the main statement's, not its CTEs'.
+        let n = match sign_in {
+            Some(d) => self.w().execute(&with_sign_in(d, update)).await?,
+            None => self.w().execute(&update).await?,
+        }
+        .rows_affected();
         Ok(n == 1)
     }
 

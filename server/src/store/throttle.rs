@@ -1,11 +1,14 @@
 use std::sync::LazyLock;
 
 use entity::{login_throttle, user};
-use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, WithQuery};
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, Expr, InsertStatement, UpdateStatement, WithQuery,
+};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
     Statement,
 };
+use serde::{Deserialize, Serialize};
 
 use super::Store;
 use super::audit::audit_insert;
@@ -257,44 +260,89 @@ impl Store {
 
     /// A successful sign-in clears its counters and any lockout they started, and records
     /// its audit event: one atomic write (a single statement with a CTE on PostgreSQL, one
-    /// transaction and so one commit on SQLite).
-    pub async fn sign_in_succeeded(
-        &self,
-        keys: &[&str],
-        audit: AuditEvent,
-        now: i64,
-    ) -> Result<()> {
-        let clear = login_throttle::Entity::update_many()
-            .col_expr(login_throttle::Column::Attempts, Expr::value(0))
-            .col_expr(login_throttle::Column::Lockouts, Expr::value(0))
-            .col_expr(login_throttle::Column::LockedUntil, Expr::value(0))
-            .col_expr(login_throttle::Column::UpdatedAt, Expr::value(now))
-            .filter(login_throttle::Column::Key.is_in(keys.iter().copied()));
+    /// call and so one commit on SQLite). Browser sign-ins carry this write into the
+    /// session's own (`session_update`), one write fewer.
+    pub async fn sign_in_succeeded(&self, done: &SignInSuccess) -> Result<()> {
+        let (clear, audit) = done.statements();
         if self.backend() == DbBackend::Postgres {
             let q = WithQuery::new()
                 .cte(
                     CommonTableExpression::new()
-                        .query(clear.into_query())
+                        .query(clear)
                         .table_name(Alias::new("cleared"))
                         .to_owned(),
                 )
-                .query(audit_insert(audit, now))
+                .query(audit)
                 .to_owned();
             self.db.execute(&q).await?;
         } else {
             // One call to a connection's thread instead of four (`BEGIN`, two statements,
             // `COMMIT`), and a commit shared with other writes waiting then.
             let b = DbBackend::Sqlite;
-            super::sqlite_atomic(
-                self,
-                vec![
-                    b.build(&clear.into_query()),
-                    b.build(&audit_insert(audit, now)),
-                ],
-            )
-            .await?;
+            super::sqlite_atomic(self, vec![b.build(&clear), b.build(&audit)]).await?;
         }
         Ok(())
+    }
+}
+
+/// What a successful password sign-in writes: its counters cleared, and its audit event
+/// (`sign_in` / `ok`). Serializable, so that a browser sign-in can hand it to the session
+/// store, which writes it with the session (see `login::session_store::KEY_SIGN_IN`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignInSuccess {
+    /// The counters to clear.
+    pub keys: Vec<String>,
+    pub tenant_id: Option<String>,
+    pub actor: Option<String>,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Option<String>,
+    /// When it happened.
+    pub at: i64,
+}
+
+impl SignInSuccess {
+    pub fn new(keys: Vec<String>, ev: AuditEvent, at: i64) -> Self {
+        debug_assert_eq!((ev.kind, ev.outcome), ("sign_in", "ok"));
+        Self {
+            keys,
+            tenant_id: ev.tenant_id,
+            actor: ev.actor,
+            user_id: ev.user_id,
+            ip: ev.ip,
+            user_agent: ev.user_agent,
+            detail: ev.detail,
+            at,
+        }
+    }
+
+    /// The audit event this records.
+    pub fn event(&self) -> AuditEvent {
+        AuditEvent {
+            tenant_id: self.tenant_id.clone(),
+            kind: "sign_in",
+            outcome: "ok",
+            actor: self.actor.clone(),
+            user_id: self.user_id.clone(),
+            client_id: None,
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+
+    /// The two statements: clear the counters, insert the audit event.
+    pub(crate) fn statements(&self) -> (UpdateStatement, InsertStatement) {
+        let now = self.at;
+        let clear = login_throttle::Entity::update_many()
+            .col_expr(login_throttle::Column::Attempts, Expr::value(0))
+            .col_expr(login_throttle::Column::Lockouts, Expr::value(0))
+            .col_expr(login_throttle::Column::LockedUntil, Expr::value(0))
+            .col_expr(login_throttle::Column::UpdatedAt, Expr::value(now))
+            .filter(login_throttle::Column::Key.is_in(self.keys.iter().cloned()))
+            .into_query();
+        (clear, audit_insert(self.event(), now))
     }
 }
 

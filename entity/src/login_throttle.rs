@@ -3,7 +3,8 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "login_throttle")]
 pub struct Model {
-    /// `{tenant_id}:{normalized username}` (existing or not).
+    /// An account's counter: `{tenant_id}:{normalized username}` (existing or not); the
+    /// account's counter for one client network: `net:{network}/{account's key}`.
     #[sea_orm(primary_key, auto_increment = false)]
     pub key: String,
     /// Attempts since the last success or the end of the last lockout.

@@ -318,7 +318,8 @@ pub enum ClientCmd {
 pub enum KeysCmd {
     /// Sign with the next signing keys (published since the last rotation) and publish new
     /// next keys; old keys stay published until their tokens have expired. Refused while the
-    /// next keys are younger than the JWKS's cache time (5 minutes) unless `--force`.
+    /// next keys are younger than the JWKS's cache time (300 s, plus the server's 5 s key cache)
+    /// unless `--force`.
     Rotate {
         #[arg(long)]
         tenant: String,

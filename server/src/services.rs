@@ -589,6 +589,14 @@ impl Services {
             Rotated::Now(kids) => kids,
             Rotated::TooSoon { next_age } => {
                 let wait = MIN_NEXT_KEY_AGE - next_age;
+                self.store
+                    .insert_audit(
+                        AuditEvent::new("keys_rotated", "refused", Some(&tenant.id), &by.req)
+                            .actor(&by.actor)
+                            .detail(serde_json::json!({"reason": "next keys too young", "next_key_age": next_age})),
+                        self.now(),
+                    )
+                    .await?;
                 return Err(Error::bad_page(
                     "Too soon to rotate the signing keys",
                     format!(

@@ -23,8 +23,7 @@ pub const KEY_REKEY: &str = admin_ui::SESSION_REKEY;
 pub const KEY_MEMBER_ROW: &str = "_member_row";
 /// A password sign-in's own write (`store::SignInSuccess`: its attempt counters cleared, its
 /// audit event), made in the same statement or call as the session's: one write fewer per
-/// sign-in, and the sign-in is recorded exactly when the session that holds it is. Never
-/// stored.
+/// sign-in. Never stored.
 pub const KEY_SIGN_IN: &str = "_sign_in";
 
 /// Take the sign-in write out of a session's state.

@@ -330,7 +330,8 @@ impl Store {
             .filter(entity::browser_session::Column::ExpiresAt.lt(now))
             .exec(&self.w())
             .await?;
-        // Sign-in attempt counters (one per tried username, existing or not) unused for a day
+        // Sign-in attempt counters (per tried username, existing or not, and per username and
+        // client network) unused for a day
         // and with no lockout running. Forgetting one costs at most one more round of
         // `login_max_attempts` guesses a day, and restarts its lockout doubling.
         entity::login_throttle::Entity::delete_many()

@@ -11,36 +11,18 @@ use crate::error::Result;
 /// SQLite: a sign-in's writes (counters cleared, audit event) to run before a session's in
 /// the same atomic call.
 fn sign_in_statements(sign_in: Option<&SignInSuccess>) -> Vec<sea_orm::Statement> {
-    sign_in.map_or_else(Vec::new, |d| {
-        let (clear, audit) = d.statements();
-        let b = DbBackend::Sqlite;
-        vec![b.build(&clear), b.build(&audit)]
-    })
+    sign_in.map_or_else(Vec::new, SignInSuccess::sqlite_statements)
 }
 
-/// PostgreSQL: a session's write with a sign-in's as CTEs (data-modifying CTEs run once,
-/// whether or not they are read): one statement, one commit.
+/// PostgreSQL: a session's write with a sign-in's as CTEs: one statement, one commit.
 fn with_sign_in(
     d: &SignInSuccess,
     main: impl Into<sea_orm::sea_query::SubQueryStatement>,
 ) -> sea_orm::sea_query::WithQuery {
-    use sea_orm::sea_query::{Alias, CommonTableExpression, WithClause, WithQuery};
-    let (clear, audit) = d.statements();
-    let with = WithClause::new()
-        .cte(
-            CommonTableExpression::new()
-                .query(clear)
-                .table_name(Alias::new("sign_in_cleared"))
-                .to_owned(),
-        )
-        .cte(
-            CommonTableExpression::new()
-                .query(audit)
-                .table_name(Alias::new("sign_in_audited"))
-                .to_owned(),
-        )
-        .to_owned();
-    WithQuery::new().with_clause(with).query(main).to_owned()
+    sea_orm::sea_query::WithQuery::new()
+        .with_clause(d.pg_with())
+        .query(main)
+        .to_owned()
 }
 
 impl Store {

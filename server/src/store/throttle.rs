@@ -2,11 +2,11 @@ use std::sync::LazyLock;
 
 use entity::{login_throttle, user};
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, Expr, InsertStatement, UpdateStatement, WithQuery,
+    Alias, CommonTableExpression, Expr, Query, UpdateStatement, WithClause, WithQuery,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryTrait,
-    Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryFilter,
+    QueryTrait, Statement,
 };
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +90,25 @@ fn claim_sql(
 // $4 base, $5 steps before the full delay, $6 the full delay, $7/$8 a new row's lockouts and
 // lock; $9 tenant and $10 username of the member to read (NULL: none); $11 the account's key,
 // $12 its most attempts, $13/$14 a new row's lockouts and lock.
-static CLAIM_NETWORK: LazyLock<String> = LazyLock::new(|| claim_sql(1, 2, 3, 4, 5, 6, 7, 8, None));
+//
+// The network's claim counts only while the account is not locked: attempts the account
+// refuses must not lock a member out of their own network after the account's lock ends.
+static CLAIM_NETWORK: LazyLock<String> = LazyLock::new(|| {
+    claim_sql(
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        Some(
+            "(SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM login_throttle \
+             WHERE \"key\" = $11 AND locked_until > $2)) AS account_free",
+        ),
+    )
+});
 
 /// The member and their password hash, in a row that is there whether or not they exist.
 const MEMBER: &str = "users.*, password_credentials.phc AS password_phc \
@@ -121,16 +139,41 @@ static CLAIM_ACCOUNT_SQLITE: LazyLock<String> = LazyLock::new(|| {
         6,
         13,
         14,
-        Some("(SELECT 1 WHERE changes() > 0)"),
+        Some("(SELECT 1 WHERE changes() > 0) AS network_counted"),
     )
-    .replace('$', "?")
 });
 
 /// SQLite: run right after the two claims in the same call, always one row: did the
-/// attempt count (the account's claim changed a row), and the member if there is one. The
-/// parameters are numbered, so they index the call's values whatever came before.
+/// attempt count (the account's claim changed a row), and the member if there is one.
 static MEMBER_AFTER_CLAIM_SQLITE: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT changes() AS counted, {MEMBER}").replace('$', "?"));
+    LazyLock::new(|| format!("SELECT changes() AS counted, {MEMBER}"));
+
+/// SQLite: a `$n`-numbered statement with positional `?` parameters and the values they
+/// take, in order. Statements sent together in one call (`sqlite_atomic`) then bind their
+/// values one after the other; numbered parameters would not do: sqlx binds a numbered
+/// statement's unused numbers from a counter running across the call's statements.
+fn positional(sql: &str, values: &[sea_orm::Value]) -> std::result::Result<Statement, DbErr> {
+    let mut out = String::with_capacity(sql.len());
+    let mut vals = Vec::new();
+    let mut rest = sql;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 1..];
+        let digits = tail
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let value = tail[..digits]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| values.get(n.checked_sub(1)?))
+            .ok_or_else(|| DbErr::Custom(format!("no value for parameter ${}", &tail[..digits])))?;
+        out.push('?');
+        vals.push(value.clone());
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    Ok(Statement::from_sql_and_values(DbBackend::Sqlite, out, vals))
+}
 
 impl Store {
     /// Count one sign-in attempt against two counters, atomically across instances: first
@@ -209,13 +252,12 @@ impl Store {
             _ => {
                 // The claims and the read in one atomic call: one hand-off to a connection's
                 // thread, and a commit shared with the other writes waiting then.
-                let sql = CLAIM_NETWORK.replace('$', "?");
                 super::sqlite_atomic(
                     self,
                     vec![
-                        Statement::from_sql_and_values(backend, sql, values),
-                        Statement::from_string(backend, CLAIM_ACCOUNT_SQLITE.as_str()),
-                        Statement::from_string(backend, MEMBER_AFTER_CLAIM_SQLITE.as_str()),
+                        positional(&CLAIM_NETWORK, &values)?,
+                        positional(&CLAIM_ACCOUNT_SQLITE, &values)?,
+                        positional(&MEMBER_AFTER_CLAIM_SQLITE, &values)?,
                     ],
                 )
                 .await?
@@ -248,10 +290,11 @@ impl Store {
                 .map_or(0, |r| r.locked_until)
         };
         let (net_until, acct_until) = (until(network.key), until(account.key));
-        let (until, lock) = if net_until > now {
-            (net_until, Lock::Network)
-        } else {
+        // Both may be locked: the later lock is the one to wait for.
+        let (until, lock) = if acct_until > now && acct_until >= net_until {
             (acct_until, Lock::Account)
+        } else {
+            (net_until, Lock::Network)
         };
         // Lifted between the two statements (a success elsewhere, or time): still refuse
         // this attempt, which was not counted; the next one will be.
@@ -263,23 +306,16 @@ impl Store {
     /// call and so one commit on SQLite). Browser sign-ins carry this write into the
     /// session's own (`session_update`), one write fewer.
     pub async fn sign_in_succeeded(&self, done: &SignInSuccess) -> Result<()> {
-        let (clear, audit) = done.statements();
         if self.backend() == DbBackend::Postgres {
             let q = WithQuery::new()
-                .cte(
-                    CommonTableExpression::new()
-                        .query(clear)
-                        .table_name(Alias::new("cleared"))
-                        .to_owned(),
-                )
-                .query(audit)
+                .with_clause(done.pg_with())
+                .query(Query::select().expr(Expr::val(1)).to_owned())
                 .to_owned();
             self.db.execute(&q).await?;
         } else {
-            // One call to a connection's thread instead of four (`BEGIN`, two statements,
+            // One call to a connection's thread instead of several (`BEGIN`, the statements,
             // `COMMIT`), and a commit shared with other writes waiting then.
-            let b = DbBackend::Sqlite;
-            super::sqlite_atomic(self, vec![b.build(&clear), b.build(&audit)]).await?;
+            super::sqlite_atomic(self, done.sqlite_statements()).await?;
         }
         Ok(())
     }
@@ -332,17 +368,58 @@ impl SignInSuccess {
         }
     }
 
-    /// The two statements: clear the counters, insert the audit event.
-    pub(crate) fn statements(&self) -> (UpdateStatement, InsertStatement) {
-        let now = self.at;
-        let clear = login_throttle::Entity::update_many()
-            .col_expr(login_throttle::Column::Attempts, Expr::value(0))
-            .col_expr(login_throttle::Column::Lockouts, Expr::value(0))
-            .col_expr(login_throttle::Column::LockedUntil, Expr::value(0))
-            .col_expr(login_throttle::Column::UpdatedAt, Expr::value(now))
-            .filter(login_throttle::Column::Key.is_in(self.keys.iter().cloned()))
-            .into_query();
-        (clear, audit_insert(self.event(), now))
+    /// Clearing each counter, in the order the claim takes them (network, then account).
+    fn clears(&self) -> Vec<UpdateStatement> {
+        self.keys
+            .iter()
+            .map(|key| {
+                login_throttle::Entity::update_many()
+                    .col_expr(login_throttle::Column::Attempts, Expr::value(0))
+                    .col_expr(login_throttle::Column::Lockouts, Expr::value(0))
+                    .col_expr(login_throttle::Column::LockedUntil, Expr::value(0))
+                    .col_expr(login_throttle::Column::UpdatedAt, Expr::value(self.at))
+                    .filter(login_throttle::Column::Key.eq(key.as_str()))
+                    .into_query()
+            })
+            .collect()
+    }
+
+    /// SQLite: the statements, for one atomic call (which takes the write lock first).
+    pub(crate) fn sqlite_statements(&self) -> Vec<Statement> {
+        let b = DbBackend::Sqlite;
+        let mut v: Vec<Statement> = self.clears().iter().map(|c| b.build(c)).collect();
+        v.push(b.build(&audit_insert(self.event(), self.at)));
+        v
+    }
+
+    /// PostgreSQL: the statements as data-modifying CTEs (each runs once, read or not), to
+    /// go before a statement of the caller's. Each counter's clear waits for the one before
+    /// it (it reads that one's result): rows are locked in the claim's order, so a sign-in's
+    /// clear and a parallel attempt's claim on the same rows cannot deadlock.
+    pub(crate) fn pg_with(&self) -> WithClause {
+        let mut with = WithClause::new();
+        for (i, mut clear) in self.clears().into_iter().enumerate() {
+            if i > 0 {
+                clear.and_where(Expr::cust(format!(
+                    "(SELECT count(*) FROM sign_in_cleared_{}) >= 0",
+                    i - 1
+                )));
+            }
+            clear.returning_col(login_throttle::Column::Key);
+            with.cte(
+                CommonTableExpression::new()
+                    .query(clear)
+                    .table_name(Alias::new(format!("sign_in_cleared_{i}")))
+                    .to_owned(),
+            );
+        }
+        with.cte(
+            CommonTableExpression::new()
+                .query(audit_insert(self.event(), self.at))
+                .table_name(Alias::new("sign_in_audited"))
+                .to_owned(),
+        );
+        with
     }
 }
 
@@ -374,6 +451,7 @@ fn lockout_delay(previous: i64, base: i64, steps: i64, full: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::{lockout_delay, lockout_steps};
 
     /// The rule as it was written before it moved into SQL: `min(base * 2^min(n, 30), cap)`.
@@ -382,6 +460,29 @@ mod tests {
             .checked_shl(previous.clamp(0, 30) as u32)
             .unwrap_or(i64::MAX);
         base.saturating_mul(factor).min(cap)
+    }
+
+    #[test]
+    fn numbered_parameters_become_positional_in_order() {
+        let v: Vec<sea_orm::Value> = vec![1i64.into(), "a".into(), 3i64.into()];
+        let st = super::positional("SELECT $2, $1 + $3, $2", &v).unwrap();
+        assert_eq!(st.sql, "SELECT ?, ? + ?, ?");
+        let got = st.values.unwrap().0;
+        let want: Vec<sea_orm::Value> = vec!["a".into(), 1i64.into(), 3i64.into(), "a".into()];
+        assert_eq!(got, want);
+        assert!(super::positional("SELECT $4", &v).is_err());
+        assert!(super::positional("SELECT $0", &v).is_err());
+        assert!(super::positional("SELECT $", &v).is_err());
+        // The claim statements: every parameter number has a value (14 in all).
+        let all: Vec<sea_orm::Value> = (1..=14i64).map(Into::into).collect();
+        for sql in [
+            super::CLAIM_NETWORK.as_str(),
+            super::CLAIM_ACCOUNT_SQLITE.as_str(),
+            super::MEMBER_AFTER_CLAIM_SQLITE.as_str(),
+        ] {
+            let st = super::positional(sql, &all).unwrap();
+            assert!(!st.sql.contains('$'), "{}", st.sql);
+        }
     }
 
     #[test]

@@ -238,6 +238,23 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no member {username}"))
     }
 
+    /// A tenant's audit events of one kind and outcome.
+    pub async fn audited(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        outcome: &str,
+    ) -> Vec<entity::audit_event::Model> {
+        self.svc
+            .store
+            .audit_events(tenant_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == kind && e.outcome == outcome)
+            .collect()
+    }
+
     /// Start ma-idp on a fresh database; `None` when the backend is unavailable locally.
     pub async fn start(backend: Backend) -> Option<TestApp> {
         Self::start_with(backend, |_| {}).await

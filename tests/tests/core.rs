@@ -185,15 +185,7 @@ async fn refresh_replay_after_grace_revokes_family(backend: Backend) {
     // writes its event in the same statement as the rotation, the retry in a transaction).
     let t = app.svc.tenant("home").await.unwrap();
     let alice = app.member(&t.id, "alice").await;
-    let refreshed: Vec<_> = app
-        .svc
-        .store
-        .audit_events(&t.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "token_refreshed" && e.outcome == "ok")
-        .collect();
+    let refreshed = app.audited(&t.id, "token_refreshed", "ok").await;
     assert_eq!(refreshed.len(), 2, "{refreshed:?}");
     for e in &refreshed {
         assert_eq!(e.user_id.as_deref(), Some(alice.id.as_str()));
@@ -2586,15 +2578,7 @@ async fn a_pending_request_lives_on_while_its_pages_are_used(backend: Backend) {
         sessions[0].state
     );
     // The sign-in's own write went with the session's: its audit event is there.
-    let ok = app
-        .svc
-        .store
-        .audit_events(&t.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "sign_in" && e.outcome == "ok")
-        .count();
+    let ok = app.audited(&t.id, "sign_in", "ok").await.len();
     assert_eq!(ok, 1, "one password sign-in, audited once");
     let r = b.get(url.as_str()).await;
     assert!(r.text().await.unwrap().contains("Allow"), "still signed in");

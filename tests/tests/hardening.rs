@@ -190,11 +190,7 @@ async fn hundred_parallel_wrong_passwords_lock_exactly(backend: Backend) {
     assert_eq!(r.status(), 303, "unlocked after a minute");
     // The success is audited with its member (the same write clears the counter, below).
     let t = app.svc.tenant("home").await.unwrap();
-    let events = app.svc.store.audit_events(&t.id).await.unwrap();
-    let ok: Vec<_> = events
-        .iter()
-        .filter(|e| e.kind == "sign_in" && e.outcome == "ok")
-        .collect();
+    let ok = app.audited(&t.id, "sign_in", "ok").await;
     assert_eq!(ok.len(), 1, "one successful sign-in so far");
     assert_eq!(ok[0].actor.as_deref(), Some("alice"));
     assert!(ok[0].user_id.is_some(), "the event names the member");
@@ -354,13 +350,9 @@ async fn guesses_lock_their_network_then_the_account(backend: Backend) {
     // The lockouts are audited with the counter that refused them.
     let t = app.svc.tenant("home").await.unwrap();
     let locks: Vec<String> = app
-        .svc
-        .store
-        .audit_events(&t.id)
+        .audited(&t.id, "sign_in", "failed")
         .await
-        .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "sign_in" && e.outcome == "failed")
         .filter_map(|e| {
             let d: Value = serde_json::from_str(e.detail.as_deref()?).ok()?;
             Some(d.get("lock")?.as_str()?.to_string())

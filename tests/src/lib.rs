@@ -264,7 +264,17 @@ impl TestApp {
         backend: Backend,
         tweak: impl FnOnce(&mut Settings),
     ) -> Option<TestApp> {
-        Self::start_inner(backend, tweak, false).await
+        Self::start_inner(backend, tweak, false, free_listener()).await
+    }
+
+    /// Start ma-idp on a dual-stack listener (`[::]`, IPv6 and IPv4): a client connecting to
+    /// `127.0.0.1` is seen as the peer `::ffff:127.0.0.1`. `base` still names `localhost`.
+    pub async fn start_dual_stack(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
+        let listener = TcpListener::bind("[::]:0").expect("bind [::]:0");
+        Self::start_inner(backend, tweak, false, listener).await
     }
 
     /// Start ma-idp with the admin UI on its own listener (`admin_listen`): the public
@@ -274,20 +284,20 @@ impl TestApp {
         backend: Backend,
         tweak: impl FnOnce(&mut Settings),
     ) -> Option<TestApp> {
-        Self::start_inner(backend, tweak, true).await
+        Self::start_inner(backend, tweak, true, free_listener()).await
     }
 
     async fn start_inner(
         backend: Backend,
         tweak: impl FnOnce(&mut Settings),
         admin_listener: bool,
+        listener: TcpListener,
     ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(fresh_pg_database().await?),
         };
-        let listener = free_listener();
         let port = listener.local_addr().unwrap().port();
         let database = DropDatabase(db.clone());
         let mut settings = settings_for(dir.path(), db, port);

@@ -797,6 +797,19 @@ async fn sign_in_refusals_and_strangers(backend: Backend) {
 
     // A signed-in operator's forms without, or with a wrong, CSRF token: 400, nothing done.
     let adm = Admin::sign_in(&app, "home", OP, PASSWORD).await;
+    // The admin sign-in is audited once, and it cleared the operator's counter of the wrong
+    // password above: four more wrong ones (five in all) and the right one still signs in.
+    let home = tenant(&app, "home").await;
+    let ok = app.audited(&home.id, "sign_in", "ok").await;
+    assert_eq!(
+        ok.iter().filter(|e| e.actor.as_deref() == Some(OP)).count(),
+        1,
+        "{ok:?}"
+    );
+    for _ in 0..4 {
+        assert_eq!(attempt("home", OP, "wrong password!").await.0, 401);
+    }
+    assert_eq!(attempt("home", OP, PASSWORD).await.0, 303);
     for (p, fields) in &posts {
         for token in [None, Some("f".repeat(64))] {
             let mut f: Vec<(&str, &str)> = fields.clone();
@@ -1271,6 +1284,31 @@ async fn users_create_search_and_pages(backend: Backend) {
     for q in ["offset=-1", "offset=99999999999999999999", "offset=1000"] {
         adm.page(&format!("{users}?{q}")).await;
     }
+    // Any case in any script (SQLite's lower() folds only ASCII): "Émile Özdemir" is found
+    // as "özdemir", "ÉMILE", "émile" and "zdem", and "İpek" (whose lowercase is "i̇pek", with
+    // a combining dot) as "İPEK".
+    for (username, display) in [("emile", "Émile Özdemir"), ("ipek", "İpek")] {
+        let r = adm
+            .post(
+                users,
+                &[
+                    ("username", username),
+                    ("display_name", display),
+                    ("role", "member"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 303);
+    }
+    for q in ["%C3%B6zdemir", "%C3%89MILE", "%C3%A9mile", "zdem"] {
+        let p = adm.page(&format!("{users}?q={q}")).await;
+        assert_eq!(caps(&p, name_re), vec!["emile".to_string()], "q={q}");
+        assert_has(&p, "1 user(s).");
+    }
+    let p = adm.page(&format!("{users}?q=%C4%B0PEK")).await;
+    assert_eq!(caps(&p, name_re), vec!["ipek".to_string()]);
+    let p = adm.page(&format!("{users}?q=%C3%B6zdemirx")).await;
+    assert!(caps(&p, name_re).is_empty(), "{p}");
     app.stop().await;
 }
 

@@ -15,6 +15,7 @@ both_backends!(
     forwarded_for_is_believed_only_from_trusted_proxies,
     backup_wipe_restore_keeps_tokens,
     concurrent_first_consents_all_succeed,
+    a_session_ended_during_a_sign_in,
 );
 
 /// Found by the benchmark: on SQLite, many members approving at once must wait for the write
@@ -371,7 +372,114 @@ async fn guesses_lock_their_network_then_the_account(backend: Backend) {
     }
     assert_eq!(alice_from(&app, "2001:db8:1:2::ffff", wrong).await, 401);
     assert_eq!(alice_from(&app, "2001:db8:1:2::5", PASSWORD).await, 429);
+    // An IPv4-mapped IPv6 address is its IPv4 address's network (10 guesses in all so far,
+    // under the account's 12).
+    for _ in 0..5 {
+        assert_eq!(alice_from(&app, "::ffff:192.0.2.9", wrong).await, 401);
+    }
+    assert_eq!(alice_from(&app, "192.0.2.9", PASSWORD).await, 429);
     assert_eq!(alice_from(&app, "2001:db8:1:3::1", PASSWORD).await, 303);
+    app.stop().await;
+}
+
+/// A browser session that ends (signed out in another tab, ended by an admin, purged) while
+/// its password sign-in hashes: the sign-in still lands, in a new session under a new key;
+/// its record (audit event, counters cleared) is written once; the old key stays dead.
+async fn a_session_ended_during_a_sign_in(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |s| {
+        s.limits.sign_ins_per_ip_per_minute = 0;
+        // A slow hash (~2 s here): the session is ended while it runs.
+        s.argon2.t_cost = 800;
+        s.argon2.m_cost = 8192;
+    })
+    .await
+    else {
+        return;
+    };
+    app.setup("home").await;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let b = Browser {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_provider(jar.clone())
+            .build()
+            .unwrap(),
+        base: app.base.clone(),
+    };
+    let html = b.get("/t/home/login").await.text().await.unwrap();
+    let csrf = hidden(&html, "csrf");
+    let url: reqwest::Url = app.base.parse().unwrap();
+    let cookie = |jar: &reqwest::cookie::Jar| {
+        use reqwest::cookie::CookieStore;
+        let header = jar.cookies(&url).expect("a session cookie");
+        let header = header.to_str().unwrap().to_string();
+        header
+            .split("; ")
+            .find_map(|c| c.strip_prefix("ma-idp="))
+            .expect("the session cookie")
+            .to_string()
+    };
+    let old = cookie(&jar);
+    let sign_in = {
+        let http = b.http.clone();
+        let u = b.url("/t/home/login");
+        tokio::spawn(async move {
+            http.post(u)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                ])
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The browser's session is still anonymous: the sign-in has not written it yet. An hour
+    // later housekeeping purges it (the cookie holds the key encrypted: the test cannot name
+    // the row otherwise).
+    let store = &app.svc.store;
+    assert_eq!(
+        store.anonymous_sessions(app.svc.now()).await.unwrap(),
+        1,
+        "the sign-in wrote its session before the test could end it (hash too fast?)"
+    );
+    app.clock.advance(3601);
+    store.purge_expired(app.svc.now()).await.unwrap();
+    assert_eq!(store.anonymous_sessions(app.svc.now()).await.unwrap(), 0);
+    assert!(!sign_in.is_finished(), "ended while the sign-in ran");
+    let r = sign_in.await.unwrap();
+    assert_eq!(
+        r.status(),
+        303,
+        "signed in (a 400 here: the session was ended before the sign-in read it)"
+    );
+    let new = cookie(&jar);
+    assert_ne!(new, old, "a new session key");
+    assert_eq!(
+        b.get("/t/home/account").await.status(),
+        200,
+        "the new session is signed in"
+    );
+    // The old key does not come back.
+    let stale = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = stale
+        .get(app.url("/t/home/account"))
+        .header("cookie", format!("ma-idp={old}"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 200, "the old key is dead");
+    let t = app.svc.tenant("home").await.unwrap();
+    assert_eq!(
+        app.audited(&t.id, "sign_in", "ok").await.len(),
+        1,
+        "the sign-in is recorded once"
+    );
     app.stop().await;
 }
 
@@ -549,23 +657,41 @@ async fn anonymous_sessions_are_capped_in_all(backend: Backend) {
     app.stop().await;
 }
 
+/// `X-Forwarded-For` counts only from a trusted proxy. The last case listens dual-stack
+/// (`[::]`), where the proxy on 127.0.0.1 is the peer `::ffff:127.0.0.1`: still the trusted
+/// proxy, and a client named in IPv4-mapped form is its IPv4 address.
 async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
-    for trusted in [false, true] {
-        let Some(app) = TestApp::start_with(backend, |s| {
+    for (trusted, dual_stack) in [(false, false), (true, false), (true, true)] {
+        let tweak = |s: &mut ma_idp::config::Settings| {
             if trusted {
                 s.trusted_proxies = vec!["127.0.0.1".into()];
             }
-        })
-        .await
-        else {
+        };
+        let app = if dual_stack {
+            TestApp::start_dual_stack(backend, tweak).await
+        } else {
+            TestApp::start_with(backend, tweak).await
+        };
+        let Some(app) = app else {
             return;
         };
         app.setup("home").await;
-        let (b, csrf) = at_login(&app).await;
+        let mut b = app.browser();
+        if dual_stack {
+            // Over IPv4 (`localhost` may resolve to ::1).
+            b.base = b.base.replace("localhost", "127.0.0.1");
+        }
+        let html = b.get("/t/home/login").await.text().await.unwrap();
+        let csrf = hidden(&html, "csrf");
+        let forwarded = if dual_stack {
+            "198.51.100.9, ::ffff:203.0.113.7"
+        } else {
+            "198.51.100.9, 203.0.113.7"
+        };
         let r = b
             .http
             .post(b.url("/t/home/login"))
-            .header("x-forwarded-for", "198.51.100.9, 203.0.113.7")
+            .header("x-forwarded-for", forwarded)
             .form(&[
                 ("csrf", csrf.as_str()),
                 ("username", "alice"),
@@ -586,7 +712,11 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
             .find(|e| e.kind == "sign_in")
             .unwrap();
         let expected = if trusted { "203.0.113.7" } else { "127.0.0.1" };
-        assert_eq!(ev.ip.as_deref(), Some(expected), "trusted={trusted}");
+        assert_eq!(
+            ev.ip.as_deref(),
+            Some(expected),
+            "trusted={trusted} dual_stack={dual_stack}"
+        );
         app.stop().await;
     }
 }

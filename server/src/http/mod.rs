@@ -79,13 +79,15 @@ pub fn too_many_page(mut resp: actix_web::HttpResponse) -> Result<actix_web::Htt
 }
 
 /// The client address: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy.
+/// Addresses are compared and returned in canonical form: on a dual-stack listener (`[::]`) an
+/// IPv4 peer arrives as `::ffff:a.b.c.d`, and it is the proxy `a.b.c.d` all the same.
 pub fn client_ip(req: &HttpRequest, svc: &Services) -> Option<IpAddr> {
-    let peer = req.peer_addr().map(|a| a.ip());
+    let peer = req.peer_addr().map(|a| a.ip().to_canonical());
     let trusted = |ip: &IpAddr| {
         svc.settings
             .trusted_proxies
             .iter()
-            .any(|p| p.parse::<IpAddr>().ok() == Some(*ip))
+            .any(|p| p.parse::<IpAddr>().ok().map(|p| p.to_canonical()) == Some(*ip))
     };
     let mut ip = peer;
     if let Some(p) = peer
@@ -97,7 +99,7 @@ pub fn client_ip(req: &HttpRequest, svc: &Services) -> Option<IpAddr> {
     {
         // Walk from the right: the first address that is not a trusted proxy is the client.
         for hop in xff.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
+            match hop.trim().parse::<IpAddr>().map(|a| a.to_canonical()) {
                 Ok(a) if trusted(&a) => continue,
                 Ok(a) => {
                     ip = Some(a);

@@ -31,14 +31,41 @@ pub struct DayCount {
     pub n: i64,
 }
 
-fn like_pattern(s: &str) -> String {
-    let esc: String = s
-        .to_lowercase()
-        .chars()
-        .filter(|c| !matches!(c, '%' | '_' | '\\'))
-        .take(100)
-        .collect();
-    format!("%{esc}%")
+/// What a member search looks for: the query lowercased (Unicode), at most 100 characters.
+fn search_term(s: &str) -> String {
+    s.trim().to_lowercase().chars().take(100).collect()
+}
+
+/// A `LIKE` pattern that matches (at least) every value whose Unicode lowercase contains
+/// `term`, compared against SQL `lower(value)`: ASCII characters stand for themselves, every
+/// other character (which SQL `lower()` may not fold: SQLite folds only ASCII) and the
+/// pattern's own `%`, `_` and `\` become `%`. `i` and `k` become `_`: each is also the
+/// lowercase of one character outside ASCII (`İ`, U+0130, and the Kelvin sign, U+212A; there
+/// are no others). The caller keeps only the exact matches ([`matches_search`]).
+fn like_superset(term: &str) -> String {
+    let mut p = String::from("%");
+    for c in term.chars() {
+        if matches!(c, 'i' | 'k') {
+            p.push('_');
+        } else if c.is_ascii() && !matches!(c, '%' | '_' | '\\') {
+            p.push(c);
+        } else if !p.ends_with('%') {
+            p.push('%');
+        }
+    }
+    if !p.ends_with('%') {
+        p.push('%');
+    }
+    p
+}
+
+/// Whether a member's username, display name or e-mail contains `term` (lowercased), with
+/// Unicode lowercasing on both sides.
+fn matches_search(u: &user::Model, term: &str) -> bool {
+    [Some(&u.username), u.display_name.as_ref(), u.email.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|v| v.to_lowercase().contains(term))
 }
 
 impl Store {
@@ -233,6 +260,10 @@ impl Store {
 
     // Users.
 
+    /// A page of a tenant's members (by username), and how many there are; with a search,
+    /// those whose username, display name or e-mail contains it, case-insensitively in any
+    /// script. SQL narrows the candidates (a superset: its `lower()` folds only ASCII on
+    /// SQLite); the exact match, the count and the page are made here.
     pub async fn search_users(
         &self,
         tenant_id: &str,
@@ -240,24 +271,35 @@ impl Store {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<user::Model>, u64)> {
-        let mut q = user::Entity::find().filter(user::Column::TenantId.eq(tenant_id));
-        if !search.trim().is_empty() {
-            let pat = like_pattern(search.trim());
-            let lower = |c: user::Column| Expr::expr(Func::lower(Expr::col(c)));
-            q = q.filter(
+        let q = user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant_id))
+            .order_by_asc(user::Column::Username);
+        let term = search_term(search);
+        if term.is_empty() {
+            let total = q.clone().count(&self.db).await?;
+            let items = q.offset(offset).limit(limit).all(&self.db).await?;
+            return Ok((items, total));
+        }
+        let pat = like_superset(&term);
+        let lower = |c: user::Column| Expr::expr(Func::lower(Expr::col(c)));
+        let found: Vec<user::Model> = q
+            .filter(
                 Condition::any()
                     .add(lower(user::Column::Username).like(pat.clone()))
                     .add(lower(user::Column::DisplayName).like(pat.clone()))
                     .add(lower(user::Column::Email).like(pat)),
-            );
-        }
-        let total = q.clone().count(&self.db).await?;
-        let items = q
-            .order_by_asc(user::Column::Username)
-            .offset(offset)
-            .limit(limit)
+            )
             .all(&self.db)
-            .await?;
+            .await?
+            .into_iter()
+            .filter(|u| matches_search(u, &term))
+            .collect();
+        let total = found.len() as u64;
+        let items = found
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect();
         Ok((items, total))
     }
 
@@ -651,4 +693,55 @@ async fn delete_user_sessions<C: sea_orm::ConnectionTrait>(
         .exec(db)
         .await?
         .rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What SQLite's `lower()` does: ASCII only.
+    fn sqlite_lower(s: &str) -> String {
+        s.chars().map(|c| c.to_ascii_lowercase()).collect()
+    }
+
+    /// SQL `LIKE` without an escape character, `%` and `_` over characters.
+    fn like(value: &[char], pattern: &[char]) -> bool {
+        match pattern.split_first() {
+            None => value.is_empty(),
+            Some(('%', rest)) => (0..=value.len()).any(|i| like(&value[i..], rest)),
+            Some(('_', rest)) => !value.is_empty() && like(&value[1..], rest),
+            Some((c, rest)) => value.first() == Some(c) && like(&value[1..], rest),
+        }
+    }
+
+    #[test]
+    fn the_sql_pattern_finds_every_exact_match() {
+        let values = [
+            "Émile Özdemir",
+            "İpek",
+            "\u{212A}elvin",
+            "user_0 100%",
+            "back\\slash",
+            "ÆSIR",
+        ];
+        let terms = [
+            "özdemir", "ÉMILE", "zdem", "İPEK", "ipek", "kelvin", "user_0", "0 100%", "\\s", "æs",
+            "x",
+        ];
+        for v in values {
+            let lowered: Vec<char> = sqlite_lower(v).chars().collect();
+            for t in terms {
+                let term = search_term(t);
+                let exact = v.to_lowercase().contains(&term);
+                let pattern: Vec<char> = like_superset(&term).chars().collect();
+                if exact {
+                    assert!(like(&lowered, &pattern), "{v:?} must pass {t:?}");
+                }
+            }
+        }
+        // Wildcards in a search are text: the exact match decides.
+        assert_eq!(like_superset("user_0"), "%user%0%");
+        assert_eq!(like_superset("kelvin"), "%_elv_n%");
+        assert_eq!(search_term("  ÉMILE "), "émile");
+    }
 }

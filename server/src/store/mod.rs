@@ -320,7 +320,7 @@ pub(crate) async fn sqlite_atomic(
         };
         let jobs = queue.take(MAX_GROUP);
         if !jobs.is_empty() {
-            run_group(&pool, jobs).await;
+            run_group(&pool, &queue, jobs).await;
         }
     });
     answer
@@ -348,6 +348,10 @@ pub(crate) struct AtomicQueue(std::sync::Arc<AtomicQueueInner>);
 #[derive(Default)]
 struct AtomicQueueInner {
     jobs: std::sync::Mutex<Vec<AtomicJob>>,
+    /// The connection the last group ran on, kept for the next (only the holder of the write
+    /// turn runs a group): a connection taken from sqlx's pool and given back for each group
+    /// cost two more hand-offs to its thread, sqlx's pings at acquire and at release.
+    writer: std::sync::Mutex<Option<SqliteConn>>,
     /// Groups run (one commit each) and the atomic writes they held.
     groups: std::sync::atomic::AtomicU64,
     grouped: std::sync::atomic::AtomicU64,
@@ -380,6 +384,19 @@ impl AtomicQueue {
             metrics::counter!("ma_idp_sqlite_grouped_writes_total").increment(jobs.len() as u64);
         }
         jobs
+    }
+
+    /// The kept connection, if any (see `AtomicQueueInner::writer`).
+    fn take_writer(&self) -> Option<SqliteConn> {
+        self.0
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn keep_writer(&self, conn: SqliteConn) {
+        *self.0.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
     }
 }
 
@@ -418,66 +435,92 @@ async fn roll_back(conn: &mut SqliteConn) {
     }
 }
 
-/// Run `jobs` (see `sqlite_atomic`) and answer each.
-async fn run_group(pool: &sea_orm::sqlx::SqlitePool, jobs: Vec<AtomicJob>) {
+/// Run `jobs` (see `sqlite_atomic`) and answer each, on the connection the group before ran
+/// on (or one from the pool). The connection is kept for the next group while every statement
+/// succeeds; after an error it goes back to the pool (where sqlx's ping at release closes a
+/// broken one), or is closed if even its rollback failed.
+async fn run_group(pool: &sea_orm::sqlx::SqlitePool, queue: &AtomicQueue, jobs: Vec<AtomicJob>) {
+    let mut conn = match queue.take_writer() {
+        Some(c) => c,
+        None => match pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = std::sync::Arc::new(e);
+                for j in jobs {
+                    let _ = j.reply.send(Err(sqlx_err(&e)));
+                }
+                return;
+            }
+        },
+    };
+    if run_jobs(&mut conn, jobs).await {
+        queue.keep_writer(conn);
+    }
+}
+
+/// `run_group` on `conn`: whether every statement succeeded (the connection may be kept).
+async fn run_jobs(conn: &mut SqliteConn, mut jobs: Vec<AtomicJob>) -> bool {
     type Reply = tokio::sync::oneshot::Sender<Result<Vec<sea_orm::QueryResult>, DbErr>>;
     fn fail_all(replies: impl IntoIterator<Item = Reply>, e: &SqlxErr) {
         for r in replies {
             let _ = r.send(Err(sqlx_err(e)));
         }
     }
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => return fail_all(jobs.into_iter().map(|j| j.reply), &std::sync::Arc::new(e)),
-    };
-    if jobs.len() == 1 {
-        for job in jobs {
-            let sql = format!("BEGIN IMMEDIATE;\n{}COMMIT", job.sql);
-            let answer = fetch(&mut conn, &sql, job.values).await;
-            if answer.is_err() {
-                roll_back(&mut conn).await;
-            }
-            let _ = job.reply.send(answer.map_err(|e| sqlx_err(&e)));
+    let conn = &mut *conn;
+    if jobs.len() == 1
+        && let Some(job) = jobs.pop()
+    {
+        let sql = format!("BEGIN IMMEDIATE;\n{}COMMIT", job.sql);
+        let answer = fetch(conn, &sql, job.values).await;
+        let ok = answer.is_ok();
+        if !ok {
+            roll_back(conn).await;
         }
-        return;
+        let _ = job.reply.send(answer.map_err(|e| sqlx_err(&e)));
+        return ok;
     }
-    if let Err(e) = fetch(&mut conn, "BEGIN IMMEDIATE", Vec::new()).await {
-        roll_back(&mut conn).await;
-        return fail_all(jobs.into_iter().map(|j| j.reply), &e);
+    if let Err(e) = fetch(conn, "BEGIN IMMEDIATE", Vec::new()).await {
+        roll_back(conn).await;
+        fail_all(jobs.into_iter().map(|j| j.reply), &e);
+        return false;
     }
+    let mut clean = true;
     let mut done: Vec<(Reply, Result<Vec<sea_orm::QueryResult>, DbErr>)> =
         Vec::with_capacity(jobs.len());
     for job in jobs {
         let sql = format!("SAVEPOINT atomic;\n{}RELEASE atomic", job.sql);
-        match fetch(&mut conn, &sql, job.values).await {
+        match fetch(conn, &sql, job.values).await {
             Ok(rows) => done.push((job.reply, Ok(rows))),
             Err(e) => {
                 // Undo this call's statements only. If SQLite has rolled back the whole
                 // transaction itself (an I/O error, a full disk), the savepoint is gone and
                 // nothing of the group stands.
-                if let Err(u) =
-                    fetch(&mut conn, "ROLLBACK TO atomic; RELEASE atomic", Vec::new()).await
+                if let Err(u) = fetch(conn, "ROLLBACK TO atomic; RELEASE atomic", Vec::new()).await
                 {
                     tracing::warn!(error = %u, "undoing one write of a group failed; rolling the group back");
-                    roll_back(&mut conn).await;
+                    roll_back(conn).await;
                     let replies = done.into_iter().map(|(r, _)| r);
-                    return fail_all(replies.chain([job.reply]), &e);
+                    fail_all(replies.chain([job.reply]), &e);
+                    return false;
                 }
+                clean = false;
                 done.push((job.reply, Err(sqlx_err(&e))));
             }
         }
     }
-    match fetch(&mut conn, "COMMIT", Vec::new()).await {
+    match fetch(conn, "COMMIT", Vec::new()).await {
         Ok(_) => {
             for (reply, answer) in done {
                 let _ = reply.send(answer);
             }
         }
         Err(e) => {
-            roll_back(&mut conn).await;
+            roll_back(conn).await;
             fail_all(done.into_iter().map(|(r, _)| r), &e);
+            clean = false;
         }
     }
+    clean
 }
 
 /// See `Store::pool_stats`.
@@ -530,6 +573,12 @@ impl Store {
             // must get its 503 well before that, not wait out a long pool timeout.
             .connect_timeout(Duration::from_secs(2))
             .acquire_timeout(Duration::from_secs(2))
+            // sqlx pings a pooled connection on every acquire by default (and on every
+            // release, always): a round trip per query to SQLite's connection thread or to the
+            // PostgreSQL backend. The release's ping already keeps a broken connection out of
+            // the pool; a connection that broke while idle (a restarted server, a dropped
+            // socket) is caught by a ping at acquire once it has been idle a second.
+            .test_before_acquire_if_idle_for(Duration::from_secs(1))
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
@@ -756,6 +805,8 @@ impl Store {
     }
 
     pub async fn close(self) -> Result<(), DbErr> {
+        // The pool's close waits for every connection to come back: the kept writer first.
+        drop(self.atomic_queue.take_writer());
         self.db.shared.close().await
     }
 }

@@ -18,7 +18,8 @@ use serde_json::Value;
 
 both_backends!(
     server_crash_loses_no_token,
-    a_wrong_master_key_is_refused_at_start
+    a_wrong_master_key_is_refused_at_start,
+    sigterm_after_writes_exits_cleanly
 );
 
 // ---------------------------------------------------------------------------------------
@@ -461,6 +462,55 @@ impl Load {
 // ---------------------------------------------------------------------------------------
 // a. SIGKILL the server under load.
 // ---------------------------------------------------------------------------------------
+
+/// `SIGTERM` after the server has written (a linking and a refresh: one-call writes, whose
+/// SQLite connection is kept from write to write): the process exits with success and logs
+/// no panic. (A kept pooled connection dropped after the runtime ended panicked in sqlx.)
+async fn sigterm_after_writes_exits_cleanly(backend: Backend) {
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => match fresh_pg_database().await {
+            Some(u) => Some(u),
+            None => return,
+        },
+    };
+    let _drop_database = DropDatabase(db.clone());
+    let inst = Install::new(db);
+    let setup = inst.setup();
+    let mut served = Served {
+        child: None,
+        port: free_port(),
+    };
+    served.start(&inst).await;
+    let base = served.base();
+    let tok = link(&base, &setup, "family").await;
+    let http = plain_client();
+    let token = tok["refresh_token"].as_str().unwrap();
+    assert!(matches!(
+        refresh_once(&http, &base, &setup, token).await,
+        Outcome::Ok(_)
+    ));
+    let mut child = served.child.take().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log = inst.log();
+    assert!(status.success(), "exit {status:?}:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
 
 async fn server_crash_loses_no_token(backend: Backend) {
     let db = match backend {

@@ -357,6 +357,25 @@ struct AtomicQueueInner {
     grouped: std::sync::atomic::AtomicU64,
 }
 
+impl Drop for AtomicQueueInner {
+    /// A pooled connection, dropped, goes back to its pool on a task spawned on the current
+    /// runtime, and sqlx panics where there is none: the last `Store` may be dropped after
+    /// the runtime ended (at the end of `main`). The kept writer is then let go without going
+    /// back (its thread ends with the process).
+    fn drop(&mut self) {
+        let kept = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(conn) = kept
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            std::mem::forget(conn);
+        }
+    }
+}
+
 impl AtomicQueue {
     fn push(&self, job: AtomicJob) {
         self.0

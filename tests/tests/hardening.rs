@@ -16,6 +16,7 @@ both_backends!(
     backup_wipe_restore_keeps_tokens,
     concurrent_first_consents_all_succeed,
     a_session_ended_during_a_sign_in,
+    parallel_rights_and_wrongs_of_one_account_all_answer,
 );
 
 /// Found by the benchmark: on SQLite, many members approving at once must wait for the write
@@ -480,6 +481,54 @@ async fn a_session_ended_during_a_sign_in(backend: Backend) {
         1,
         "the sign-in is recorded once"
     );
+    app.stop().await;
+}
+
+/// Right and wrong passwords for one account from one network, in parallel (a double submit
+/// beside a guesser): each claim writes the network's counter row, then the account's, and
+/// each success clears them in the same order, so no two can wait for each other (before, a
+/// success cleared the account's row first: on PostgreSQL a deadlock, answered 503 after
+/// the deadlock timeout). Every right password signs in (303), every wrong one answers 401.
+async fn parallel_rights_and_wrongs_of_one_account_all_answer(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |s| {
+        s.limits.sign_ins_per_ip_per_minute = 0;
+        s.limits.login_max_attempts = 1000;
+        s.limits.login_account_max_attempts = 1000;
+    })
+    .await
+    else {
+        return;
+    };
+    app.setup("home").await;
+    let mut signed_in = 0;
+    for _round in 0..20 {
+        let mut browsers = Vec::new();
+        for i in 0..8 {
+            let (b, csrf) = at_login(&app).await;
+            let pw = if i % 2 == 0 { PASSWORD } else { "wrong guess" };
+            browsers.push((b, csrf, pw));
+        }
+        let tasks: Vec<_> = browsers
+            .into_iter()
+            .map(|(b, csrf, pw)| {
+                tokio::spawn(async move {
+                    b.post(
+                        "/t/home/login",
+                        &[("csrf", &csrf), ("username", "alice"), ("password", pw)],
+                    )
+                    .await
+                    .status()
+                    .as_u16()
+                })
+            })
+            .collect();
+        for t in tasks {
+            let s = t.await.unwrap();
+            assert!(matches!(s, 303 | 401), "answered {s}");
+            signed_in += usize::from(s == 303);
+        }
+    }
+    assert_eq!(signed_in, 80, "every right password signed in");
     app.stop().await;
 }
 

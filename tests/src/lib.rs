@@ -144,6 +144,17 @@ async fn sweep_stale_databases(conn: &sea_orm::DatabaseConnection) {
 /// instead of through `TestApp`, whose `stop` drops its own. `None` (SQLite) does nothing.
 pub struct DropDatabase(pub Option<String>);
 
+/// The database a test runs on: `None` for SQLite (in the data directory), else a fresh
+/// PostgreSQL database's URL, with the guard that drops it. `None` (skip the test) when
+/// PostgreSQL is unavailable locally (`fresh_pg_database`).
+pub async fn database_for(backend: Backend) -> Option<(Option<String>, DropDatabase)> {
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_pg_database().await?),
+    };
+    Some((db.clone(), DropDatabase(db)))
+}
+
 impl Drop for DropDatabase {
     fn drop(&mut self) {
         let Some(url) = self.0.take() else {
@@ -294,12 +305,8 @@ impl TestApp {
         listener: TcpListener,
     ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(fresh_pg_database().await?),
-        };
+        let (db, database) = database_for(backend).await?;
         let port = listener.local_addr().unwrap().port();
-        let database = DropDatabase(db.clone());
         let mut settings = settings_for(dir.path(), db, port);
         let admin = admin_listener.then(free_listener);
         let admin_base = admin.as_ref().map(|l| {

@@ -64,14 +64,9 @@ async fn passkeys_in_chromium(backend: Backend) {
         );
         return;
     }
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => match fresh_pg_database().await {
-            Some(url) => Some(url),
-            None => return,
-        },
+    let Some((db, _drop_database)) = database_for(backend).await else {
+        return;
     };
-    let _drop_database = DropDatabase(db.clone());
     let mut cmd = Command::new("node");
     cmd.arg("tests/browser/passkeys.mjs")
         .current_dir(root())

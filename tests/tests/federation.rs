@@ -1869,14 +1869,9 @@ impl Cli {
 }
 
 async fn cli_adds_and_lists_a_provider(backend: Backend) {
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => match fresh_pg_database().await {
-            Some(u) => Some(u),
-            None => return,
-        },
+    let Some((db, _drop_database)) = database_for(backend).await else {
+        return;
     };
-    let _drop_database = DropDatabase(db.clone());
     let cli = Cli {
         dir: tempfile::tempdir().unwrap(),
         db: db.clone(),

@@ -460,21 +460,14 @@ impl Load {
 }
 
 // ---------------------------------------------------------------------------------------
-// a. SIGKILL the server under load.
+// a. The server stopped: SIGTERM after writes, SIGKILL under load.
 // ---------------------------------------------------------------------------------------
 
-/// `SIGTERM` after the server has written (a linking and a refresh: one-call writes, whose
-/// SQLite connection is kept from write to write): the process exits with success and logs
-/// no panic. (A kept pooled connection dropped after the runtime ended panicked in sqlx.)
-async fn sigterm_after_writes_exits_cleanly(backend: Backend) {
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => match fresh_pg_database().await {
-            Some(u) => Some(u),
-            None => return,
-        },
-    };
-    let _drop_database = DropDatabase(db.clone());
+/// A new installation (database, tenant `home`, member, Alexa client) served by a child
+/// process; `None` (skip) when the backend is unavailable locally. The guard drops a
+/// PostgreSQL database at the end.
+async fn serve_new(backend: Backend) -> Option<(DropDatabase, Install, Setup, Served)> {
+    let (db, drop_database) = database_for(backend).await?;
     let inst = Install::new(db);
     let setup = inst.setup();
     let mut served = Served {
@@ -482,6 +475,16 @@ async fn sigterm_after_writes_exits_cleanly(backend: Backend) {
         port: free_port(),
     };
     served.start(&inst).await;
+    Some((drop_database, inst, setup, served))
+}
+
+/// `SIGTERM` after the server has written (a linking and a refresh: one-call writes, whose
+/// SQLite connection is kept from write to write): the process exits with success and logs
+/// no panic. (A kept pooled connection dropped after the runtime ended panicked in sqlx.)
+async fn sigterm_after_writes_exits_cleanly(backend: Backend) {
+    let Some((_drop_database, inst, setup, mut served)) = serve_new(backend).await else {
+        return;
+    };
     let base = served.base();
     let tok = link(&base, &setup, "family").await;
     let http = plain_client();
@@ -513,21 +516,9 @@ async fn sigterm_after_writes_exits_cleanly(backend: Backend) {
 }
 
 async fn server_crash_loses_no_token(backend: Backend) {
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => match fresh_pg_database().await {
-            Some(u) => Some(u),
-            None => return,
-        },
+    let Some((_drop_database, inst, setup, mut served)) = serve_new(backend).await else {
+        return;
     };
-    let _drop_database = DropDatabase(db.clone());
-    let inst = Install::new(db);
-    let setup = inst.setup();
-    let mut served = Served {
-        child: None,
-        port: free_port(),
-    };
-    served.start(&inst).await;
     let base = served.base();
 
     const CLIENTS: usize = 8;
@@ -1299,14 +1290,9 @@ async fn two_instances_on_one_postgresql() {
 /// Started with another master key than its database was made with, `serve` refuses to start
 /// and says why (it would otherwise report ready and fail every token request).
 async fn a_wrong_master_key_is_refused_at_start(backend: Backend) {
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => match fresh_pg_database().await {
-            Some(d) => Some(d),
-            None => return,
-        },
+    let Some((db, _drop)) = database_for(backend).await else {
+        return;
     };
-    let _drop = DropDatabase(db.clone());
     let inst = Install::new(db);
     inst.setup();
     let mut child = inst

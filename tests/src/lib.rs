@@ -50,7 +50,7 @@ pub fn alexa_redirects() -> Vec<String> {
     ma_idp::services::alexa_redirect_uris(VENDOR)
 }
 
-fn pg_admin_url() -> String {
+pub fn pg_admin_url() -> String {
     std::env::var("MA_IDP_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -505,6 +505,27 @@ impl TestApp {
             )
             .await;
         (s, b)
+    }
+
+    /// A linking as Alexa makes it (`authorize_code` at `/alexa/authorize` with the first
+    /// Alexa redirect URI, then the code exchanged with Basic authentication): the token
+    /// answer, asserted 200.
+    pub async fn link(&self, setup: &Setup, state: &str) -> Value {
+        let redirect = alexa_redirects()[0].clone();
+        let (code, _) = self.authorize_code(setup, &redirect, state, None).await;
+        let (s, body, _) = self
+            .token(
+                "/alexa/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", redirect.as_str()),
+                ],
+                Some((&setup.client_id, &setup.client_secret)),
+            )
+            .await;
+        assert_eq!(s, 200, "{state}: code exchange: {body}");
+        body
     }
 
     /// Authorize → sign in → consent → code, in a fresh browser. Returns the code and the

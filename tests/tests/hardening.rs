@@ -17,6 +17,7 @@ both_backends!(
     concurrent_first_consents_all_succeed,
     a_session_ended_during_a_sign_in,
     parallel_rights_and_wrongs_of_one_account_all_answer,
+    small_pools_serve_every_flow,
 );
 
 /// Found by the benchmark: on SQLite, many members approving at once must wait for the write
@@ -949,4 +950,46 @@ async fn backup_wipe_restore_keeps_tokens(backend: Backend) {
     app.verify_access_token("home", r["access_token"].as_str().unwrap())
         .await;
     app.stop().await;
+}
+
+/// A database pool of one or two connections (`db_max_connections`) still serves every
+/// flow: the connections ma-idp keeps between statements (a writer for SQLite's one-call
+/// writes, connections for single statements) never take a small pool's last ones, which the
+/// transactions (a first consent, a code exchange) need. Linkings, refreshes and
+/// introspections, in parallel, each answered.
+async fn small_pools_serve_every_flow(backend: Backend) {
+    let link = async |app: &TestApp, setup: &Setup, state: &str| {
+        app.link(setup, state).await["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for pool in [1u32, 2] {
+        let Some(app) = TestApp::start_with(backend, |s| s.db_max_connections = Some(pool)).await
+        else {
+            return;
+        };
+        let setup = app.setup("home").await;
+        let mut tokens = vec![link(&app, &setup, &format!("pool{pool}-first")).await];
+        // Refreshes of every chain and a new linking at once, three rounds.
+        for round in 0..3 {
+            let refreshes = tokens.iter().map(|t| app.refresh(&setup, t));
+            let label = format!("pool{pool}-round{round}");
+            let (answers, linked) = tokio::join!(
+                futures_util::future::join_all(refreshes),
+                link(&app, &setup, &label)
+            );
+            tokens.clear();
+            for (s, body) in answers {
+                assert_eq!(s, 200, "{label}: refresh: {body}");
+                let intro = app
+                    .introspect(&setup, body["access_token"].as_str().unwrap())
+                    .await;
+                assert_eq!(intro["active"], true, "{label}: {intro}");
+                tokens.push(body["refresh_token"].as_str().unwrap().to_string());
+            }
+            tokens.push(linked);
+        }
+        app.stop().await;
+    }
 }

@@ -515,6 +515,87 @@ async fn sigterm_after_writes_exits_cleanly(backend: Backend) {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// PostgreSQL: ma-idp keeps a connection from one statement to the next instead of giving it
+/// back to its pool after each (whose ping at release cost a round trip per statement), and a
+/// kept connection that idled a second goes back to the pool, which pings it, before it is
+/// used again: connections the database ended meanwhile (`pg_terminate_backend`, as an
+/// administrator or a restart does) cost no request. Three rounds: end every connection of
+/// ma-idp's, pause 1.5 s, then refreshes, introspections and sign-in pages must all answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_ended_while_idle_cost_no_request() {
+    use sea_orm::ConnectionTrait;
+    let Some((drop_database, _inst, setup, mut served)) = serve_new(Backend::Postgres).await else {
+        return;
+    };
+    let name = drop_database
+        .0
+        .as_deref()
+        .and_then(|u| u.rsplit_once('/'))
+        .map(|(_, n)| n.to_string())
+        .unwrap();
+    let base = served.base();
+    let mut refresh = link(&base, &setup, "family").await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Refresh, introspect the new access token, load a page with a session: each answered.
+    async fn rounds(base: &str, setup: &Setup, mut token: String, label: &str) -> String {
+        let http = plain_client();
+        let auth = basic_header(&setup.client_id, &setup.client_secret);
+        for i in 0..15 {
+            let r = http
+                .post(format!("{base}/alexa/token"))
+                .header("authorization", &auth)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or_default();
+            assert_eq!(status, 200, "{label}: refresh {i}: {body}");
+            token = body["refresh_token"].as_str().unwrap().to_string();
+            let r = http
+                .post(format!("{base}/t/{}/introspect", setup.slug))
+                .header("authorization", &auth)
+                .form(&[("token", body["access_token"].as_str().unwrap())])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or_default();
+            assert_eq!(status, 200, "{label}: introspection {i}: {body}");
+            assert_eq!(body["active"], true, "{label}: introspection {i}: {body}");
+            let r = fresh_browser(base).get("/t/home/login").await;
+            assert_eq!(r.status(), 200, "{label}: sign-in page {i}");
+        }
+        token
+    }
+    refresh = rounds(&base, &setup, refresh, "before").await;
+    let admin = sea_orm::Database::connect(pg_admin_url()).await.unwrap();
+    for round in 1..=3 {
+        let ended = admin
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                ),
+            ))
+            .await
+            .unwrap()
+            .len();
+        assert!(ended > 0, "round {round}: ma-idp had connections to end");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let label = format!("round {round}, after {ended} connections ended");
+        refresh = rounds(&base, &setup, refresh, &label).await;
+    }
+    let _ = admin.close().await;
+    served.kill();
+}
+
 async fn server_crash_loses_no_token(backend: Backend) {
     let Some((_drop_database, inst, setup, mut served)) = serve_new(backend).await else {
         return;

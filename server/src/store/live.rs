@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use entity::{client, refresh_family, revoked_access_token, user};
 use sea_orm::sea_query::{Expr, ExprTrait, Query, UnionType};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{ConnectionTrait, DbErr};
 use tokio::sync::oneshot;
 
+use super::Db;
 use super::refresh::AccessLive;
 use crate::error::{Error, Result};
 
@@ -55,7 +56,7 @@ impl LiveChecks {
     /// `client_credentials` token).
     pub(crate) async fn check(
         self: &Arc<Self>,
-        db: &DatabaseConnection,
+        db: &Db,
         tenant_id: &str,
         jti: &str,
         client_id: &str,
@@ -91,7 +92,7 @@ impl LiveChecks {
     }
 
     /// Answer batches until nothing waits.
-    async fn drain(&self, db: &DatabaseConnection) {
+    async fn drain(&self, db: &Db) {
         /// Gives the running slot back if the task ends any other way (a panic).
         struct Slot<'a>(&'a LiveChecks, bool);
         impl Drop for Slot<'_> {
@@ -161,7 +162,7 @@ struct Found {
 
 /// The revoked `jti`s among the batch's, its live families and the enabled clients of its
 /// tokens without a family: one query.
-async fn query(db: &DatabaseConnection, batch: &[Check]) -> std::result::Result<Found, DbErr> {
+async fn query(db: &Db, batch: &[Check]) -> std::result::Result<Found, DbErr> {
     use refresh_family::Entity as F;
     let jtis = padded(batch.iter().map(|c| c.jti.as_str()).collect());
     let families = distinct_padded(batch.iter().filter_map(|c| c.family_id.as_deref()));

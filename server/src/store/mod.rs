@@ -13,6 +13,7 @@ mod clients;
 mod codes;
 mod federation;
 mod grants;
+mod kept;
 mod keys;
 mod live;
 mod passkeys;
@@ -162,10 +163,13 @@ impl WriteTxn {
 connection_via!(WriteTxn, self => (), self.txn);
 
 /// The database as queries see it: on PostgreSQL an HTTP worker's own pool when the thread
-/// has one (see `Store::pin_to_thread`), else the shared pool.
+/// has one (see `Store::pin_to_thread`), else the shared pool. A statement outside a
+/// transaction runs on a connection kept from the last one (see `kept.rs`).
 #[derive(Clone)]
 struct Db {
     shared: DatabaseConnection,
+    /// The shared pool's kept connections.
+    kept: Option<kept::KeptPool>,
     /// PostgreSQL: how to open a worker's own pool (lazy, sized per worker), and the id
     /// naming this store's pools among the threads' ones. `None` on SQLite, whose connections
     /// have threads of their own.
@@ -176,30 +180,125 @@ struct WorkerPools {
     id: u64,
     /// The shared pool's options but lazy (the URL may hold a password: never printed).
     opts: ConnectOptions,
-    /// The workers' pools opened so far (for the pool metrics).
-    opened: std::sync::Mutex<Vec<DatabaseConnection>>,
+    /// The workers' pools opened so far and their kept connections (for the pool metrics,
+    /// and to give the kept ones back before closing).
+    opened: std::sync::Mutex<Vec<(DatabaseConnection, Option<kept::KeptPool>)>>,
 }
 
+/// A thread's own PostgreSQL pool: the id of the store it belongs to, the pool, and its kept
+/// connections.
+type ThreadDb = (u64, DatabaseConnection, Option<kept::KeptPool>);
+
 thread_local! {
-    /// This thread's own PostgreSQL pool and the id of the store it belongs to.
-    static THREAD_DB: std::cell::RefCell<Option<(u64, DatabaseConnection)>> =
+    /// This thread's own PostgreSQL pool (see `ThreadDb`).
+    static THREAD_DB: std::cell::RefCell<Option<ThreadDb>> =
         const { std::cell::RefCell::new(None) };
 }
 
 impl Db {
+    fn new(shared: DatabaseConnection, workers: Option<std::sync::Arc<WorkerPools>>) -> Self {
+        Self {
+            kept: kept::KeptPool::of(&shared),
+            shared,
+            workers,
+        }
+    }
+
+    /// This thread's own pool, if it has one.
+    fn own<T>(&self, f: impl FnOnce(&ThreadDb) -> T) -> Option<T> {
+        let w = self.workers.as_ref()?;
+        THREAD_DB.with(|t| match &*t.borrow() {
+            Some(own) if own.0 == w.id => Some(f(own)),
+            _ => None,
+        })
+    }
+
     /// The pool for a query made on this thread.
     fn current(&self) -> DatabaseConnection {
-        let own = self.workers.as_ref().and_then(|w| {
-            THREAD_DB.with(|t| match &*t.borrow() {
-                Some((id, db)) if *id == w.id => Some(db.clone()),
-                _ => None,
-            })
-        });
-        own.unwrap_or_else(|| self.shared.clone())
+        self.own(|o| o.1.clone())
+            .unwrap_or_else(|| self.shared.clone())
+    }
+
+    /// The kept connections for a statement made on this thread.
+    fn current_kept(&self) -> Option<kept::KeptPool> {
+        self.own(|o| o.2.clone())
+            .unwrap_or_else(|| self.kept.clone())
+    }
+
+    async fn run(&self, stmt: sea_orm::Statement, mode: kept::Mode) -> Result<kept::Answer, DbErr> {
+        use sea_orm::ConnectionTrait;
+        if let Some(k) = self.current_kept() {
+            return k.run(stmt, mode).await;
+        }
+        let db = self.current();
+        Ok(match mode {
+            kept::Mode::Execute => kept::Answer::Done(db.execute_raw(stmt).await?),
+            kept::Mode::One => {
+                kept::Answer::Rows(db.query_one_raw(stmt).await?.into_iter().collect())
+            }
+            kept::Mode::All => kept::Answer::Rows(db.query_all_raw(stmt).await?),
+        })
+    }
+
+    /// Every kept connection back to its pool (see `Store::close`).
+    fn release_kept(&self) {
+        if let Some(k) = &self.kept {
+            k.release();
+        }
+        if let Some(w) = &self.workers {
+            let opened = w
+                .opened
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for k in opened.iter().filter_map(|(_, k)| k.as_ref()) {
+                k.release();
+            }
+        }
     }
 }
 
-connection_via!(Db, self => (), self.current());
+fn not_rows() -> DbErr {
+    DbErr::Custom("a statement run for its rows answered none".into())
+}
+
+#[async_trait::async_trait]
+impl sea_orm::ConnectionTrait for Db {
+    fn get_database_backend(&self) -> DbBackend {
+        self.shared.get_database_backend()
+    }
+    async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        match self.run(stmt, kept::Mode::Execute).await? {
+            kept::Answer::Done(r) => Ok(r),
+            kept::Answer::Rows(_) => {
+                Err(DbErr::Custom("a statement executed answered rows".into()))
+            }
+        }
+    }
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        self.current().execute_unprepared(sql).await
+    }
+    async fn query_one_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+        match self.run(stmt, kept::Mode::One).await? {
+            kept::Answer::Rows(rows) => Ok(rows.into_iter().next()),
+            kept::Answer::Done(_) => Err(not_rows()),
+        }
+    }
+    async fn query_all_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        match self.run(stmt, kept::Mode::All).await? {
+            kept::Answer::Rows(rows) => Ok(rows),
+            kept::Answer::Done(_) => Err(not_rows()),
+        }
+    }
+    fn support_returning(&self) -> bool {
+        self.shared.support_returning()
+    }
+}
 
 /// Several statements in one call on SQLite: sqlx runs them in order on the connection's
 /// thread (plain `?` parameters number on from one statement to the next), so a write
@@ -472,7 +571,8 @@ async fn run_group(pool: &sea_orm::sqlx::SqlitePool, queue: &AtomicQueue, jobs: 
             }
         },
     };
-    if run_jobs(&mut conn, jobs).await {
+    // A pool of one keeps nothing: its only connection is every other query's too.
+    if run_jobs(&mut conn, jobs).await && pool.options().get_max_connections() > 1 {
         queue.keep_writer(conn);
     }
 }
@@ -624,10 +724,7 @@ impl Store {
         Ok(Self {
             writes: write_turns(&db),
             atomic_queue: AtomicQueue::default(),
-            db: Db {
-                shared: db,
-                workers,
-            },
+            db: Db::new(db, workers),
             cache: std::sync::Arc::new(cache::Caches::new(cache_ttl)),
             live: Default::default(),
         })
@@ -652,7 +749,7 @@ impl Store {
         }
         THREAD_DB.with(|t| {
             let mut t = t.borrow_mut();
-            if t.as_ref().is_some_and(|(id, _)| *id == w.id) {
+            if t.as_ref().is_some_and(|(id, ..)| *id == w.id) {
                 return;
             }
             let share = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
@@ -663,11 +760,12 @@ impl Store {
             // Lazy: nothing to wait for, the pool is made at once and connects on first use.
             match Database::connect(opts).now_or_never() {
                 Some(Ok(db)) => {
+                    let kept = kept::KeptPool::of(&db);
                     w.opened
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(db.clone());
-                    *t = Some((w.id, db));
+                        .push((db.clone(), kept.clone()));
+                    *t = Some((w.id, db, kept));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "worker's own database pool: using the shared one")
@@ -681,10 +779,7 @@ impl Store {
         Self {
             writes: write_turns(&db),
             atomic_queue: AtomicQueue::default(),
-            db: Db {
-                shared: db,
-                workers: None,
-            },
+            db: Db::new(db, None),
             cache: std::sync::Arc::new(cache::Caches::new(Duration::ZERO)),
             live: Default::default(),
         }
@@ -778,19 +873,30 @@ impl Store {
                     .sum(),
             }
         }
-        if self.backend() != DbBackend::Postgres {
-            return stats(&[self.db.shared.get_sqlite_connection_pool()]);
-        }
-        let opened = self.db.workers.as_ref().map(|w| {
-            w.opened
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        });
-        let pools: Vec<_> = std::iter::once(&self.db.shared)
-            .chain(opened.iter().flat_map(|o| o.iter()))
-            .map(|d| d.get_postgres_connection_pool())
-            .collect();
-        stats(&pools)
+        // Kept connections (`kept.rs`) wait for a statement as idle ones do.
+        let kept = |k: &Option<kept::KeptPool>| k.as_ref().map_or(0, kept::KeptPool::len);
+        let mut s = if self.backend() != DbBackend::Postgres {
+            stats(&[self.db.shared.get_sqlite_connection_pool()])
+        } else {
+            let opened = self.db.workers.as_ref().map(|w| {
+                w.opened
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            });
+            let pools: Vec<_> = std::iter::once(&self.db.shared)
+                .chain(opened.iter().flat_map(|o| o.iter().map(|(d, _)| d)))
+                .map(|d| d.get_postgres_connection_pool())
+                .collect();
+            let mut s = stats(&pools);
+            s.idle += opened
+                .iter()
+                .flat_map(|o| o.iter())
+                .map(|(_, k)| kept(k))
+                .sum::<usize>();
+            s
+        };
+        s.idle += kept(&self.db.kept);
+        s
     }
 
     /// A consistent copy of a SQLite database, taken while it is in use (`VACUUM INTO`).
@@ -824,8 +930,9 @@ impl Store {
     }
 
     pub async fn close(self) -> Result<(), DbErr> {
-        // The pool's close waits for every connection to come back: the kept writer first.
+        // The pool's close waits for every connection to come back: the kept ones first.
         drop(self.atomic_queue.take_writer());
+        self.db.release_kept();
         self.db.shared.close().await
     }
 }

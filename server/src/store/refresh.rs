@@ -598,7 +598,7 @@ impl Store {
         family_id: Option<&str>,
     ) -> Result<Option<AccessLive>> {
         self.live
-            .check(&self.db.current(), tenant_id, jti, client_id, family_id)
+            .check(&self.db, tenant_id, jti, client_id, family_id)
             .await
     }
 }

@@ -25,6 +25,9 @@ pub struct Services {
     pub webauthn: webauthn_rs::prelude::Webauthn,
     pub ip_limits: crate::login::limits::IpLimits,
     pub anonymous_sessions: Arc<crate::login::limits::AnonymousSessions>,
+    /// `settings.trusted_proxies`, parsed (checked by `Settings::validate`) and in canonical
+    /// form (an IPv4-mapped IPv6 address as its IPv4 one), for `http::client_ip`.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Services {
@@ -224,6 +227,12 @@ impl Services {
             anonymous_sessions: Arc::new(crate::login::limits::AnonymousSessions::new(
                 settings.limits.anonymous_sessions_max,
             )),
+            trusted_proxies: settings
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse::<std::net::IpAddr>().ok())
+                .map(|p| p.to_canonical())
+                .collect(),
             settings: Arc::new(settings),
             store,
             clock,

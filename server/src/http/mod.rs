@@ -83,12 +83,7 @@ pub fn too_many_page(mut resp: actix_web::HttpResponse) -> Result<actix_web::Htt
 /// IPv4 peer arrives as `::ffff:a.b.c.d`, and it is the proxy `a.b.c.d` all the same.
 pub fn client_ip(req: &HttpRequest, svc: &Services) -> Option<IpAddr> {
     let peer = req.peer_addr().map(|a| a.ip().to_canonical());
-    let trusted = |ip: &IpAddr| {
-        svc.settings
-            .trusted_proxies
-            .iter()
-            .any(|p| p.parse::<IpAddr>().ok().map(|p| p.to_canonical()) == Some(*ip))
-    };
+    let trusted = |ip: &IpAddr| svc.trusted_proxies.contains(ip);
     let mut ip = peer;
     if let Some(p) = peer
         && trusted(&p)

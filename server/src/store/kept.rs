@@ -73,10 +73,7 @@ impl<DB: sqlx::Database> Kept<DB> {
     async fn take(&self) -> Result<KeptConn<DB>, sqlx::Error> {
         let (fresh, stale) = {
             let mut v = self.conns();
-            let stale: Vec<_> = {
-                let n = v.iter().take_while(|c| c.used.elapsed() >= IDLE).count();
-                v.drain(..n).collect()
-            };
+            let stale = idled(&mut v);
             (v.pop(), stale)
         };
         drop(stale);
@@ -101,8 +98,7 @@ impl<DB: sqlx::Database> Kept<DB> {
         c.used = Instant::now();
         let back = {
             let mut v = self.conns();
-            let n = v.iter().take_while(|k| k.used.elapsed() >= IDLE).count();
-            let mut back: Vec<_> = v.drain(..n).collect();
+            let mut back = idled(&mut v);
             if v.len() < self.max {
                 v.push(c);
             } else {
@@ -124,6 +120,13 @@ impl<DB: sqlx::Database> Kept<DB> {
     pub(crate) fn len(&self) -> usize {
         self.conns().len()
     }
+}
+
+/// The kept connections that idled `IDLE`, taken out (they are the first ones: least
+/// recently used first).
+fn idled<DB: sqlx::Database>(v: &mut Vec<KeptConn<DB>>) -> Vec<KeptConn<DB>> {
+    let n = v.iter().take_while(|c| c.used.elapsed() >= IDLE).count();
+    v.drain(..n).collect()
 }
 
 impl<DB: sqlx::Database> Drop for Kept<DB> {

@@ -185,6 +185,8 @@ pub struct RunInfo {
     pub cpu: String,
     pub ram_gib: Option<f64>,
     pub kernel: String,
+    /// The kernel's autogroup setting (`kernel.sched_autogroup_enabled`), when readable.
+    pub autogroup: Option<bool>,
     pub rustc: String,
     pub load_start: String,
     pub load_end: String,
@@ -358,6 +360,7 @@ async fn run(args: Args) -> Result<()> {
         cpu: sys::cpu_model(),
         ram_gib: sys::mem_total_gib(),
         kernel: sys::cmd_out("uname", &["-r"]).unwrap_or_default(),
+        autogroup: sys::autogroup(),
         rustc: sys::cmd_out("rustc", &["-V"]).unwrap_or_default(),
         load_start,
         load_end: sys::loadavg(),

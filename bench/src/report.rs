@@ -116,6 +116,17 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
             .unwrap_or_else(|| "?".into()),
         info.kernel
     );
+    let _ = writeln!(
+        o,
+        "| scheduler | {} |",
+        match info.autogroup {
+            Some(true) =>
+                "autogroup on (`kernel.sched_autogroup_enabled=1`, the default of Debian's and Ubuntu's kernels): every session is a scheduling group of its own, and PostgreSQL starts each backend in a session of its own, so each backend competes with the whole of ma-idp as an equal",
+            Some(false) =>
+                "autogroup off (`kernel.sched_autogroup_enabled=0`): every thread competes on its own, ma-idp's `SCHED_IDLE` hash threads beside PostgreSQL's backends too",
+            None => "no autogroup in this kernel",
+        }
+    );
     let _ = writeln!(o, "| toolchain | {} |", info.rustc);
     let _ = writeln!(
         o,

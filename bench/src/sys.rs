@@ -49,6 +49,13 @@ pub fn mem_total_gib() -> Option<f64> {
     Some(kib / 1024.0 / 1024.0)
 }
 
+/// Whether the scheduler's autogroup is on (`/proc/sys/kernel/sched_autogroup_enabled`); `None`
+/// where the kernel has no autogroup.
+pub fn autogroup() -> Option<bool> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").ok()?;
+    Some(s.trim() != "0")
+}
+
 /// A `kB` field of /proc/PID/status (VmRSS, VmHWM), in KiB.
 pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

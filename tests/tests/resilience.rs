@@ -276,8 +276,13 @@ async fn link(base: &str, setup: &Setup, state: &str) -> Value {
 // Refresh load.
 // ---------------------------------------------------------------------------------------
 
+#[derive(Debug)]
 enum Outcome {
-    Ok(String),
+    /// The new refresh token and access token.
+    Ok {
+        refresh: String,
+        access: String,
+    },
     /// No answer (connection refused or reset, timeout, truncated body).
     Conn,
     Status(u16, String),
@@ -301,12 +306,13 @@ async fn refresh_once(http: &reqwest::Client, base: &str, setup: &Setup, token: 
         return Outcome::Conn;
     };
     if status == 200 {
-        match serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["refresh_token"].as_str().map(str::to_string))
-        {
-            Some(t) => Outcome::Ok(t),
-            None => Outcome::Conn,
+        let v = serde_json::from_str::<Value>(&text).unwrap_or_default();
+        match (v["refresh_token"].as_str(), v["access_token"].as_str()) {
+            (Some(r), Some(a)) => Outcome::Ok {
+                refresh: r.to_string(),
+                access: a.to_string(),
+            },
+            _ => Outcome::Conn,
         }
     } else {
         Outcome::Status(status, text)
@@ -342,7 +348,7 @@ async fn client_loop(
     while !stop.load(Ordering::SeqCst) {
         let cur = token.lock().unwrap().clone();
         match refresh_once(&http, &base, &setup, &cur).await {
-            Outcome::Ok(next) => {
+            Outcome::Ok { refresh: next, .. } => {
                 *token.lock().unwrap() = next;
                 stats.ok.fetch_add(1, Ordering::SeqCst);
                 stats
@@ -423,7 +429,7 @@ impl Load {
         let mut refused = Vec::new();
         for (i, t) in old.iter().enumerate() {
             match refresh_once(&http, base, setup, t).await {
-                Outcome::Ok(_) => {}
+                Outcome::Ok { .. } => {}
                 Outcome::Conn => refused.push(format!("client {i}: no answer")),
                 Outcome::Status(s, b) => refused.push(format!("client {i}: {s} {b}")),
             }
@@ -449,7 +455,7 @@ impl Load {
         for (i, t) in self.tokens.iter().enumerate() {
             let cur = t.lock().unwrap().clone();
             match refresh_once(&http, base, setup, &cur).await {
-                Outcome::Ok(next) => *t.lock().unwrap() = next,
+                Outcome::Ok { refresh: next, .. } => *t.lock().unwrap() = next,
                 Outcome::Conn => lost.push(format!("client {i}: no answer")),
                 Outcome::Status(s, b) => lost.push(format!("client {i}: {s} {b}")),
             }
@@ -491,7 +497,7 @@ async fn sigterm_after_writes_exits_cleanly(backend: Backend) {
     let token = tok["refresh_token"].as_str().unwrap();
     assert!(matches!(
         refresh_once(&http, &base, &setup, token).await,
-        Outcome::Ok(_)
+        Outcome::Ok { .. }
     ));
     let mut child = served.child.take().unwrap();
     let killed = Command::new("kill")
@@ -543,24 +549,17 @@ async fn connections_ended_while_idle_cost_no_request() {
         let http = plain_client();
         let auth = basic_header(&setup.client_id, &setup.client_secret);
         for i in 0..15 {
-            let r = http
-                .post(format!("{base}/alexa/token"))
-                .header("authorization", &auth)
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", token.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let body: Value = r.json().await.unwrap_or_default();
-            assert_eq!(status, 200, "{label}: refresh {i}: {body}");
-            token = body["refresh_token"].as_str().unwrap().to_string();
+            let access = match refresh_once(&http, base, setup, &token).await {
+                Outcome::Ok { refresh, access } => {
+                    token = refresh;
+                    access
+                }
+                other => panic!("{label}: refresh {i}: {other:?}"),
+            };
             let r = http
                 .post(format!("{base}/t/{}/introspect", setup.slug))
                 .header("authorization", &auth)
-                .form(&[("token", body["access_token"].as_str().unwrap())])
+                .form(&[("token", access.as_str())])
                 .send()
                 .await
                 .unwrap();
@@ -1054,7 +1053,7 @@ async fn database_crash_recovers_without_restart() {
     let mut probe_statuses: BTreeMap<u16, u64> = BTreeMap::new();
     while up.elapsed() < Duration::from_secs(20) {
         match refresh_once(&http, &base, &setup, &probe_token).await {
-            Outcome::Ok(next) => {
+            Outcome::Ok { refresh: next, .. } => {
                 probe_token = next;
                 recovered = Some(up.elapsed());
                 break;
@@ -1125,7 +1124,7 @@ async fn database_crash_recovers_without_restart() {
         .await;
     load.assert_none_lost(&base, &setup).await;
     match refresh_once(&http, &base, &setup, &probe_token).await {
-        Outcome::Ok(_) => {}
+        Outcome::Ok { .. } => {}
         _ => panic!("the probe family's newest token is lost"),
     }
     eprintln!("all {} refresh tokens still refresh: 0 lost", CLIENTS + 1);

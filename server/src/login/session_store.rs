@@ -58,14 +58,10 @@ type State = HashMap<String, String>;
 /// visitors who never sign in must not fill the table for a day.
 const ANONYMOUS_TTL: i64 = 3600;
 
-/// How long the row of a session in this state lives, in seconds.
-fn row_ttl(state: &State, ttl: &Duration) -> i64 {
+/// How long the row of a session lives, in seconds: the whole lifetime once signed in.
+fn row_ttl(signed_in: bool, ttl: &Duration) -> i64 {
     let ttl = ttl.whole_seconds();
-    if json_str(state, KEY_USER).is_some() {
-        ttl
-    } else {
-        anonymous_ttl(ttl)
-    }
+    if signed_in { ttl } else { anonymous_ttl(ttl) }
 }
 
 fn anonymous_ttl(ttl: i64) -> i64 {
@@ -110,19 +106,21 @@ impl SessionStore for DbSessionStore {
         let id = token_hash(key.expose());
         let now = self.clock.now();
         let text = serde_json::to_string(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+        let user = json_str(&state, KEY_USER);
+        let signed_in = user.is_some();
         self.store
             .session_insert(
                 &id,
                 json_str(&state, KEY_TENANT),
-                json_str(&state, KEY_USER),
+                user,
                 text,
                 now,
-                now + row_ttl(&state, ttl),
+                now + row_ttl(signed_in, ttl),
                 sign_in.as_ref(),
             )
             .await
             .map_err(|e| SaveError::Other(e.into()))?;
-        if json_str(&state, KEY_USER).is_none() {
+        if !signed_in {
             self.anonymous.started();
         }
         session_key_of(key.expose()).map_err(SaveError::Other)
@@ -143,16 +141,18 @@ impl SessionStore for DbSessionStore {
         let now = self.clock.now();
         let text =
             serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let user = json_str(&state, KEY_USER);
+        let expires = now + row_ttl(user.is_some(), ttl);
         let updated = self
             .store
             .session_update(
                 &id,
                 fresh.as_ref().map(|k| token_hash(k.expose())).as_deref(),
                 json_str(&state, KEY_TENANT),
-                json_str(&state, KEY_USER),
+                user,
                 text,
                 now,
-                now + row_ttl(&state, ttl),
+                expires,
                 sign_in.as_ref(),
             )
             .await

@@ -18,7 +18,77 @@ both_backends!(
     a_session_ended_during_a_sign_in,
     parallel_rights_and_wrongs_of_one_account_all_answer,
     small_pools_serve_every_flow,
+    a_claim_leaves_its_connection_durable,
 );
+
+/// A sign-in attempt's claim is committed without waiting for its flush to disk (SQLite: its
+/// group at `synchronous=NORMAL`; PostgreSQL: `synchronous_commit` off for its transaction),
+/// and leaves nothing of that behind: on a pool of one connection, the connection the claims
+/// ran on is durable again for whatever it runs next, and the claims are all counted.
+async fn a_claim_leaves_its_connection_durable(backend: Backend) {
+    use ma_idp::store::{Claim, Counter, Store};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let Some((pg, _drop)) = database_for(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url =
+        pg.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display()));
+    let store = Store::connect(&url, 1, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let (net, acct) = (
+        Counter {
+            key: "net:claim-test",
+            max_attempts: 5,
+        },
+        Counter {
+            key: "acct:claim-test",
+            max_attempts: 10,
+        },
+    );
+    for _ in 0..3 {
+        let (claim, member) = store
+            .claim_attempt(net, acct, 1_000, (60, 3_600), Some(("no-tenant", "nobody")))
+            .await
+            .unwrap();
+        assert!(matches!(claim, Claim::Allowed));
+        assert!(member.is_none());
+    }
+    let db = store.connection();
+    let ask = |sql: &str| Statement::from_string(db.get_database_backend(), sql.to_string());
+    let durable = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let row = db
+                .query_one_raw(ask("SHOW synchronous_commit"))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<String>(0).unwrap() == "on"
+        }
+        _ => {
+            let row = db
+                .query_one_raw(ask("PRAGMA synchronous"))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap() == 2
+        }
+    };
+    assert!(
+        durable,
+        "the connection the claims ran on is left without durable commits"
+    );
+    let counted = db
+        .query_one_raw(ask(
+            "SELECT attempts FROM login_throttle WHERE \"key\" = 'net:claim-test'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counted.try_get_by_index::<i64>(0).unwrap(), 3);
+}
 
 /// Found by the benchmark: on SQLite, many members approving at once must wait for the write
 /// lock, not fail with 503 "database is locked".

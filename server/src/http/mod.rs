@@ -214,28 +214,31 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>, w
     if with_admin {
         configure_admin(cfg, svc);
     }
-    cfg.service(web::resource("/health").route(web::get().to(ops::health)))
-        .service(web::resource("/ready").route(web::get().to(ops::ready)))
-        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(web::resource("/static/{file}").route(web::get().to(ops::static_file)))
-        .service(
-            web::resource("/.well-known/oauth-authorization-server/t/{t}")
-                .route(web::get().to(endpoints::discovery)),
-        )
+    // actix's router tries resources in the order given, matching each pattern with a
+    // dynamic segment by a regular expression: the busiest come first (every path here is
+    // matched by one resource at most, so the order changes nothing else).
+    cfg.service(web::resource("/t/{t}/jwks.json").route(web::get().to(endpoints::jwks)))
+        .service(web::resource("/t/{t}/token").route(web::post().to(endpoints::token)))
+        .service(web::resource("/t/{t}/introspect").route(web::post().to(endpoints::introspect)))
         .service(
             web::resource("/t/{t}/.well-known/openid-configuration")
                 .route(web::get().to(endpoints::discovery)),
         )
-        .service(web::resource("/t/{t}/jwks.json").route(web::get().to(endpoints::jwks)))
-        .service(web::resource("/t/{t}/token").route(web::post().to(endpoints::token)))
         .service(web::resource("/alexa/token").route(web::post().to(endpoints::alexa_token)))
-        .service(web::resource("/t/{t}/revoke").route(web::post().to(endpoints::revoke)))
-        .service(web::resource("/t/{t}/introspect").route(web::post().to(endpoints::introspect)))
         .service(
             web::resource("/t/{t}/userinfo")
                 .route(web::get().to(endpoints::userinfo))
                 .route(web::post().to(endpoints::userinfo)),
         )
+        .service(web::resource("/t/{t}/revoke").route(web::post().to(endpoints::revoke)))
+        .service(
+            web::resource("/.well-known/oauth-authorization-server/t/{t}")
+                .route(web::get().to(endpoints::discovery)),
+        )
+        .service(web::resource("/health").route(web::get().to(ops::health)))
+        .service(web::resource("/ready").route(web::get().to(ops::ready)))
+        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(web::resource("/static/{file}").route(web::get().to(ops::static_file)))
         .service(
             web::scope("")
                 .wrap(actix_web::middleware::from_fn(middleware::limit_new_visits))
@@ -247,6 +250,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>, w
                         .error_handler(|e, _| {
                             Error::invalid_request(format!("malformed request: {e}")).into()
                         }),
+                )
+                .service(
+                    web::resource("/t/{t}/authorize")
+                        .route(web::get().to(authorize::authorize_get))
+                        .route(web::post().to(authorize::authorize_post)),
+                )
+                .service(
+                    web::resource("/alexa/authorize")
+                        .route(web::get().to(authorize::alexa_authorize_get))
+                        .route(web::post().to(authorize::alexa_authorize_post)),
+                )
+                .service(
+                    web::resource("/t/{t}/login")
+                        .route(web::get().to(account::login_get))
+                        .route(web::post().to(account::login_post)),
                 )
                 .service(
                     web::resource("/t/{t}/passkeys/login/start")
@@ -279,21 +297,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>, w
                 .service(
                     web::resource("/t/{t}/account/passkeys/{id}/{action}")
                         .route(web::post().to(passkeys::account_passkey_action)),
-                )
-                .service(
-                    web::resource("/t/{t}/authorize")
-                        .route(web::get().to(authorize::authorize_get))
-                        .route(web::post().to(authorize::authorize_post)),
-                )
-                .service(
-                    web::resource("/alexa/authorize")
-                        .route(web::get().to(authorize::alexa_authorize_get))
-                        .route(web::post().to(authorize::alexa_authorize_post)),
-                )
-                .service(
-                    web::resource("/t/{t}/login")
-                        .route(web::get().to(account::login_get))
-                        .route(web::post().to(account::login_post)),
                 )
                 .service(
                     web::resource("/t/{t}/logout")

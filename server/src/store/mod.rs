@@ -384,6 +384,31 @@ pub(crate) async fn sqlite_atomic(
     store: &Store,
     statements: Vec<sea_orm::Statement>,
 ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+    sqlite_atomic_as(store, statements, Commit::Durable).await
+}
+
+/// How a write is committed on SQLite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// On disk before the call returns (`synchronous=FULL`: the WAL is synced at commit).
+    /// Tokens, codes, grants, sessions, and everything else by default.
+    Durable,
+    /// Visible to every connection and instance before the call returns, and kept across a
+    /// crash of this process, but synced to disk only with the next durable commit or
+    /// checkpoint (`synchronous=NORMAL` in WAL mode): an OS crash or power cut may forget the
+    /// last such writes. Only for a sign-in attempt's claim on its lockout counters, which
+    /// must be seen by parallel guesses at once but need not outlive a power cut (forgetting
+    /// a few counted attempts then costs nothing worth an `fsync` per sign-in).
+    Visible,
+}
+
+/// `sqlite_atomic`, committed as `commit` says. A group holding any `Durable` write is
+/// committed durably; only a group of `Visible` writes alone is not.
+pub(crate) async fn sqlite_atomic_as(
+    store: &Store,
+    statements: Vec<sea_orm::Statement>,
+    commit: Commit,
+) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
     let mut sql = String::new();
     let mut values = Vec::new();
     for st in statements {
@@ -399,6 +424,7 @@ pub(crate) async fn sqlite_atomic(
     store.atomic_queue.push(AtomicJob {
         sql,
         values,
+        commit,
         reply,
         taken: taken.clone(),
     });
@@ -417,9 +443,20 @@ pub(crate) async fn sqlite_atomic(
             },
             None => None,
         };
-        let jobs = queue.take(MAX_GROUP);
-        if !jobs.is_empty() {
+        // Groups are of one kind of commit (`AtomicQueue::take`): the oldest waiting job's
+        // group may leave this call's job for the next, which this task then runs too.
+        loop {
+            let jobs = queue.take(MAX_GROUP);
+            if jobs.is_empty() {
+                break;
+            }
+            let mine = jobs
+                .iter()
+                .any(|j| std::sync::Arc::ptr_eq(&j.taken, &taken));
             run_group(&pool, &queue, jobs).await;
+            if mine {
+                break;
+            }
         }
     });
     answer
@@ -435,6 +472,7 @@ struct AtomicJob {
     /// The statements, each followed by `;\n`.
     sql: String,
     values: Vec<sea_orm::Value>,
+    commit: Commit,
     reply: tokio::sync::oneshot::Sender<Result<Vec<sea_orm::QueryResult>, DbErr>>,
     /// Told when a group takes this job (its own task then stops waiting for the turn).
     taken: std::sync::Arc<tokio::sync::Notify>,
@@ -484,13 +522,19 @@ impl AtomicQueue {
             .push(job);
     }
 
-    /// The oldest `max` waiting jobs, in the order they came, counted as one group.
+    /// The next group: the oldest waiting job and, in the order they came, the others of its
+    /// kind of commit (`Commit`), at most `max`. A group of one kind lets a group of claims
+    /// commit without an `fsync` while durable writes wait beside it; the calls waiting
+    /// together are concurrent (none has been answered), so any order between them is one
+    /// they could have run in.
     fn take(&self, max: usize) -> Vec<AtomicJob> {
         use std::sync::atomic::Ordering::Relaxed;
         let jobs: Vec<AtomicJob> = {
             let mut q = self.0.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            let n = q.len().min(max);
-            q.drain(..n).collect()
+            match q.first().map(|j| j.commit) {
+                Some(kind) => q.extract_if(.., |j| j.commit == kind).take(max).collect(),
+                None => Vec::new(),
+            }
         };
         for j in &jobs {
             j.taken.notify_one();
@@ -577,7 +621,32 @@ async fn run_group(pool: &sea_orm::sqlx::SqlitePool, queue: &AtomicQueue, jobs: 
     }
 }
 
+/// After a failure in a group committed at `synchronous=NORMAL`: set the connection back to
+/// FULL, or close it. A connection left at NORMAL must never run another write: the kept
+/// writer runs every group, and one back in the pool runs any statement.
+async fn restore_full(conn: &mut SqliteConn) {
+    if let Err(e) = fetch(conn, "PRAGMA synchronous = FULL", Vec::new()).await {
+        tracing::error!(error = %e, "setting synchronous back to FULL failed; closing the connection");
+        conn.close_on_drop();
+    }
+}
+
+/// After a failure inside a group: roll back, and set a `Visible` group's connection back to
+/// FULL.
+async fn undo(conn: &mut SqliteConn, visible: bool) {
+    roll_back(conn).await;
+    if visible {
+        restore_full(conn).await;
+    }
+}
+
 /// `run_group` on `conn`: whether every statement succeeded (the connection may be kept).
+///
+/// A group of `Commit::Visible` writes alone sets `synchronous=NORMAL` just before its
+/// `BEGIN` (SQLite refuses to change it inside a transaction) and FULL again right after its
+/// `COMMIT`, in the same calls; after any failure it is set back on its own (`restore_full`).
+/// Should the `COMMIT` succeed and setting FULL after it fail, the group answers an error for
+/// writes that stand: for a sign-in attempt's claim, an attempt counted without an answer.
 async fn run_jobs(conn: &mut SqliteConn, mut jobs: Vec<AtomicJob>) -> bool {
     type Reply = tokio::sync::oneshot::Sender<Result<Vec<sea_orm::QueryResult>, DbErr>>;
     fn fail_all(replies: impl IntoIterator<Item = Reply>, e: &SqlxErr) {
@@ -586,20 +655,29 @@ async fn run_jobs(conn: &mut SqliteConn, mut jobs: Vec<AtomicJob>) -> bool {
         }
     }
     let conn = &mut *conn;
+    let visible = jobs.iter().all(|j| j.commit == Commit::Visible);
+    let (begin, commit) = if visible {
+        (
+            "PRAGMA synchronous = NORMAL;\nBEGIN IMMEDIATE",
+            "COMMIT;\nPRAGMA synchronous = FULL",
+        )
+    } else {
+        ("BEGIN IMMEDIATE", "COMMIT")
+    };
     if jobs.len() == 1
         && let Some(job) = jobs.pop()
     {
-        let sql = format!("BEGIN IMMEDIATE;\n{}COMMIT", job.sql);
+        let sql = format!("{begin};\n{}{commit}", job.sql);
         let answer = fetch(conn, &sql, job.values).await;
         let ok = answer.is_ok();
         if !ok {
-            roll_back(conn).await;
+            undo(conn, visible).await;
         }
         let _ = job.reply.send(answer.map_err(|e| sqlx_err(&e)));
         return ok;
     }
-    if let Err(e) = fetch(conn, "BEGIN IMMEDIATE", Vec::new()).await {
-        roll_back(conn).await;
+    if let Err(e) = fetch(conn, begin, Vec::new()).await {
+        undo(conn, visible).await;
         fail_all(jobs.into_iter().map(|j| j.reply), &e);
         return false;
     }
@@ -617,7 +695,7 @@ async fn run_jobs(conn: &mut SqliteConn, mut jobs: Vec<AtomicJob>) -> bool {
                 if let Err(u) = fetch(conn, "ROLLBACK TO atomic; RELEASE atomic", Vec::new()).await
                 {
                     tracing::warn!(error = %u, "undoing one write of a group failed; rolling the group back");
-                    roll_back(conn).await;
+                    undo(conn, visible).await;
                     let replies = done.into_iter().map(|(r, _)| r);
                     fail_all(replies.chain([job.reply]), &e);
                     return false;
@@ -627,14 +705,14 @@ async fn run_jobs(conn: &mut SqliteConn, mut jobs: Vec<AtomicJob>) -> bool {
             }
         }
     }
-    match fetch(conn, "COMMIT", Vec::new()).await {
+    match fetch(conn, commit, Vec::new()).await {
         Ok(_) => {
             for (reply, answer) in done {
                 let _ = reply.send(answer);
             }
         }
         Err(e) => {
-            roll_back(conn).await;
+            undo(conn, visible).await;
             fail_all(done.into_iter().map(|(r, _)| r), &e);
             clean = false;
         }
@@ -1007,6 +1085,7 @@ pub(crate) fn unique_violation(e: &DbErr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::loopback_without_tls as f;
 
     #[test]
@@ -1034,6 +1113,135 @@ mod tests {
         ] {
             assert!(check(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// `synchronous` as the statement runs (1 NORMAL, 2 FULL).
+    fn level() -> sea_orm::Statement {
+        sea_orm::Statement::from_string(
+            super::DbBackend::Sqlite,
+            "SELECT synchronous AS level FROM pragma_synchronous",
+        )
+    }
+
+    async fn level_in(store: &super::Store, commit: super::Commit) -> i64 {
+        let rows = super::sqlite_atomic_as(store, vec![level()], commit)
+            .await
+            .unwrap();
+        rows[0].try_get("", "level").unwrap()
+    }
+
+    /// The level of every connection of `store`'s pool outside a group (all of them held at
+    /// once, so none is missed).
+    async fn pool_levels(store: &super::Store) -> Vec<i64> {
+        use sea_orm::sqlx::Row;
+        let pool = store.connection().get_sqlite_connection_pool().clone();
+        // A connection comes back to the pool on a task of its own after its group answered:
+        // wait until every one is back but the kept writer.
+        let kept = usize::from(store.atomic_queue.0.writer.lock().unwrap().is_some());
+        for _ in 0..5_000 {
+            if pool.num_idle() + kept >= pool.size() as usize {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let mut held = Vec::new();
+        while let Some(c) = pool.try_acquire() {
+            held.push(c);
+        }
+        let mut levels = Vec::new();
+        for c in &mut held {
+            let row = sea_orm::sqlx::query("PRAGMA synchronous")
+                .fetch_one(&mut **c)
+                .await
+                .unwrap();
+            levels.push(row.get::<i64, _>(0));
+        }
+        assert!(!levels.is_empty(), "no connection came back to the pool");
+        levels
+    }
+
+    /// A claim's group commits at NORMAL; every other group, a group mixing both kinds, and
+    /// every connection afterwards (kept writer or back in the pool, after success or
+    /// failure) are at FULL.
+    #[tokio::test]
+    async fn visible_groups_alone_commit_at_normal_and_leave_full_behind() {
+        use super::Commit::{Durable, Visible};
+        use sea_orm::ConnectionTrait;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("ma-idp-commit-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A pool of one keeps no writer (the group's connection is everyone's); a pool of four
+        // keeps it for the next group.
+        for (name, size) in [("one.db", 1), ("four.db", 4)] {
+            let url = format!("sqlite://{}?mode=rwc", dir.join(name).display());
+            let store = super::Store::connect(&url, size, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+            store
+                .connection()
+                .execute_unprepared("CREATE TABLE t (x INTEGER NOT NULL)")
+                .await
+                .unwrap();
+            assert_eq!(level_in(&store, Visible).await, 1, "{name}");
+            assert!(pool_levels(&store).await.iter().all(|l| *l == 2), "{name}");
+            assert_eq!(level_in(&store, Durable).await, 2, "{name}");
+            assert_eq!(level_in(&store, Visible).await, 1, "{name}");
+            assert_eq!(level_in(&store, Durable).await, 2, "{name}");
+
+            // A claim group that fails after its BEGIN (a constraint, at run time).
+            let bad = sea_orm::Statement::from_string(
+                super::DbBackend::Sqlite,
+                "INSERT INTO t (x) VALUES (NULL)",
+            );
+            let failed = super::sqlite_atomic_as(&store, vec![level(), bad], Visible).await;
+            assert!(failed.is_err(), "{name}");
+            let levels = pool_levels(&store).await;
+            assert!(levels.iter().all(|l| *l == 2), "{name}: {levels:?}");
+            assert_eq!(level_in(&store, Durable).await, 2, "{name}");
+
+            // Groups: hold the write turn while two calls queue, then let them run together.
+            // Groups are of one kind: claims together at NORMAL, the durable write alone
+            // (the task of the first claim runs both groups).
+            for (kinds, want, groups_run) in [
+                (vec![Visible, Durable, Visible], vec![1, 2, 1], 2),
+                (vec![Durable, Visible, Durable], vec![2, 1, 2], 2),
+                (vec![Visible, Visible], vec![1, 1], 1),
+            ] {
+                let turn = store.writes.clone().unwrap().lock_owned().await;
+                let groups = store
+                    .atomic_queue
+                    .0
+                    .groups
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let mut calls = Vec::new();
+                for (i, &k) in kinds.iter().enumerate() {
+                    let s = store.clone();
+                    calls.push(tokio::spawn(async move { level_in(&s, k).await }));
+                    // Queued in this order.
+                    while store.atomic_queue.0.jobs.lock().unwrap().len() <= i {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
+                drop(turn);
+                let mut got = Vec::new();
+                for c in calls {
+                    got.push(c.await.unwrap());
+                }
+                assert_eq!(got, want, "{name}: {kinds:?}");
+                let after = store
+                    .atomic_queue
+                    .0
+                    .groups
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                assert_eq!(after, groups + groups_run, "{name}: {kinds:?}");
+                assert!(pool_levels(&store).await.iter().all(|l| *l == 2), "{name}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -118,10 +118,22 @@ const MEMBER: &str = "users.*, password_credentials.phc AS password_phc \
 
 /// PostgreSQL: both claims as data-modifying CTEs (each runs once, read or not; the account's
 /// counts only if the network's did), and one row: did the attempt count, and the member.
+///
+/// Its one-row base sets `synchronous_commit` off for this statement's own transaction
+/// (`set_config(…, true)`, undone when it ends): the claim is visible to every parallel
+/// attempt once committed, and the WAL writer flushes it within moments, but the sign-in does
+/// not wait for that flush before it hashes (see `store::Commit::Visible`, SQLite's
+/// equivalent). An attempt counted and then forgotten by a crash of the database's machine
+/// costs nothing worth a flush per sign-in; every other write keeps `synchronous_commit` on.
 static CLAIM_AND_MEMBER_PG: LazyLock<String> = LazyLock::new(|| {
+    let member = MEMBER.replacen(
+        "(SELECT 1) AS one",
+        "(SELECT set_config('synchronous_commit', 'off', true)) AS one",
+        1,
+    );
     format!(
         "WITH net AS ({} RETURNING 1), acct AS ({} RETURNING 1) \
-         SELECT EXISTS (SELECT 1 FROM acct) AS counted, {MEMBER}",
+         SELECT EXISTS (SELECT 1 FROM acct) AS counted, {member}",
         CLAIM_NETWORK.as_str(),
         claim_sql(11, 2, 12, 4, 5, 6, 13, 14, Some("net")),
     )
@@ -251,14 +263,16 @@ impl Store {
                 .ok_or_else(|| sea_orm::DbErr::RecordNotFound("claim".into()))?,
             _ => {
                 // The claims and the read in one atomic call: one hand-off to a connection's
-                // thread, and a commit shared with the other writes waiting then.
-                super::sqlite_atomic(
+                // thread, and a commit shared with the other writes waiting then. Visible to
+                // parallel attempts before the hash, without an `fsync` of its own.
+                super::sqlite_atomic_as(
                     self,
                     vec![
                         positional(&CLAIM_NETWORK, &values)?,
                         positional(&CLAIM_ACCOUNT_SQLITE, &values)?,
                         positional(&MEMBER_AFTER_CLAIM_SQLITE, &values)?,
                     ],
+                    super::Commit::Visible,
                 )
                 .await?
                 .pop()

@@ -276,7 +276,8 @@ async fn passkey_enrollment_and_sign_in(backend: Backend) {
     assert!(!amr.contains(&"pwd"));
     assert!(id["auth_time"].as_i64().unwrap() >= claims["iat"].as_i64().unwrap() - 60);
 
-    // Username-first works too (the challenge names bob's credentials).
+    // Username-first works too (discoverable like any other start: the options name no
+    // credential, and the passkey must be bob's).
     let b2 = app.browser();
     let (csrf, _) = login_page(&b2, "/t/home/login").await;
     let (s, start) = post_json(
@@ -287,11 +288,7 @@ async fn passkey_enrollment_and_sign_in(backend: Backend) {
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(
-        start["options"]["publicKey"]["allowCredentials"][0]["id"],
-        json!(m.cred_id)
-    );
-    let cred = answer(&mut m, &start["options"], origin(&app), false);
+    let cred = answer(&mut m, &start["options"], origin(&app), true);
     let (s, done) = post_json(
         &b2,
         "/t/home/passkeys/login/finish",
@@ -416,36 +413,58 @@ async fn passkey_refusals(backend: Backend) {
         }
     };
 
-    // A name without passkeys (no such member, or alice, who has a password only) gets
-    // discoverable options naming one decoy credential, the same for that name every time:
-    // the answer does not tell whether the member exists or has passkeys.
-    let named = |v: &Value| -> Vec<String> {
+    // Every start is discoverable and names no credential, whatever the name (no such member,
+    // alice, who has a password only, or bob, who has a passkey): the answer tells nothing of
+    // whether the member exists or has passkeys. Its options have the same fields each time.
+    let named = |v: &Value| -> usize {
         v["options"]["publicKey"]["allowCredentials"]
             .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["id"].as_str().unwrap().to_string())
-            .collect()
+            .map_or(0, Vec::len)
     };
-    let nobody = named(&start(json!({"username": "nobody"})).await);
-    assert_eq!(nobody.len(), 1);
-    assert_eq!(nobody[0].len(), 22, "16 bytes, base64url");
-    assert_eq!(named(&start(json!({"username": " Nobody "})).await), nobody);
-    let alice = named(&start(json!({"username": "alice"})).await);
-    assert_eq!(alice.len(), 1);
-    assert_ne!(alice, nobody);
-    assert_eq!(named(&start(json!({"username": "alice"})).await), alice);
-    assert_eq!(
-        named(&start(json!({"username": "bob"})).await),
-        [m.cred_id.clone()]
-    );
-    assert!(named(&start(json!({})).await).is_empty(), "discoverable");
+    let fields = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v["options"]["publicKey"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    let unnamed = start(json!({})).await;
+    for name in ["nobody", " Nobody ", "alice", "bob", " Bob "] {
+        let v = start(json!({ "username": name })).await;
+        assert_eq!(named(&v), 0, "{name}: {v}");
+        assert_eq!(fields(&v), fields(&unnamed), "{name}: {v}");
+        assert_eq!(v["options"], {
+            let mut o = unnamed["options"].clone();
+            o["publicKey"]["challenge"] = v["options"]["publicKey"]["challenge"].clone();
+            o
+        });
+    }
+    // Started with a name, finished with a passkey of another member (or of no one of that
+    // name): refused, and not signed in.
+    let long = "b".repeat(300);
+    for name in ["alice", "nobody", long.as_str()] {
+        let st = start(json!({ "username": name })).await;
+        let cred = answer(&mut m, &st["options"], origin(&app), true);
+        let (s, e) = finish(st["ceremony"].clone(), cred).await;
+        assert_eq!(s, 400, "{name}: {e}");
+        assert!(
+            e["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("for another account"),
+            "{name}: {e}"
+        );
+        assert_ne!(fresh.get("/t/home/account").await.status(), 200, "{name}");
+    }
 
     // A NUL (which PostgreSQL refuses in text) in the JSON bodies: ordinary answers, never
     // 503. A username no member can have gets the same kind of answer as an unknown one.
     let st = start(json!({"username": "bob\u{0}"})).await;
     assert!(st["ceremony"].is_string(), "{st}");
-    assert_eq!(named(&st).len(), 1, "{st}");
+    assert_eq!(named(&st), 0, "{st}");
     let st = start(json!({})).await;
     let cred = answer(&mut m, &st["options"], origin(&app), true);
     let (s, e) = finish(json!("x\u{0}"), cred).await;

@@ -9,9 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entity::{enrollment_link, passkey, tenant, user, webauthn_ceremony};
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
-    RequestChallengeResponse, Url, Uuid, Webauthn, WebauthnBuilder,
+    AuthenticationResult, CreationChallengeResponse, DiscoverableAuthentication, Passkey,
+    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse, Url, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
 };
 
 use webauthn_rs_proto::ResidentKeyRequirement;
@@ -45,7 +45,12 @@ pub fn build_webauthn(settings: &Settings) -> anyhow::Result<Webauthn> {
 #[derive(Serialize, Deserialize)]
 enum AuthState {
     Discoverable(DiscoverableAuthentication),
+    /// Named the member's own credentials: started by an earlier version (a sign-in begun
+    /// before an upgrade and finished after it). No longer started.
     Known(PasskeyAuthentication),
+    /// Started with a username (normalized): discoverable like any other, and it must end
+    /// with a passkey of the member of that name.
+    Named(DiscoverableAuthentication, String),
 }
 
 /// The `amr` of a passkey sign-in: a synced (backup-eligible) passkey is a software key.
@@ -207,82 +212,35 @@ impl Services {
         Ok(model)
     }
 
-    /// Start a passkey sign-in: discoverable (no username) or for a named user. A name
-    /// without passkeys (no such member, or a member without any) gets discoverable options
-    /// naming one decoy credential, the same for that name every time (`decoy_credential`): the
-    /// answer does not tell whether the member exists or has passkeys, and no passkey matches.
+    /// Start a passkey sign-in, with or without a username. Every start is discoverable
+    /// (registration requires discoverable credentials) and names no credential: the answer
+    /// is the same whatever name is given, and tells nothing of whether that member exists
+    /// or has passkeys (no database is read to give it). A start with a username must end
+    /// with a passkey of the member of that name (`passkey_login_check`).
     pub async fn passkey_login_start(
         &self,
         tenant: &tenant::Model,
         username: Option<&str>,
     ) -> Result<(String, RequestChallengeResponse)> {
-        // A name no member can have (too long, or with a NUL that PostgreSQL would refuse)
-        // is not looked up: it gets the same answer as an unknown one.
         let named = username
             .map(crate::login::normalize_username)
             .filter(|u| !u.is_empty());
-        let known = match named
-            .as_deref()
-            .filter(|u| u.len() <= 128 && !u.contains('\0'))
-        {
-            Some(u) => match self.store.user_by_username(&tenant.id, u).await? {
-                Some(user) if !user.disabled => {
-                    let keys: Vec<Passkey> = self
-                        .store
-                        .passkeys_of_user(&tenant.id, &user.id)
-                        .await?
-                        .iter()
-                        .filter_map(|p| serde_json::from_str(&p.passkey).ok())
-                        .collect();
-                    (!keys.is_empty()).then_some(keys)
-                }
-                _ => None,
-            },
-            None => None,
-        };
-        let (rcr, state) = match known {
-            Some(keys) => {
-                let (rcr, st) = self
-                    .webauthn
-                    .start_passkey_authentication(&keys)
-                    .map_err(|e| Error::internal(format!("webauthn: {e}")))?;
-                (rcr, AuthState::Known(st))
-            }
-            None => {
-                let (mut rcr, st) = self
-                    .webauthn
-                    .start_discoverable_authentication()
-                    .map_err(|e| Error::internal(format!("webauthn: {e}")))?;
-                if let Some(name) = &named {
-                    rcr.public_key.allow_credentials = vec![self.decoy_credential(tenant, name)];
-                }
-                (rcr, AuthState::Discoverable(st))
-            }
+        let (rcr, st) = self
+            .webauthn
+            .start_discoverable_authentication()
+            .map_err(|e| Error::internal(format!("webauthn: {e}")))?;
+        let state = match named {
+            // A name no member can have (too long) is not kept: an empty one, which is no
+            // member's either, stands for it.
+            Some(name) if name.len() > 128 => AuthState::Named(st, String::new()),
+            Some(name) => AuthState::Named(st, name),
+            None => AuthState::Discoverable(st),
         };
         let state = serde_json::to_string(&state).map_err(Error::internal)?;
         let id = self
             .save_ceremony(tenant, "authenticate", None, state)
             .await?;
         Ok((id, rcr))
-    }
-
-    /// The credential named to a username that has no passkeys here: 16 bytes of a keyed hash
-    /// of the tenant and the name (stable, so asking twice shows nothing; unguessable, so it
-    /// cannot be told from a real credential ID; matching no authenticator's passkey).
-    fn decoy_credential(
-        &self,
-        tenant: &tenant::Model,
-        name: &str,
-    ) -> webauthn_rs_proto::AllowCredentials {
-        let mut id = self
-            .secret_hasher
-            .mac(format!("passkey-decoy\0{}\0{name}", tenant.id).as_bytes());
-        id.truncate(16);
-        webauthn_rs_proto::AllowCredentials {
-            type_: "public-key".into(),
-            id,
-            transports: None,
-        }
     }
 
     /// Finish a passkey sign-in. Refuses expired or replayed challenges, wrong origins or RP
@@ -335,21 +293,17 @@ impl Services {
             .filter(|p| p.tenant_id == tenant.id)
             .ok_or_else(|| refused("This passkey is not registered here. Sign in with your password, or ask an admin."))?;
         let mut pk: Passkey = serde_json::from_str(&stored.passkey).map_err(Error::internal)?;
-        let verified = match state {
+        let (verified, named) = match state {
             AuthState::Discoverable(st) => {
-                let (uuid, _) = self
-                    .webauthn
-                    .identify_discoverable_authentication(cred)
-                    .map_err(|_| refused("The passkey did not say whose it is."))?;
-                if uuid.to_string() != stored.user_id {
-                    return Err(refused("This passkey is not registered here."));
-                }
-                self.webauthn
-                    .finish_discoverable_authentication_v2(cred, st, &pk)
+                (self.finish_discoverable(cred, st, &pk, &stored)?, None)
             }
-            AuthState::Known(st) => self.webauthn.finish_passkey_authentication(cred, &st),
-        }
-        .map_err(|e| {
+            AuthState::Named(st, name) => (
+                self.finish_discoverable(cred, st, &pk, &stored)?,
+                Some(name),
+            ),
+            AuthState::Known(st) => (self.webauthn.finish_passkey_authentication(cred, &st), None),
+        };
+        let verified = verified.map_err(|e| {
             tracing::info!(error = %e, "passkey sign-in refused");
             refused("The passkey could not be verified. Try again, or sign in another way.")
         })?;
@@ -378,6 +332,16 @@ impl Services {
             .await?
             .filter(|u| !u.disabled)
             .ok_or_else(|| refused("This account is disabled."))?;
+        // Started with a name: the passkey must be that member's (the name may be anyone's,
+        // or no one's; the passkey says whose it is).
+        if let Some(name) = named
+            && crate::login::normalize_username(&user.username) != name
+        {
+            return Err(refused(
+                "This passkey is for another account. Use a passkey of the account you named, \
+                 or sign in without typing a name.",
+            ));
+        }
         pk.update_credential(&verified);
         let (_, bs, counter) = cred_flags(&pk);
         self.store
@@ -393,6 +357,27 @@ impl Services {
             user,
             passkey_amr(stored.backup_eligible || verified.backup_eligible()).to_vec(),
         ))
+    }
+
+    /// A discoverable sign-in's assertion checked against the stored passkey it names, which
+    /// must be the one whose user the authenticator says it is.
+    fn finish_discoverable(
+        &self,
+        cred: &PublicKeyCredential,
+        st: DiscoverableAuthentication,
+        pk: &Passkey,
+        stored: &entity::passkey::Model,
+    ) -> Result<std::result::Result<AuthenticationResult, WebauthnError>> {
+        let (uuid, _) = self
+            .webauthn
+            .identify_discoverable_authentication(cred)
+            .map_err(|_| refused("The passkey did not say whose it is."))?;
+        if uuid.to_string() != stored.user_id {
+            return Err(refused("This passkey is not registered here."));
+        }
+        Ok(self
+            .webauthn
+            .finish_discoverable_authentication_v2(cred, st, pk))
     }
 
     pub async fn my_passkeys(

@@ -39,6 +39,13 @@ async fn post_json(b: &Browser, path: &str, csrf: &str, body: Value) -> (u16, Va
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Whether an error answer's description contains `phrase`.
+fn says(e: &Value, phrase: &str) -> bool {
+    e["error_description"]
+        .as_str()
+        .is_some_and(|d| d.contains(phrase))
+}
+
 fn origin(app: &TestApp) -> Url {
     Url::parse(&app.base).unwrap()
 }
@@ -415,27 +422,17 @@ async fn passkey_refusals(backend: Backend) {
 
     // Every start is discoverable and names no credential, whatever the name (no such member,
     // alice, who has a password only, or bob, who has a passkey): the answer tells nothing of
-    // whether the member exists or has passkeys. Its options have the same fields each time.
+    // whether the member exists or has passkeys. Its options are the unnamed start's but for
+    // the challenge.
     let named = |v: &Value| -> usize {
         v["options"]["publicKey"]["allowCredentials"]
             .as_array()
             .map_or(0, Vec::len)
     };
-    let fields = |v: &Value| -> Vec<String> {
-        let mut k: Vec<String> = v["options"]["publicKey"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        k.sort();
-        k
-    };
     let unnamed = start(json!({})).await;
     for name in ["nobody", " Nobody ", "alice", "bob", " Bob "] {
         let v = start(json!({ "username": name })).await;
         assert_eq!(named(&v), 0, "{name}: {v}");
-        assert_eq!(fields(&v), fields(&unnamed), "{name}: {v}");
         assert_eq!(v["options"], {
             let mut o = unnamed["options"].clone();
             o["publicKey"]["challenge"] = v["options"]["publicKey"]["challenge"].clone();
@@ -450,13 +447,7 @@ async fn passkey_refusals(backend: Backend) {
         let cred = answer(&mut m, &st["options"], origin(&app), true);
         let (s, e) = finish(st["ceremony"].clone(), cred).await;
         assert_eq!(s, 400, "{name}: {e}");
-        assert!(
-            e["error_description"]
-                .as_str()
-                .unwrap()
-                .contains("for another account"),
-            "{name}: {e}"
-        );
+        assert!(says(&e, "for another account"), "{name}: {e}");
         assert_ne!(fresh.get("/t/home/account").await.status(), 200, "{name}");
     }
 
@@ -469,13 +460,7 @@ async fn passkey_refusals(backend: Backend) {
     let cred = answer(&mut m, &st["options"], origin(&app), true);
     let (s, e) = finish(json!("x\u{0}"), cred).await;
     assert_eq!(s, 400, "{e}");
-    assert!(
-        e["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("expired or was already used"),
-        "{e}"
-    );
+    assert!(says(&e, "expired or was already used"), "{e}");
     // A wrong origin.
     let st = start(json!({})).await;
     let cred = answer(
@@ -486,13 +471,7 @@ async fn passkey_refusals(backend: Backend) {
     );
     let (s, e) = finish(st["ceremony"].clone(), cred).await;
     assert_eq!(s, 400, "{e}");
-    assert!(
-        e["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("could not be verified"),
-        "{e}"
-    );
+    assert!(says(&e, "could not be verified"), "{e}");
     // A wrong RP ID.
     let mut st = start(json!({})).await;
     st["options"]["publicKey"]["rpId"] = json!("example.com");
@@ -509,13 +488,7 @@ async fn passkey_refusals(backend: Backend) {
         s, 403,
         "the token from before the sign-in passes no more: {e}"
     );
-    assert!(
-        e["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("This page has expired"),
-        "{e}"
-    );
+    assert!(says(&e, "This page has expired"), "{e}");
     let r = fresh.get("/t/home/account").await;
     assert_eq!(r.status(), 200);
     let renewed = hidden(&r.text().await.unwrap(), "csrf");
@@ -523,23 +496,14 @@ async fn passkey_refusals(backend: Backend) {
     *csrf.borrow_mut() = renewed;
     let (s, e) = finish(st["ceremony"].clone(), cred).await;
     assert_eq!(s, 400);
-    assert!(
-        e["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("expired or was already used"),
-        "{e}"
-    );
+    assert!(says(&e, "expired or was already used"), "{e}");
     // An expired challenge.
     let st = start(json!({})).await;
     let cred = answer(&mut m, &st["options"], origin(&app), true);
     app.clock.advance(301);
     let (s, e) = finish(st["ceremony"].clone(), cred).await;
     assert_eq!(s, 400);
-    assert!(
-        e["error_description"].as_str().unwrap().contains("expired"),
-        "{e}"
-    );
+    assert!(says(&e, "expired"), "{e}");
     // A forged user handle: the credential is bob's, the handle says someone else.
     let st = start(json!({})).await;
     let mut cred = answer(&mut m, &st["options"], origin(&app), true);
@@ -559,13 +523,7 @@ async fn passkey_refusals(backend: Backend) {
     )
     .await;
     assert_eq!(s, 400);
-    assert!(
-        e["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("not registered here"),
-        "{e}"
-    );
+    assert!(says(&e, "not registered here"), "{e}");
     // Without the page's CSRF token.
     let (s, _) = post_json(&fresh, "/t/home/passkeys/login/start", "forged", json!({})).await;
     assert_eq!(s, 403);
@@ -625,13 +583,7 @@ async fn passkey_refusals(backend: Backend) {
     let cred = answer(&mut m, &st["options"], origin(&app), true);
     let (s, e) = finish(st["ceremony"].clone(), cred).await;
     assert_eq!(s, 400);
-    assert!(
-        e["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("not registered here"),
-        "{e}"
-    );
+    assert!(says(&e, "not registered here"), "{e}");
     let events = app.svc.store.audit_events(&t.id).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "passkey_removed"));
     assert!(

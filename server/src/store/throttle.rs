@@ -110,11 +110,16 @@ static CLAIM_NETWORK: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The member and their password hash, in a row that is there whether or not they exist.
-const MEMBER: &str = "users.*, password_credentials.phc AS password_phc \
-     FROM (SELECT 1) AS one \
-     LEFT JOIN users ON users.tenant_id = $9 AND users.username = $10 \
-     LEFT JOIN password_credentials ON password_credentials.user_id = users.id";
+/// The member and their password hash, in a row that is there whether or not they exist:
+/// joined to `base`, a one-row query.
+fn member_on(base: &str) -> String {
+    format!(
+        "users.*, password_credentials.phc AS password_phc \
+         FROM ({base}) AS one \
+         LEFT JOIN users ON users.tenant_id = $9 AND users.username = $10 \
+         LEFT JOIN password_credentials ON password_credentials.user_id = users.id"
+    )
+}
 
 /// PostgreSQL: both claims as data-modifying CTEs (each runs once, read or not; the account's
 /// counts only if the network's did), and one row: did the attempt count, and the member.
@@ -126,11 +131,7 @@ const MEMBER: &str = "users.*, password_credentials.phc AS password_phc \
 /// equivalent). An attempt counted and then forgotten by a crash of the database's machine
 /// costs nothing worth a flush per sign-in; every other write keeps `synchronous_commit` on.
 static CLAIM_AND_MEMBER_PG: LazyLock<String> = LazyLock::new(|| {
-    let member = MEMBER.replacen(
-        "(SELECT 1) AS one",
-        "(SELECT set_config('synchronous_commit', 'off', true)) AS one",
-        1,
-    );
+    let member = member_on("SELECT set_config('synchronous_commit', 'off', true)");
     format!(
         "WITH net AS ({} RETURNING 1), acct AS ({} RETURNING 1) \
          SELECT EXISTS (SELECT 1 FROM acct) AS counted, {member}",
@@ -158,7 +159,7 @@ static CLAIM_ACCOUNT_SQLITE: LazyLock<String> = LazyLock::new(|| {
 /// SQLite: run right after the two claims in the same call, always one row: did the
 /// attempt count (the account's claim changed a row), and the member if there is one.
 static MEMBER_AFTER_CLAIM_SQLITE: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT changes() AS counted, {MEMBER}"));
+    LazyLock::new(|| format!("SELECT changes() AS counted, {}", member_on("SELECT 1")));
 
 /// SQLite: a `$n`-numbered statement with positional `?` parameters and the values they
 /// take, in order. Statements sent together in one call (`sqlite_atomic`) then bind their

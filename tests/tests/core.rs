@@ -37,6 +37,7 @@ both_backends!(
     concurrent_one_call_refreshes_share_commits,
     reauthentication_is_not_skipped_nor_endless,
     a_pending_request_lives_on_while_its_pages_are_used,
+    unknown_and_misused_paths_get_plain_errors,
 );
 
 /// A public client `phone` of tenant `home` (no secret; PKCE required).
@@ -1699,6 +1700,9 @@ async fn health_ready_metrics(backend: Backend) {
     let redirect = &alexa_redirects()[0];
     let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
     exchange(&app, &setup, &code, redirect, true, None).await;
+    for p in ["/t/home/jwks.json", "/t/home/authorize"] {
+        app.http.get(app.url(p)).send().await.unwrap();
+    }
     let m = app
         .http
         .get(app.url("/metrics"))
@@ -1710,6 +1714,17 @@ async fn health_ready_metrics(backend: Backend) {
         .unwrap();
     assert!(m.contains("ma_idp_token_grants_total"), "{m}");
     assert!(m.contains("ma_idp_http_requests_total"));
+    // Requests are counted by route pattern (never by path), the tenant's pages and endpoints
+    // alike.
+    for route in [
+        "/alexa/authorize",
+        "/alexa/token",
+        "/t/{t}/jwks.json",
+        "/t/{t}/authorize",
+    ] {
+        assert!(m.contains(&format!("route=\"{route}\"")), "{route} in {m}");
+    }
+    assert!(!m.contains("route=\"/t/home/"), "{m}");
     // On PostgreSQL each of the two HTTP workers queries through a pool of its own (opened on
     // its thread), beside the shared one; SQLite has the one pool.
     let gauge = |name: &str| -> f64 {
@@ -2594,4 +2609,79 @@ async fn a_pending_request_lives_on_while_its_pages_are_used(backend: Backend) {
     let html = r.text().await.unwrap();
     assert!(html.contains(r#"type="password""#), "signed out: {html}");
     app.stop().await;
+}
+
+/// Paths nobody serves and methods a route does not take: 404 and 405, a page for a browser,
+/// never another route's answer; an unknown tenant is unknown on every route.
+async fn unknown_and_misused_paths_get_plain_errors(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    let get = |p: &'static str| {
+        let u = app.url(p);
+        let h = app.http.clone();
+        async move { h.get(u).send().await.unwrap() }
+    };
+    let post = |p: &'static str| {
+        let u = app.url(p);
+        let h = app.http.clone();
+        async move { h.post(u).form(&[("a", "b")]).send().await.unwrap() }
+    };
+    assert_eq!(get("/t/home/jwks.json").await.status(), 200);
+    for p in [
+        "/t/home",
+        "/t/home/",
+        "/t/home/nope",
+        "/t/home/jwks.json/",
+        "/t/home/authorize/",
+        "/t//jwks.json",
+        "/t/nosuch/jwks.json",
+        "/t/nosuch/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server/t/nosuch",
+        "/nope",
+    ] {
+        let r = get(p).await;
+        assert_eq!(r.status(), 404, "GET {p}");
+        let ct = r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains("\"keys\""),
+            "GET {p} answered another route: {body}"
+        );
+        assert!(
+            ct.starts_with("text/html") || ct.starts_with("application/json"),
+            "GET {p}: {ct}"
+        );
+    }
+    let r = get("/t/nosuch/authorize").await;
+    assert_eq!(r.status(), 404, "an unknown tenant's sign-in page");
+    assert!(
+        r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    for p in [
+        "/t/home/jwks.json",
+        "/t/home/.well-known/openid-configuration",
+    ] {
+        assert_eq!(post(p).await.status(), 405, "POST {p}");
+    }
+    for p in [
+        "/t/home/token",
+        "/t/home/introspect",
+        "/t/home/revoke",
+        "/alexa/token",
+    ] {
+        assert_eq!(get(p).await.status(), 405, "GET {p}");
+    }
+    // The tenant's endpoints still answer as themselves.
+    let r = post("/t/home/token").await;
+    assert!([400, 401].contains(&r.status().as_u16()), "{}", r.status());
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"].is_string(), "{e}");
 }

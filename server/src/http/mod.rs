@@ -209,121 +209,118 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Servic
         );
 }
 
+/// The browser pages' middleware (sign-in throttling for new visitors, the session, HTML
+/// error pages) around the resources `routes` adds; anything else under the scope's prefix
+/// is a 404 page.
+fn browser_pages(
+    svc: &Services,
+    routes: impl FnOnce(&mut web::ServiceConfig),
+) -> impl actix_web::dev::HttpServiceFactory + 'static {
+    web::scope("")
+        .wrap(actix_web::middleware::from_fn(middleware::limit_new_visits))
+        .wrap(session_middleware(svc))
+        .wrap(actix_web::middleware::from_fn(middleware::html_errors))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(MAX_BODY * 4)
+                .error_handler(|e, _| {
+                    Error::invalid_request(format!("malformed request: {e}")).into()
+                }),
+        )
+        .configure(routes)
+        .default_service(web::to(ops::not_found))
+}
+
 /// Every route. `with_admin`: also serve the admin UI here (no separate admin listener).
+///
+/// actix's router tries services in the order given and matches a pattern with a dynamic
+/// segment by a regular expression: everything of a tenant is one scope, `/t/{t}` (one
+/// expression), whose resources are static paths compared as strings, the busiest first;
+/// the browser pages are a scope inside it (their own middleware). Every path is matched by
+/// one resource at most, so the order changes nothing else.
 pub fn configure(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>, with_admin: bool) {
     if with_admin {
         configure_admin(cfg, svc);
     }
-    // actix's router tries resources in the order given, matching each pattern with a
-    // dynamic segment by a regular expression: the busiest come first (every path here is
-    // matched by one resource at most, so the order changes nothing else).
-    cfg.service(web::resource("/t/{t}/jwks.json").route(web::get().to(endpoints::jwks)))
-        .service(web::resource("/t/{t}/token").route(web::post().to(endpoints::token)))
-        .service(web::resource("/t/{t}/introspect").route(web::post().to(endpoints::introspect)))
-        .service(
-            web::resource("/t/{t}/.well-known/openid-configuration")
-                .route(web::get().to(endpoints::discovery)),
-        )
-        .service(web::resource("/alexa/token").route(web::post().to(endpoints::alexa_token)))
-        .service(
-            web::resource("/t/{t}/userinfo")
-                .route(web::get().to(endpoints::userinfo))
-                .route(web::post().to(endpoints::userinfo)),
-        )
-        .service(web::resource("/t/{t}/revoke").route(web::post().to(endpoints::revoke)))
-        .service(
-            web::resource("/.well-known/oauth-authorization-server/t/{t}")
-                .route(web::get().to(endpoints::discovery)),
-        )
-        .service(web::resource("/health").route(web::get().to(ops::health)))
-        .service(web::resource("/ready").route(web::get().to(ops::ready)))
-        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(web::resource("/static/{file}").route(web::get().to(ops::static_file)))
-        .service(
-            web::scope("")
-                .wrap(actix_web::middleware::from_fn(middleware::limit_new_visits))
-                .wrap(session_middleware(svc))
-                .wrap(actix_web::middleware::from_fn(middleware::html_errors))
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(MAX_BODY * 4)
-                        .error_handler(|e, _| {
-                            Error::invalid_request(format!("malformed request: {e}")).into()
-                        }),
-                )
-                .service(
-                    web::resource("/t/{t}/authorize")
-                        .route(web::get().to(authorize::authorize_get))
-                        .route(web::post().to(authorize::authorize_post)),
-                )
-                .service(
-                    web::resource("/alexa/authorize")
-                        .route(web::get().to(authorize::alexa_authorize_get))
-                        .route(web::post().to(authorize::alexa_authorize_post)),
-                )
-                .service(
-                    web::resource("/t/{t}/login")
-                        .route(web::get().to(account::login_get))
-                        .route(web::post().to(account::login_post)),
-                )
-                .service(
-                    web::resource("/t/{t}/passkeys/login/start")
-                        .route(web::post().to(passkeys::login_start)),
-                )
-                .service(
-                    web::resource("/t/{t}/passkeys/login/finish")
-                        .route(web::post().to(passkeys::login_finish)),
-                )
-                .service(
-                    web::resource("/t/{t}/passkeys/register/start")
-                        .route(web::post().to(passkeys::register_start)),
-                )
-                .service(
-                    web::resource("/t/{t}/passkeys/register/finish")
-                        .route(web::post().to(passkeys::register_finish)),
-                )
-                .service(
-                    web::resource("/t/{t}/enroll/{token}")
-                        .route(web::get().to(passkeys::enroll_page)),
-                )
-                .service(
-                    web::resource("/t/{t}/enroll/{token}/start")
-                        .route(web::post().to(passkeys::enroll_start)),
-                )
-                .service(
-                    web::resource("/t/{t}/enroll/{token}/finish")
-                        .route(web::post().to(passkeys::enroll_finish)),
-                )
-                .service(
-                    web::resource("/t/{t}/account/passkeys/{id}/{action}")
-                        .route(web::post().to(passkeys::account_passkey_action)),
-                )
-                .service(
-                    web::resource("/t/{t}/logout")
-                        .route(web::get().to(account::logout_get))
-                        .route(web::post().to(account::logout_post)),
-                )
-                .service(web::resource("/t/{t}/account").route(web::get().to(account::account)))
-                .service(
-                    web::resource("/t/{t}/account/grants/{id}/revoke")
-                        .route(web::post().to(account::revoke_grant)),
-                )
-                .service(
-                    web::resource("/t/{t}/account/sessions/{id}/end")
-                        .route(web::post().to(account::end_session)),
-                )
-                .service(
-                    web::resource("/t/{t}/account/identities/{id}/unlink")
-                        .route(web::post().to(federation::unlink)),
-                )
-                .service(
-                    web::resource("/t/{t}/federation/{provider}/start")
-                        .route(web::post().to(federation::start)),
-                )
-                .service(
-                    web::resource("/t/{t}/federation/{provider}/callback")
-                        .route(web::get().to(federation::callback)),
-                )
-                .default_service(web::to(ops::not_found)),
+    cfg.service(
+        web::scope("/t/{t}")
+            .service(web::resource("/jwks.json").route(web::get().to(endpoints::jwks)))
+            .service(web::resource("/token").route(web::post().to(endpoints::token)))
+            .service(web::resource("/introspect").route(web::post().to(endpoints::introspect)))
+            .service(
+                web::resource("/.well-known/openid-configuration")
+                    .route(web::get().to(endpoints::discovery)),
+            )
+            .service(
+                web::resource("/userinfo")
+                    .route(web::get().to(endpoints::userinfo))
+                    .route(web::post().to(endpoints::userinfo)),
+            )
+            .service(web::resource("/revoke").route(web::post().to(endpoints::revoke)))
+            .service(browser_pages(svc, tenant_pages)),
+    )
+    .service(web::resource("/alexa/token").route(web::post().to(endpoints::alexa_token)))
+    .service(
+        web::resource("/.well-known/oauth-authorization-server/t/{t}")
+            .route(web::get().to(endpoints::discovery)),
+    )
+    .service(web::resource("/health").route(web::get().to(ops::health)))
+    .service(web::resource("/ready").route(web::get().to(ops::ready)))
+    .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+    .service(web::resource("/static/{file}").route(web::get().to(ops::static_file)))
+    .service(browser_pages(svc, |cfg| {
+        cfg.service(
+            web::resource("/alexa/authorize")
+                .route(web::get().to(authorize::alexa_authorize_get))
+                .route(web::post().to(authorize::alexa_authorize_post)),
         );
+    }));
+}
+
+/// A tenant's browser pages, under `/t/{t}`.
+fn tenant_pages(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/authorize")
+            .route(web::get().to(authorize::authorize_get))
+            .route(web::post().to(authorize::authorize_post)),
+    )
+    .service(
+        web::resource("/login")
+            .route(web::get().to(account::login_get))
+            .route(web::post().to(account::login_post)),
+    )
+    .service(web::resource("/passkeys/login/start").route(web::post().to(passkeys::login_start)))
+    .service(web::resource("/passkeys/login/finish").route(web::post().to(passkeys::login_finish)))
+    .service(
+        web::resource("/passkeys/register/start").route(web::post().to(passkeys::register_start)),
+    )
+    .service(
+        web::resource("/passkeys/register/finish").route(web::post().to(passkeys::register_finish)),
+    )
+    .service(web::resource("/enroll/{token}").route(web::get().to(passkeys::enroll_page)))
+    .service(web::resource("/enroll/{token}/start").route(web::post().to(passkeys::enroll_start)))
+    .service(web::resource("/enroll/{token}/finish").route(web::post().to(passkeys::enroll_finish)))
+    .service(
+        web::resource("/account/passkeys/{id}/{action}")
+            .route(web::post().to(passkeys::account_passkey_action)),
+    )
+    .service(
+        web::resource("/logout")
+            .route(web::get().to(account::logout_get))
+            .route(web::post().to(account::logout_post)),
+    )
+    .service(web::resource("/account").route(web::get().to(account::account)))
+    .service(
+        web::resource("/account/grants/{id}/revoke").route(web::post().to(account::revoke_grant)),
+    )
+    .service(
+        web::resource("/account/sessions/{id}/end").route(web::post().to(account::end_session)),
+    )
+    .service(
+        web::resource("/account/identities/{id}/unlink").route(web::post().to(federation::unlink)),
+    )
+    .service(web::resource("/federation/{provider}/start").route(web::post().to(federation::start)))
+    .service(
+        web::resource("/federation/{provider}/callback").route(web::get().to(federation::callback)),
+    );
 }

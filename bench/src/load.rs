@@ -820,6 +820,9 @@ pub struct PhaseResult {
     /// ma-idp's CPU time during the scenario by thread name (`argon2`, `actix-rt|system`,
     /// `sqlx-sqlite-worker`, ...), largest first.
     pub thread_cpu: Vec<(String, Duration)>,
+    /// ma-idp's context switches during the scenario by thread name: (name, voluntary,
+    /// involuntary), in the order of `thread_cpu`.
+    pub thread_switches: Vec<(String, u64, u64)>,
     /// Password sign-in: one argon2id hash's time measured just before this round (the
     /// machine's speed drifts during a run; the round is judged against its own ceiling).
     pub hash_floor_secs: Option<f64>,
@@ -936,7 +939,7 @@ pub async fn run_phase(
     let hwm_reset = sys::reset_hwm(pid);
     let profiler = perf.as_deref().and_then(|p| start_perf(pid, p));
     let t0 = Instant::now();
-    let threads0 = sys::thread_cpu_ticks(pid);
+    let threads0 = sys::thread_use(pid);
     let cpu0 = sys::proc_cpu_ticks(pid);
     let me = std::process::id();
     let own0 = sys::proc_cpu_ticks(me);
@@ -957,6 +960,7 @@ pub async fn run_phase(
         threads_after: None,
         peak_kib: None,
         thread_cpu: Vec::new(),
+        thread_switches: Vec::new(),
         hash_floor_secs: None,
     };
     // Sample CPU at the deadline (or when every worker ran out of work), not after the
@@ -966,7 +970,7 @@ pub async fn run_phase(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let cpu1 = sys::proc_cpu_ticks(pid);
-    let threads1 = sys::thread_cpu_ticks(pid);
+    let threads1 = sys::thread_use(pid);
     let own1 = sys::proc_cpu_ticks(me);
     if let (Some(child), Some(p)) = (profiler, perf.as_deref()) {
         stop_perf(child, p);
@@ -982,10 +986,10 @@ pub async fn run_phase(
     result.thread_cpu = threads1
         .iter()
         .map(|(name, b)| {
-            let a = threads0.get(name).copied().unwrap_or(0);
+            let a = threads0.get(name).copied().unwrap_or_default();
             (
                 name.clone(),
-                Duration::from_secs_f64(b.saturating_sub(a) as f64 / tck),
+                Duration::from_secs_f64(b.ticks.saturating_sub(a.ticks) as f64 / tck),
             )
         })
         .filter(|(_, d)| !d.is_zero())
@@ -993,6 +997,21 @@ pub async fn run_phase(
     result
         .thread_cpu
         .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    result.thread_switches = result
+        .thread_cpu
+        .iter()
+        .filter_map(|(name, _)| {
+            let (a, b) = (
+                threads0.get(name).copied().unwrap_or_default(),
+                threads1.get(name)?,
+            );
+            Some((
+                name.clone(),
+                b.voluntary.saturating_sub(a.voluntary),
+                b.involuntary.saturating_sub(a.involuntary),
+            ))
+        })
+        .collect();
     let mut any_ran_out = false;
     let mut last_finish = t0;
     for h in handles {

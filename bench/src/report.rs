@@ -381,6 +381,23 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
                 .collect();
             let _ = writeln!(o, "  - {}: {}", p.kind.key(), parts.join(", "));
         }
+        let _ = writeln!(
+            o,
+            "- ma-idp context switches by thread, per completed request, voluntary / involuntary (from /proc/PID/task/TID/status): a voluntary one is a thread waiting (for a request, a database answer, a hash), so most are followed by a wake-up; an involuntary one is a thread taken off a core that another thread was woken on — for the hash threads, each costs a hash more than the woken thread's own work (caches, the switches):"
+        );
+        for p in &b.phases {
+            if p.ok == 0 || p.thread_switches.is_empty() {
+                continue;
+            }
+            let per = |n: u64| n as f64 / p.ok as f64;
+            let parts: Vec<String> = p
+                .thread_switches
+                .iter()
+                .take(5)
+                .map(|(name, v, i)| format!("{name} {:.1} / {:.1}", per(*v), per(*i)))
+                .collect();
+            let _ = writeln!(o, "  - {}: {}", p.kind.key(), parts.join(", "));
+        }
         let normal_client = "one client on a thread and runtime of its own, at normal priority like the rest of the load generator";
         let rt_client = "a second client beside it, its thread under SCHED_FIFO: its own wake-ups never wait for a CPU, so its latency leaves out its own scheduling";
         let hashing = if b.idle_hash_rates.is_empty() {

@@ -133,9 +133,36 @@ pub fn reset_hwm(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-/// User + system CPU time of each of a process's threads, in clock ticks, summed per thread
-/// name with a trailing number dropped (`argon2-0` and `argon2-1` are `argon2`).
-pub fn thread_cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+/// What a process's threads used, summed per thread name with a trailing number dropped
+/// (`argon2-0` and `argon2-1` are `argon2`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadUse {
+    /// User + system CPU time, in clock ticks.
+    pub ticks: u64,
+    /// Times a thread gave up its CPU to wait (for a lock, a channel, I/O, a wake-up).
+    pub voluntary: u64,
+    /// Times a thread was taken off its CPU while it could still run (another thread was
+    /// woken on its core, or its time slice ended).
+    pub involuntary: u64,
+}
+
+/// The context-switch counts in a `/proc/PID/task/TID/status` text.
+fn status_switches(status: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    )
+}
+
+/// CPU time and context switches of each of a process's threads, per thread name.
+pub fn thread_use(pid: u32) -> std::collections::BTreeMap<String, ThreadUse> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
@@ -149,11 +176,39 @@ pub fn thread_cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
         else {
             continue;
         };
+        let (voluntary, involuntary) = std::fs::read_to_string(entry.path().join("status"))
+            .map(|st| status_switches(&st))
+            .unwrap_or_default();
         let name = s[open + 1..close]
             .trim_end_matches(|c: char| c.is_ascii_digit())
             .trim_end_matches(['-', ':'])
             .to_string();
-        *out.entry(name).or_default() += ticks;
+        let u: &mut ThreadUse = out.entry(name).or_default();
+        u.ticks += ticks;
+        u.voluntary += voluntary;
+        u.involuntary += involuntary;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_switches_reads_both_counts() {
+        let status = "Name:\targon2-0\nState:\tR (running)\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3456\n";
+        assert_eq!(status_switches(status), (12, 3456));
+        assert_eq!(status_switches("Name:\tx\n"), (0, 0));
+    }
+
+    #[test]
+    fn this_process_threads_are_counted() {
+        // The test thread itself has waited at least once (it was started and joined).
+        let me = std::process::id();
+        let used = thread_use(me);
+        assert!(!used.is_empty(), "no threads read for {me}");
+        let total: u64 = used.values().map(|u| u.voluntary + u.involuntary).sum();
+        assert!(total > 0, "no context switches read: {used:?}");
+    }
 }

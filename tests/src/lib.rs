@@ -203,6 +203,8 @@ pub struct TestApp {
     pub svc: Arc<Services>,
     pub settings: Settings,
     server: Option<RunningServer>,
+    /// The address the public listener was bound to (`restart` binds it again).
+    listen: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
     /// A client that does not follow redirects and keeps no cookies (Alexa's servers).
     pub http: reqwest::Client,
@@ -306,7 +308,8 @@ impl TestApp {
     ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (db, database) = database_for(backend).await?;
-        let port = listener.local_addr().unwrap().port();
+        let listen = listener.local_addr().unwrap();
+        let port = listen.port();
         let mut settings = settings_for(dir.path(), db, port);
         let admin = admin_listener.then(free_listener);
         let admin_base = admin.as_ref().map(|l| {
@@ -329,6 +332,7 @@ impl TestApp {
             svc,
             settings,
             server: Some(server),
+            listen,
             dir,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -344,10 +348,9 @@ impl TestApp {
         if let Some(s) = self.server.take() {
             s.stop().await;
         }
-        let port: u16 = self.base.rsplit(':').next().unwrap().parse().unwrap();
         let mut listener = None;
         for _ in 0..50 {
-            match TcpListener::bind(("127.0.0.1", port)) {
+            match TcpListener::bind(self.listen) {
                 Ok(l) => {
                     listener = Some(l);
                     break;

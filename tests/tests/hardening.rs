@@ -789,7 +789,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
         } else {
             TestApp::start_with(backend, tweak).await
         };
-        let Some(app) = app else {
+        let Some(mut app) = app else {
             return;
         };
         app.setup("home").await;
@@ -827,6 +827,13 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
             Some(expected),
             "trusted={trusted} dual_stack={dual_stack}"
         );
+        if dual_stack {
+            // A restarted server listens where it listened: over IPv6 as well.
+            app.restart().await;
+            let v6 = app.base.replace("localhost", "[::1]");
+            let r = app.http.get(format!("{v6}/health")).send().await;
+            assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(200), "{v6}");
+        }
         app.stop().await;
     }
 }

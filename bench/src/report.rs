@@ -383,7 +383,7 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         }
         let _ = writeln!(
             o,
-            "- ma-idp context switches by thread, per completed request, voluntary / involuntary (from /proc/PID/task/TID/status): a voluntary one is a thread waiting (for a request, a database answer, a hash), so most are followed by a wake-up; an involuntary one is a thread taken off a core that another thread was woken on — for the hash threads, each costs a hash more than the woken thread's own work (caches, the switches):"
+            "- ma-idp context switches by thread, per completed request, voluntary / involuntary (from /proc/PID/task/TID/status): a voluntary one is a thread waiting (for a request, a database answer, a hash), so most are followed by a wake-up; an involuntary one is a thread taken off its core while it could still run, mostly for another thread woken there (or at the end of its time slice) — for the hash threads, each costs a hash more than the woken thread's own work (caches, the switches):"
         );
         for p in &b.phases {
             if p.ok == 0 || p.thread_switches.is_empty() {

@@ -2684,4 +2684,5 @@ async fn unknown_and_misused_paths_get_plain_errors(backend: Backend) {
     assert!([400, 401].contains(&r.status().as_u16()), "{}", r.status());
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].is_string(), "{e}");
+    app.stop().await;
 }

@@ -1,4 +1,8 @@
 //! Audit events: who did what, to which tenant, user and client, from where.
+
+/// `audit_events.actor` holds this many characters (migration `000001_core`).
+const ACTOR_MAX: usize = 200;
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditEvent {
     pub tenant_id: Option<String>,
@@ -47,8 +51,11 @@ impl AuditEvent {
         self.client_id = Some(client_id.to_string());
         self
     }
+    /// Who acted: an account's username, or the username someone typed (any length: a form
+    /// field holds up to 4 KiB), kept to the column's 200 characters so that the event is
+    /// always written (PostgreSQL refuses a longer value; SQLite would keep it whole).
     pub fn actor(mut self, actor: &str) -> Self {
-        self.actor = Some(actor.to_string());
+        self.actor = Some(actor.chars().take(ACTOR_MAX).collect());
         self
     }
     pub fn detail(mut self, detail: serde_json::Value) -> Self {

@@ -14,7 +14,8 @@ pub enum Error {
         code: &'static str,
         description: String,
         status: StatusCode,
-        /// Answer with `WWW-Authenticate: Basic` (the client used HTTP Basic).
+        /// Answer with `WWW-Authenticate: Basic` (every `invalid_client`: RFC 9110 §15.5.2
+        /// wants a challenge on each 401, and Basic is the scheme a client may use).
         basic_challenge: bool,
         /// Answer with `WWW-Authenticate: Bearer` (userinfo).
         bearer_challenge: bool,
@@ -49,12 +50,15 @@ impl Error {
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::oauth("invalid_request", StatusCode::BAD_REQUEST, d)
     }
-    pub fn invalid_client(d: impl Into<String>, basic: bool) -> Self {
+    /// 401 with a Basic challenge, whichever way the client authenticated: RFC 6749 §5.2 asks
+    /// for one when the client used the `Authorization` header, and RFC 9110 §15.5.2 for one
+    /// on every 401 (a client that sent its credentials in the body learns that Basic works).
+    pub fn invalid_client(d: impl Into<String>) -> Self {
         Error::OAuth {
             code: "invalid_client",
             description: d.into(),
             status: StatusCode::UNAUTHORIZED,
-            basic_challenge: basic,
+            basic_challenge: true,
             bearer_challenge: false,
         }
     }

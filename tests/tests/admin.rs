@@ -1724,7 +1724,50 @@ async fn clients_create_alexa_rotate_and_edit(backend: Backend) {
     let r = anon.get(&authorize_url(&c, "https://app.example/cb")).await;
     assert_eq!(r.status(), 400, "the removed URI is refused");
     assert!(r.headers().get("location").is_none());
-    link_as(&app, &rotated, "alice", PASSWORD, "https://new.example/cb").await;
+    let linked = link_as(&app, &rotated, "alice", PASSWORD, "https://new.example/cb").await;
+    let scope_of = |tok: Value| {
+        let (app, c) = (&app, rotated.clone());
+        async move { app.introspect(&c, &at(&tok)).await["scope"].clone() }
+    };
+    assert_eq!(scope_of(linked.clone()).await, "music.control user:read");
+
+    // A scope taken off the client's list is off every token refreshed from then on (the
+    // grant keeps it: put back, it comes back).
+    let narrowed: String = scopes
+        .split(' ')
+        .filter(|s| *s != "user:read")
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut narrow = edit("https://new.example/cb");
+    narrow.retain(|(k, _)| *k != "scopes");
+    narrow.push(("scopes", narrowed.as_str()));
+    let html = adm.done(&client_page, &narrow).await;
+    assert_has(&html, "Client saved.");
+    let (st, tok) = refresh_at(&app, &rotated, &rt(&linked)).await;
+    assert_eq!(st, 200, "{tok}");
+    assert_eq!(tok["scope"], "music.control", "{tok}");
+    assert_eq!(scope_of(tok.clone()).await, "music.control");
+    // Asking for the removed scope by name gets no more (it was granted, so no error).
+    let (st, body, _) = app
+        .token(
+            &format!("/t/{}/token", rotated.slug),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt(&tok)),
+                ("scope", "user:read music.control"),
+            ],
+            Some((&rotated.client_id, &rotated.client_secret)),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["scope"], "music.control", "{body}");
+    let html = adm
+        .done(&client_page, &edit("https://new.example/cb"))
+        .await;
+    assert_has(&html, "Client saved.");
+    let (st, tok) = refresh_at(&app, &rotated, &rt(&body)).await;
+    assert_eq!(st, 200, "{tok}");
+    assert_eq!(scope_of(tok).await, "music.control user:read");
 
     // Unknown client ids: 404.
     assert_eq!(adm.get(&format!("{clients}/nope")).await.0, 404);

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 both_backends!(
     alexa_links_in_every_region,
+    a_code_replayed_by_another_client_revokes_nothing,
+    an_authorization_request_may_come_as_a_form_post,
     refresh_replay_after_grace_revokes_family,
     wrong_client_secret_is_invalid_client,
     unknown_client_and_bad_redirects_show_a_page,
@@ -248,7 +250,15 @@ async fn wrong_client_secret_is_invalid_client(backend: Backend) {
     let (s, body, headers) = app.token("/alexa/token", &f2, None).await;
     assert_eq!(s, 401);
     assert_eq!(body["error"], "invalid_client");
-    assert!(headers.get("www-authenticate").is_none());
+    // Every 401 carries a challenge (RFC 9110 §15.5.2), also when the secret came in the body.
+    assert!(
+        headers
+            .get("www-authenticate")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
     // Unknown client.
     let (s, body, _) = app
         .token("/alexa/token", &form, Some(("nobody", "x")))
@@ -298,6 +308,155 @@ async fn wrong_client_secret_is_invalid_client(backend: Backend) {
     // The code was not burnt by failed client authentication.
     let (s, body) = exchange(&app, &setup, &code, redirect, true, None).await;
     assert_eq!(s, 200, "{body}");
+    app.stop().await;
+}
+
+/// A used code presented again by another client of the tenant (a public one needs no
+/// secret) is refused and revokes nothing; presented again by its own client, it revokes the
+/// tokens issued from it (RFC 6749 §4.1.2).
+async fn a_code_replayed_by_another_client_revokes_nothing(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    app.svc
+        .create_client(
+            &t,
+            ma_idp::services::ClientSpec {
+                name: "Some app".into(),
+                client_id: Some("some-app".into()),
+                redirect_uris: vec!["https://app.example/cb".into()],
+                public: true,
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let redirect = &alexa_redirects()[0];
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200, "{tok}");
+    let (s, e, _) = app
+        .token(
+            "/t/home/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", redirect.as_str()),
+                ("client_id", "some-app"),
+                ("code_verifier", &new_verifier()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    let rt = tok["refresh_token"].as_str().unwrap();
+    let (s, next) = app.refresh(&setup, rt).await;
+    assert_eq!(s, 200, "the link stands: {next}");
+    // Its own client's replay revokes.
+    let (s, e) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    let (s, e) = app
+        .refresh(&setup, next["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    app.stop().await;
+}
+
+/// OpenID Connect Core §3.1.2.1: the authorization endpoint takes the request as a form POST
+/// too. It answers as the GET does (the sign-in page, then a code), and an invalid one as the
+/// GET does (an error page, or a 303 back to the client with the error).
+async fn an_authorization_request_may_come_as_a_form_post(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let form = |state: &'static str, scope: &'static str| {
+        vec![
+            ("client_id", setup.client_id.clone()),
+            ("response_type", "code".to_string()),
+            ("redirect_uri", redirect.clone()),
+            ("state", state.to_string()),
+            ("scope", scope.to_string()),
+        ]
+    };
+    let pairs = |f: &[(&'static str, String)]| -> Vec<(&'static str, String)> { f.to_vec() };
+    let b = app.browser();
+    let f = pairs(&form("posted", "music.control user:read"));
+    let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = b.post("/alexa/authorize", &refs).await;
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Sign in"), "{html}");
+    let (csrf, rid) = (hidden(&html, "csrf"), hidden(&html, "rid"));
+    let resp = b
+        .post(
+            "/alexa/authorize",
+            &[
+                ("csrf", csrf.as_str()),
+                ("rid", rid.as_str()),
+                ("action", "login"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "the consent page");
+    let html = resp.text().await.unwrap();
+    let (csrf, rid) = (hidden(&html, "csrf"), hidden(&html, "rid"));
+    let resp = b
+        .post(
+            "/alexa/authorize",
+            &[
+                ("csrf", csrf.as_str()),
+                ("rid", rid.as_str()),
+                ("action", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let (code, _) = parse_code(&location(&resp), redirect, "posted");
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200, "{tok}");
+    // Signed in now, consent remembered: the POST gets the code at once, by 303.
+    let f = pairs(&form("again", "music.control"));
+    let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = b.post("/t/home/authorize", &refs).await;
+    assert_eq!(resp.status(), 303);
+    parse_code(&location(&resp), redirect, "again");
+    // A scope the client may not have: back to the client with the error, by 303.
+    let f = pairs(&form("bad", "no-such-scope"));
+    let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = b.post("/t/home/authorize", &refs).await;
+    assert_eq!(resp.status(), 303);
+    assert!(
+        location(&resp).contains("error=invalid_scope"),
+        "{}",
+        location(&resp)
+    );
+    // Without a response_type it is one of our forms, whose CSRF token is missing.
+    let resp = b
+        .post(
+            "/t/home/authorize",
+            &[("client_id", setup.client_id.as_str())],
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
     app.stop().await;
 }
 
@@ -1787,11 +1946,14 @@ async fn introspection_reports_token_details(backend: Backend) {
     let a = app.introspect(&setup, at).await;
     assert_eq!(a["active"], true, "{a}");
     assert_eq!(a["token_type"], "Bearer");
+    assert_eq!(a["token_use"], "access_token");
     assert_eq!(a["username"], "alice");
     assert_eq!(a["client_id"], setup.client_id.as_str());
     let r = app.introspect(&setup, rt).await;
     assert_eq!(r["active"], true, "{r}");
-    assert_eq!(r["token_type"], "refresh_token");
+    // RFC 7662 §2.2: `token_type` is RFC 6749's (`Bearer`), which a refresh token has none of.
+    assert!(r.get("token_type").is_none(), "{r}");
+    assert_eq!(r["token_use"], "refresh_token");
     assert_eq!(r["username"], "alice");
     assert_eq!(r["client_id"], setup.client_id.as_str());
     assert_eq!(r["sub"], a["sub"]);

@@ -19,7 +19,39 @@ both_backends!(
     parallel_rights_and_wrongs_of_one_account_all_answer,
     small_pools_serve_every_flow,
     a_claim_leaves_its_connection_durable,
+    a_very_long_username_is_a_wrong_password,
 );
+
+/// A username longer than any account's (a form field may hold 4 KiB; the page's `maxlength`
+/// binds browsers only) is a wrong password like any other: 401 and the sign-in page again,
+/// and its attempt audited, on PostgreSQL too, whose column keeps 200 characters of it.
+async fn a_very_long_username_is_a_wrong_password(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    let long = format!("é{}", "x".repeat(299));
+    let (b, csrf) = at_login(&app).await;
+    let r = b
+        .post(
+            "/t/home/login",
+            &[("csrf", &csrf), ("username", &long), ("password", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Wrong username or password."), "{html}");
+    let failed = app.audited(&t.id, "sign_in", "failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let kept: String = long.chars().take(200).collect();
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.actor.as_deref() == Some(kept.as_str()))
+    );
+    app.stop().await;
+}
 
 /// A sign-in attempt's claim is committed without waiting for its flush to disk (SQLite: its
 /// group at `synchronous=NORMAL`; PostgreSQL: `synchronous_commit` off for its transaction),
@@ -612,20 +644,26 @@ async fn per_ip_limits_answer_429(backend: Backend) {
     };
     let setup = app.setup("home").await;
     let mut statuses = Vec::new();
+    let mut retry_after = Vec::new();
     for i in 0..4 {
         let (b, csrf) = at_login(&app).await;
         let user = format!("user{i}");
-        statuses.push(
-            b.post(
+        let r = b
+            .post(
                 "/t/home/login",
                 &[("csrf", &csrf), ("username", &user), ("password", "x")],
             )
-            .await
-            .status()
-            .as_u16(),
-        );
+            .await;
+        statuses.push(r.status().as_u16());
+        retry_after.push(r.headers().get("retry-after").cloned());
     }
     assert_eq!(statuses, vec![401, 401, 401, 429]);
+    // The network's limit says when to come back, as the authorization page's does.
+    assert!(
+        retry_after[..3].iter().all(Option::is_none),
+        "{retry_after:?}"
+    );
+    assert_eq!(retry_after[3].as_ref().unwrap(), "60");
     // Starting a passkey ceremony stores a challenge: four per sign-in allowed, then 429.
     let (b, csrf) = at_login(&app).await;
     let mut starts = Vec::new();

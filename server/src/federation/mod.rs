@@ -32,6 +32,41 @@ pub struct UpstreamUser {
     pub amr: Vec<String>,
 }
 
+/// `amr` values kept from an upstream, and the longest kept: short method names (RFC 8176's
+/// are 2–5 letters), so that a code's `amr` column (200 characters) and the ID token stay
+/// small whatever an upstream sends.
+const UPSTREAM_AMR_MAX: usize = 4;
+const UPSTREAM_AMR_LEN: usize = 32;
+
+impl UpstreamUser {
+    /// What ma-idp keeps of what an upstream said: e-mail and name without control characters
+    /// (PostgreSQL refuses a NUL in text), `amr` as at most four short plain names.
+    pub fn sanitized(&self) -> Self {
+        let clean = |v: &Option<String>| -> Option<String> {
+            v.as_ref()
+                .map(|s| s.chars().filter(|c| !c.is_control()).collect::<String>())
+                .filter(|s| !s.is_empty())
+        };
+        Self {
+            subject: self.subject.clone(),
+            email: clean(&self.email),
+            email_verified: self.email_verified,
+            name: clean(&self.name),
+            amr: self
+                .amr
+                .iter()
+                .filter(|a| {
+                    (1..=UPSTREAM_AMR_LEN).contains(&a.len())
+                        && a.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                })
+                .take(UPSTREAM_AMR_MAX)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// A federation sign-in in progress, kept in the session under its `state`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FedPending {
@@ -661,6 +696,7 @@ impl Services {
         pending: &FedPending,
         req: &RequestInfo,
     ) -> Result<FedOutcome> {
+        let up = &up.sanitized();
         let purpose = pending.purpose.as_str();
         let linker = match &pending.link_user_id {
             Some(uid) => self
@@ -933,6 +969,29 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::plausible_subject;
+
+    #[test]
+    fn upstream_strings_are_kept_small_and_printable() {
+        let up = super::UpstreamUser {
+            subject: "s".into(),
+            email: Some("a\u{0}li\nce@example.com".into()),
+            email_verified: true,
+            name: Some("\u{7}".into()),
+            amr: vec![
+                "pwd".into(),
+                "x".repeat(33),
+                "mfa".into(),
+                "bad value".into(),
+                "otp".into(),
+                "hwk".into(),
+                "sms".into(),
+            ],
+        }
+        .sanitized();
+        assert_eq!(up.email.as_deref(), Some("alice@example.com"));
+        assert_eq!(up.name, None);
+        assert_eq!(up.amr, ["pwd", "mfa", "otp", "hwk"]);
+    }
 
     #[test]
     fn subjects_are_bounded_and_printable() {

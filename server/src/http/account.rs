@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::authorize::redirect;
 use super::pages;
-use super::{Svc, TOO_MANY, client_ip, read_form, request_info};
+use super::{Svc, TOO_MANY, client_ip, read_form, request_info, too_many_page};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::login;
@@ -82,6 +82,10 @@ pub async fn login_post(
         error: Some(&msg),
         providers: &providers,
     })?;
+    if status == actix_web::http::StatusCode::TOO_MANY_REQUESTS && msg == TOO_MANY {
+        // The network's limit, as on the authorization page: with its `Retry-After`.
+        return too_many_page(resp);
+    }
     *resp.status_mut() = status;
     Ok(resp)
 }

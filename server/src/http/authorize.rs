@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::login::limits::Bucket;
 use crate::login::{self, SignedIn};
 use crate::oauth::authorize::{AuthzError, AuthzRequest};
+use crate::oauth::params::Params;
 use crate::oauth::scopes;
 use crate::secrets::{Secret, random_id};
 
@@ -130,10 +131,18 @@ async fn get_inner(cx: Ctx<'_>) -> Result<HttpResponse> {
                 .ok_or_else(expired)?;
         return proceed(&cx, rid, areq, false).await;
     }
-    let (_client, mut areq) = match cx.svc.validate_authorize(cx.tenant, &params).await {
+    begin(&cx, &params, false).await
+}
+
+/// A new authorization request (RFC 6749 §4.1.1), from the query string or, as OpenID
+/// Connect Core §3.1.2.1 also allows, a form POST (`after_post`: the answers then redirect
+/// with 303, so the browser follows with a GET).
+async fn begin(cx: &Ctx<'_>, params: &Params, after_post: bool) -> Result<HttpResponse> {
+    let now = cx.svc.now();
+    let (_client, mut areq) = match cx.svc.validate_authorize(cx.tenant, params).await {
         Ok(x) => x,
         Err(AuthzError::Page(e)) => return Err(e),
-        Err(AuthzError::Redirect(u)) => return Ok(redirect(&u, false)),
+        Err(AuthzError::Redirect(u)) => return Ok(redirect(&u, after_post)),
     };
     let rid = random_id();
     // prompt=login: sign in again even if a session exists. The pending request keeps asking
@@ -142,9 +151,9 @@ async fn get_inner(cx: Ctx<'_>) -> Result<HttpResponse> {
         areq.prompt.retain(|p| p != "login");
         areq.require_auth_after(now);
         login::put_pending(cx.session, &cx.tenant.id, &rid, &areq, now)?;
-        return login_page(&cx, &rid, &areq, None, None).await;
+        return login_page(cx, &rid, &areq, None, None).await;
     }
-    proceed(&cx, &rid, areq, false).await
+    proceed(cx, &rid, areq, after_post).await
 }
 
 /// Sign-in, consent or the redirect back, depending on where the browser stands.
@@ -269,6 +278,14 @@ async fn consent_page(
 
 async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> {
     let params = read_form(cx.req, payload).await.map_err(Error::into_page)?;
+    if params.get("csrf").is_none()
+        && params.get("rid").is_none()
+        && params.get("response_type").is_some()
+    {
+        // Not one of our forms: an authorization request sent as a form POST (OpenID Connect
+        // Core §3.1.2.1), which any site may send, as it may link to the GET.
+        return begin(&cx, &params, true).await;
+    }
     login::check_csrf(cx.session, params.get("csrf"))?;
     let now = cx.svc.now();
     let rid = params.get("rid").ok_or_else(expired)?.to_string();

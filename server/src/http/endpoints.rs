@@ -190,10 +190,7 @@ pub async fn introspect(
     let (params, client) = authenticated(&svc, &req, payload, &tenant, Bucket::Introspect).await?;
     if client.client.public {
         // RFC 7662 §2.1: the caller must authenticate, which a public client cannot.
-        return Err(Error::invalid_client(
-            "public clients may not introspect",
-            false,
-        ));
+        return Err(Error::invalid_client("public clients may not introspect"));
     }
     let answer = svc.introspect(&tenant, &client, &params).await?;
     Ok(no_store(HttpResponse::Ok()).json(answer))

@@ -141,9 +141,11 @@ pub async fn limit_new_visits(
 /// which stands in the path.
 pub struct QuietRootSpan;
 
-/// The path as logged: the segment after `setup` or `enroll` is replaced by `…`.
+/// The path as logged: the segment after `setup` or `enroll` is replaced by `…`. Segments
+/// are compared percent-decoded, as the router matches them (`/t/home/%65nroll/{token}` is an
+/// enrollment link too).
 pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    if !path.contains("/setup/") && !path.contains("/enroll/") {
+    if !path.contains('%') && !path.contains("/setup/") && !path.contains("/enroll/") {
         return path.into();
     }
     let mut secret_next = false;
@@ -155,7 +157,8 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
             } else {
                 seg
             };
-            secret_next = seg == "setup" || seg == "enroll";
+            let name = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+            secret_next = name == "setup" || name == "enroll";
             out
         })
         .collect();
@@ -272,6 +275,10 @@ mod tests {
                 "/t/setup/\u{2026}/\u{2026}/finish",
             ),
             ("/admin/setup", "/admin/setup"),
+            // Percent-encoded as the router decodes it.
+            ("/t/home/%65nroll/s3cr3tT0ken", "/t/home/%65nroll/\u{2026}"),
+            ("/admin/s%65tup/s3cr3tT0ken", "/admin/s%65tup/\u{2026}"),
+            ("/t/home/%2Fenroll/x", "/t/home/%2Fenroll/x"),
         ] {
             assert_eq!(loggable_path(path), logged, "{path}");
             assert!(!loggable_path(path).contains("s3cr3t"), "{path}");

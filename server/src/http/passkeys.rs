@@ -181,6 +181,17 @@ pub async fn enroll_page(
     pages::enroll(&tenant.name, &tenant.slug, &user.username, &token, &csrf)
 }
 
+const LINK_GONE: &str = "This enrollment link has expired or was already used.";
+
+/// An enrollment link that does not work is a 403 for the page's script; a database that
+/// could not be asked stays a 503 (try again), not "expired".
+fn unusable_link(e: Error, gone: impl FnOnce() -> Error) -> Error {
+    match e {
+        Error::Db(_) | Error::Internal(_) => e,
+        _ => gone(),
+    }
+}
+
 pub async fn enroll_start(
     svc: Svc,
     req: HttpRequest,
@@ -194,7 +205,7 @@ pub async fn enroll_start(
     let (_, user) = svc
         .enrollment_target(&tenant, &token)
         .await
-        .map_err(|_| forbidden("This enrollment link has expired or was already used."))?;
+        .map_err(|e| unusable_link(e, || forbidden(LINK_GONE)))?;
     let (ceremony, options) = svc.passkey_register_start(&tenant, &user).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"ceremony": ceremony, "options": options})))
 }
@@ -209,11 +220,11 @@ pub async fn enroll_finish(
     let (slug, token) = path.into_inner();
     let tenant = json_tenant(&svc, &slug).await?;
     check_csrf(&req, &session)?;
-    let gone = || forbidden("This enrollment link has expired or was already used.");
+    let gone = || forbidden(LINK_GONE);
     let (link, user) = svc
         .enrollment_target(&tenant, &token)
         .await
-        .map_err(|_| gone())?;
+        .map_err(|e| unusable_link(e, gone))?;
     let info = request_info(&req, &svc);
     // Verify and store the credential first (a failed attempt leaves the link usable), then
     // use the link up; if another request used it meanwhile, the new passkey is withdrawn.
@@ -289,4 +300,20 @@ pub async fn account_passkey_action(
         &format!("/t/{}/account?done=passkey-{action}", tenant.slug),
         true,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, LINK_GONE, forbidden, unusable_link};
+    use actix_web::ResponseError;
+
+    /// A link that does not work is a 403; a database that could not be asked stays a 503.
+    #[test]
+    fn only_a_link_that_does_not_work_is_gone() {
+        let gone = || forbidden(LINK_GONE);
+        let db = Error::Db(sea_orm::DbErr::Custom("down".into()));
+        assert_eq!(unusable_link(db, gone).status_code().as_u16(), 503);
+        let page = Error::bad_page("This enrollment link does not work", "expired");
+        assert_eq!(unusable_link(page, gone).status_code().as_u16(), 403);
+    }
 }

@@ -29,7 +29,7 @@ pub struct Credentials {
 /// id and secret, form-urlencoded). A raw `&` cannot stand in one: it is refused, not cut at.
 fn form_decode(s: &str) -> Result<String> {
     if s.contains('&') {
-        return Err(Error::invalid_client("malformed Basic credentials", true));
+        return Err(Error::invalid_client("malformed Basic credentials"));
     }
     let p = Params::parse(format!("v={s}").as_bytes())?;
     Ok(p.get("v").unwrap_or_default().to_string())
@@ -43,21 +43,20 @@ pub fn extract(params: &Params, authorization: Option<&str>) -> Result<Credentia
             if !scheme.eq_ignore_ascii_case("basic") {
                 return Err(Error::invalid_client(
                     "unsupported Authorization scheme; use Basic",
-                    true,
                 ));
             }
             let raw = STANDARD
                 .decode(value.trim())
-                .map_err(|_| Error::invalid_client("malformed Basic credentials", true))?;
+                .map_err(|_| Error::invalid_client("malformed Basic credentials"))?;
             let raw = String::from_utf8(raw)
-                .map_err(|_| Error::invalid_client("malformed Basic credentials", true))?;
+                .map_err(|_| Error::invalid_client("malformed Basic credentials"))?;
             let (id, secret) = raw
                 .split_once(':')
-                .ok_or_else(|| Error::invalid_client("malformed Basic credentials", true))?;
+                .ok_or_else(|| Error::invalid_client("malformed Basic credentials"))?;
             let id = form_decode(id)
-                .map_err(|_| Error::invalid_client("malformed Basic credentials", true))?;
+                .map_err(|_| Error::invalid_client("malformed Basic credentials"))?;
             let secret = form_decode(secret)
-                .map_err(|_| Error::invalid_client("malformed Basic credentials", true))?;
+                .map_err(|_| Error::invalid_client("malformed Basic credentials"))?;
             Some((id, Secret::new(secret)))
         }
         None => None,
@@ -83,8 +82,8 @@ pub fn extract(params: &Params, authorization: Option<&str>) -> Result<Credentia
             })
         }
         None => {
-            let id = body_id
-                .ok_or_else(|| Error::invalid_client("client authentication required", false))?;
+            let id =
+                body_id.ok_or_else(|| Error::invalid_client("client authentication required"))?;
             Ok(match body_secret {
                 Some(s) => Credentials {
                     client_id: id.to_string(),
@@ -103,14 +102,13 @@ pub fn extract(params: &Params, authorization: Option<&str>) -> Result<Credentia
 
 impl Services {
     /// Authenticate a client of this tenant. Every failure is `invalid_client` (401, with a
-    /// Basic challenge when Basic was used) and says no more than needed.
+    /// Basic challenge) and says no more than needed.
     pub async fn authenticate_client(
         &self,
         tenant: &tenant::Model,
         creds: &Credentials,
     ) -> Result<ClientWithUris> {
-        let basic = creds.method == Method::Basic;
-        let fail = |why: &str| Error::invalid_client(why.to_string(), basic);
+        let fail = |why: &str| Error::invalid_client(why.to_string());
         if creds.client_id.is_empty() || creds.client_id.len() > 128 {
             return Err(fail("unknown client or wrong credentials"));
         }

@@ -32,7 +32,7 @@ impl Services {
             .detail(serde_json::json!({"grant_type": "authorization_code"}));
         let outcome = self
             .store
-            .redeem_code(&tenant.id, &token_hash(code), now, |code| {
+            .redeem_code(&tenant.id, &token_hash(code), now, &c.id, |code| {
                 if code.client_id != c.id {
                     return Err(Error::invalid_grant(
                         "the code was issued to another client",

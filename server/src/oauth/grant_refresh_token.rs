@@ -20,6 +20,18 @@ use crate::secrets::{random_token, token_hash};
 use crate::services::Services;
 use crate::store::{ClientWithUris, NewRefresh, RefreshOutcome};
 
+/// The scope a refreshed token carries: the grant's (or the narrower one asked for) less what
+/// the client may no longer have. An admin who takes a scope off a client's list takes it off
+/// every token refreshed from then on; the grant keeps it, so putting it back restores it.
+fn still_allowed(scope: &str, client_scopes: &str) -> String {
+    let allowed = scopes::split(client_scopes);
+    scopes::split(scope)
+        .into_iter()
+        .filter(|s| allowed.contains(s))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Services {
     pub async fn grant_refresh_token(
         &self,
@@ -64,7 +76,7 @@ impl Services {
                         c,
                         UserGrant {
                             user_id: &family.user_id,
-                            scope: &family.scope,
+                            scope: &still_allowed(&family.scope, &c.scopes),
                             auth_time: family.auth_time,
                             amr: &family.amr,
                             family_id: &family.id,
@@ -89,8 +101,8 @@ impl Services {
                         Some(r) if !scopes::subset(r, &fam.scope) => {
                             return Err(Error::invalid_scope("scope exceeds what was granted"));
                         }
-                        Some(r) if !r.is_empty() => r.join(" "),
-                        _ => fam.scope.clone(),
+                        Some(r) if !r.is_empty() => still_allowed(&r.join(" "), &c.scopes),
+                        _ => still_allowed(&fam.scope, &c.scopes),
                     };
                     Ok(NewRefresh {
                         family_id: fam.id.clone(),
@@ -140,5 +152,24 @@ impl Services {
             RefreshOutcome::Expired => Err(Error::invalid_grant("refresh token expired")),
             RefreshOutcome::Revoked => Err(Error::invalid_grant("refresh token revoked")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refreshed_scope_keeps_only_what_the_client_may_still_have() {
+        use super::still_allowed;
+        let client = "openid music.control music.read";
+        assert_eq!(
+            still_allowed("music.control user:read", client),
+            "music.control"
+        );
+        assert_eq!(
+            still_allowed("openid music.read", client),
+            "openid music.read"
+        );
+        assert_eq!(still_allowed("user:read", client), "");
+        assert_eq!(still_allowed("music.control", ""), "");
     }
 }

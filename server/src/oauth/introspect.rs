@@ -19,8 +19,14 @@ pub struct Introspection {
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// RFC 6749 §7.1's type, as RFC 7662 §2.2 asks: `Bearer` for an access token; none for a
+    /// refresh token, which has no such type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
+    /// Which kind of token this is, `access_token` or `refresh_token` (an extension member,
+    /// RFC 7662 §2.2; Ory Hydra's name for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_use: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +87,7 @@ impl Services {
                     client_id: Some(c.client_id),
                     username,
                     token_type: Some("Bearer"),
+                    token_use: Some("access_token"),
                     exp: Some(c.exp),
                     iat: Some(c.iat),
                     sub: Some(c.sub),
@@ -102,7 +109,8 @@ impl Services {
                 scope: Some(r.fam.scope),
                 client_id: r.client_id,
                 username: r.username,
-                token_type: Some("refresh_token"),
+                token_type: None,
+                token_use: Some("refresh_token"),
                 exp: Some(r.tok.expires_at),
                 iat: Some(r.tok.created_at),
                 sub: Some(r.fam.user_id),

@@ -104,11 +104,17 @@ impl Store {
     /// The common case (an unused code that `decide` accepts) is one read and one write call
     /// (`redeem_at_once`); anything else, or losing a race for the code, goes through the
     /// transaction (`redeem_in_txn`), which calls `decide` again on the code as it is then.
+    ///
+    /// `client_id` (the authenticated client's id) must be the code's for a replay to revoke:
+    /// any client of the tenant may present a code (a public one with no secret), and only the
+    /// code's own client shows that it leaked; another client's replay is refused, as its
+    /// first use is.
     pub async fn redeem_code<F>(
         &self,
         tenant_id: &str,
         code_hash: &str,
         now: i64,
+        client_id: &str,
         decide: F,
     ) -> Result<CodeOutcome>
     where
@@ -128,7 +134,8 @@ impl Store {
         {
             return Ok(CodeOutcome::Redeemed(code));
         }
-        self.redeem_in_txn(tenant_id, code_hash, now, decide).await
+        self.redeem_in_txn(tenant_id, code_hash, now, client_id, decide)
+            .await
     }
 
     /// Consume `code` if it is still unused and write the refresh family, token and audit
@@ -222,6 +229,7 @@ impl Store {
         tenant_id: &str,
         code_hash: &str,
         now: i64,
+        client_id: &str,
         decide: F,
     ) -> Result<CodeOutcome>
     where
@@ -272,6 +280,12 @@ impl Store {
             // The service's own refusal (another client's code, a wrong verifier) first.
             decide(&code)?;
             return Ok(CodeOutcome::Withdrawn(code));
+        }
+        if !won && code.client_id != client_id {
+            txn.rollback().await?;
+            return Err(crate::error::Error::invalid_grant(
+                "the code was issued to another client",
+            ));
         }
         if !won {
             refresh_family::Entity::update_many()

@@ -6,7 +6,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Its `Debug` is its serialized form, which leaves out the master key, with the database
+/// URL's password replaced.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// Address the HTTP server listens on.
@@ -121,6 +123,26 @@ impl Default for Argon2Settings {
             p_cost: 1,
             concurrency: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut v = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        if let Some(u) = v.get_mut("database_url")
+            && let Some(text) = u.as_str()
+        {
+            let shown = match url::Url::parse(text) {
+                Ok(mut url) if url.password().is_some() => {
+                    let _ = url.set_password(Some("redacted"));
+                    url.to_string()
+                }
+                Ok(_) => text.to_string(),
+                Err(_) => "(not a URL)".to_string(),
+            };
+            *u = serde_json::Value::String(shown);
+        }
+        write!(f, "Settings {v}")
     }
 }
 
@@ -286,6 +308,23 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    /// Neither the master key nor the database password reaches a `Debug` output.
+    #[test]
+    fn settings_keep_their_secrets_out_of_debug() {
+        let s = super::Settings {
+            master_key: Some("k3y-s3cr3t".into()),
+            database_url: Some("postgres://ma:pa55-s3cr3t@db.example:5432/idp".into()),
+            ..Default::default()
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("postgres://ma:redacted@db.example:5432/idp"),
+            "{shown}"
+        );
+        assert!(shown.contains("public_url"), "{shown}");
+    }
+
     use super::Settings;
 
     #[test]

@@ -67,8 +67,9 @@ impl UpstreamUser {
     }
 }
 
-/// A federation sign-in in progress, kept in the session under its `state`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A federation sign-in in progress, kept in the session under its `state`. Its `Debug` leaves
+/// out the PKCE verifier and the nonce.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct FedPending {
     pub provider_id: String,
     pub pkce_verifier: String,
@@ -84,6 +85,21 @@ pub struct FedPending {
     pub rid: Option<String>,
     pub back: String,
     pub created_at: i64,
+}
+
+impl std::fmt::Debug for FedPending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FedPending")
+            .field("provider_id", &self.provider_id)
+            .field("pkce_verifier", &"[redacted]")
+            .field("nonce", &self.nonce.as_ref().map(|_| "[redacted]"))
+            .field("purpose", &self.purpose)
+            .field("link_user_id", &self.link_user_id)
+            .field("rid", &self.rid)
+            .field("back", &self.back)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// Why a federation sign-in failed: each has a clear page.
@@ -969,6 +985,23 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::plausible_subject;
+
+    #[test]
+    fn a_pending_sign_in_keeps_its_secrets_out_of_debug() {
+        let p = super::FedPending {
+            provider_id: "p1".into(),
+            pkce_verifier: "verifier-s3cr3t".into(),
+            nonce: Some("nonce-s3cr3t".into()),
+            purpose: "sign_in".into(),
+            link_user_id: None,
+            rid: Some("rid1".into()),
+            back: "/t/home/login".into(),
+            created_at: 1,
+        };
+        let shown = format!("{p:?} {p:#?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("p1") && shown.contains("rid1"), "{shown}");
+    }
 
     #[test]
     fn upstream_strings_are_kept_small_and_printable() {

@@ -319,21 +319,7 @@ async fn a_code_replayed_by_another_client_revokes_nothing(backend: Backend) {
         return;
     };
     let setup = app.setup("home").await;
-    let t = app.svc.tenant("home").await.unwrap();
-    app.svc
-        .create_client(
-            &t,
-            ma_idp::services::ClientSpec {
-                name: "Some app".into(),
-                client_id: Some("some-app".into()),
-                redirect_uris: vec!["https://app.example/cb".into()],
-                public: true,
-                ..Default::default()
-            },
-            "test",
-        )
-        .await
-        .unwrap();
+    add_phone_app(&app).await;
     let redirect = &alexa_redirects()[0];
     let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
     let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
@@ -345,7 +331,7 @@ async fn a_code_replayed_by_another_client_revokes_nothing(backend: Backend) {
                 ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
                 ("redirect_uri", redirect.as_str()),
-                ("client_id", "some-app"),
+                ("client_id", "phone"),
                 ("code_verifier", &new_verifier()),
             ],
             None,
@@ -386,20 +372,21 @@ async fn an_authorization_request_may_come_as_a_form_post(backend: Backend) {
     };
     let setup = app.setup("home").await;
     let redirect = &alexa_redirects()[0];
-    let form = |state: &'static str, scope: &'static str| {
-        vec![
-            ("client_id", setup.client_id.clone()),
-            ("response_type", "code".to_string()),
-            ("redirect_uri", redirect.clone()),
-            ("state", state.to_string()),
-            ("scope", scope.to_string()),
-        ]
-    };
-    let pairs = |f: &[(&'static str, String)]| -> Vec<(&'static str, String)> { f.to_vec() };
     let b = app.browser();
-    let f = pairs(&form("posted", "music.control user:read"));
-    let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let resp = b.post("/alexa/authorize", &refs).await;
+    let request = |path: &'static str, state: &'static str, scope: &'static str| {
+        let (b, client_id) = (&b, setup.client_id.as_str());
+        async move {
+            let form = [
+                ("client_id", client_id),
+                ("response_type", "code"),
+                ("redirect_uri", redirect.as_str()),
+                ("state", state),
+                ("scope", scope),
+            ];
+            b.post(path, &form).await
+        }
+    };
+    let resp = request("/alexa/authorize", "posted", "music.control user:read").await;
     assert_eq!(resp.status(), 200);
     let html = resp.text().await.unwrap();
     assert!(html.contains("Sign in"), "{html}");
@@ -434,15 +421,11 @@ async fn an_authorization_request_may_come_as_a_form_post(backend: Backend) {
     let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
     assert_eq!(s, 200, "{tok}");
     // Signed in now, consent remembered: the POST gets the code at once, by 303.
-    let f = pairs(&form("again", "music.control"));
-    let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let resp = b.post("/t/home/authorize", &refs).await;
+    let resp = request("/t/home/authorize", "again", "music.control").await;
     assert_eq!(resp.status(), 303);
     parse_code(&location(&resp), redirect, "again");
     // A scope the client may not have: back to the client with the error, by 303.
-    let f = pairs(&form("bad", "no-such-scope"));
-    let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let resp = b.post("/t/home/authorize", &refs).await;
+    let resp = request("/t/home/authorize", "bad", "no-such-scope").await;
     assert_eq!(resp.status(), 303);
     assert!(
         location(&resp).contains("error=invalid_scope"),

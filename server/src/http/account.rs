@@ -49,7 +49,8 @@ pub async fn login_post(
     login::check_csrf(&session, params.get("csrf"))?;
     let username = params.get("username").unwrap_or("");
     let password = Secret::new(params.get("password").unwrap_or(""));
-    let (msg, status) = if svc.ip_limits.check(Bucket::SignIn, client_ip(&req, &svc)) {
+    let allowed = svc.ip_limits.check(Bucket::SignIn, client_ip(&req, &svc));
+    let (msg, status) = if allowed {
         let outcome = svc
             .password_sign_in(&tenant, username, &password, &request_info(&req, &svc))
             .await?;
@@ -82,7 +83,7 @@ pub async fn login_post(
         error: Some(&msg),
         providers: &providers,
     })?;
-    if status == actix_web::http::StatusCode::TOO_MANY_REQUESTS && msg == TOO_MANY {
+    if !allowed {
         // The network's limit, as on the authorization page: with its `Retry-After`.
         return too_many_page(resp);
     }

@@ -1,5 +1,5 @@
 //! The `authorization_code` grant (RFC 6749 §4.1.3, PKCE per RFC 7636).
-use entity::tenant;
+use entity::{authorization_code, tenant};
 
 use crate::audit::{AuditEvent, RequestInfo};
 use crate::error::{Error, Result};
@@ -30,9 +30,22 @@ impl Services {
         let audit = AuditEvent::new("token_granted", "ok", Some(&tenant.id), req)
             .client(&c.client_id)
             .detail(serde_json::json!({"grant_type": "authorization_code"}));
+        let code_hash = token_hash(code);
+        let read = self.store.read_code(&tenant.id, &code_hash).await?;
+        // The answer is made (keys loaded, member read, tokens signed) before the code is used
+        // up, so nothing that can fail comes after: a code consumed without its tokens
+        // reaching the client would turn the client's retry into a replay, which revokes.
+        let prepared = match &read {
+            Some(code) if code.consumed_at.is_none() && code.client_id == c.id => Some((
+                code.id.clone(),
+                self.user_token_response(tenant, c, grant_of(code, &family_id), Some(&refresh))
+                    .await?,
+            )),
+            _ => None,
+        };
         let outcome = self
             .store
-            .redeem_code(&tenant.id, &token_hash(code), now, &c.id, |code| {
+            .redeem_code(read, &tenant.id, &code_hash, now, &c.id, |code| {
                 if code.client_id != c.id {
                     return Err(Error::invalid_grant(
                         "the code was issued to another client",
@@ -105,19 +118,25 @@ impl Services {
             }
             Err(e) => return Err(e),
         };
-        self.user_token_response(
-            tenant,
-            c,
-            UserGrant {
-                user_id: &code.user_id,
-                scope: &code.scope,
-                auth_time: code.auth_time,
-                amr: &code.amr,
-                family_id: &family_id,
-                nonce: code.nonce.as_deref(),
-            },
-            Some(&refresh),
-        )
-        .await
+        match prepared {
+            Some((id, response)) if id == code.id => Ok(response),
+            // Not reached: a code is redeemed only if unused and this client's, as read.
+            _ => {
+                self.user_token_response(tenant, c, grant_of(&code, &family_id), Some(&refresh))
+                    .await
+            }
+        }
+    }
+}
+
+/// What the tokens issued for `code` say.
+fn grant_of<'a>(code: &'a authorization_code::Model, family_id: &'a str) -> UserGrant<'a> {
+    UserGrant {
+        user_id: &code.user_id,
+        scope: &code.scope,
+        auth_time: code.auth_time,
+        amr: &code.amr,
+        family_id,
+        nonce: code.nonce.as_deref(),
     }
 }

@@ -109,8 +109,12 @@ impl Store {
     /// any client of the tenant may present a code (a public one with no secret), and only the
     /// code's own client shows that it leaked; another client's replay is refused, as its
     /// first use is.
+    ///
+    /// `read` is the code as `read_code` found it: the caller may prepare its answer from it
+    /// (a code's fields never change but `consumed_at`) before anything is written.
     pub async fn redeem_code<F>(
         &self,
+        read: Option<authorization_code::Model>,
         tenant_id: &str,
         code_hash: &str,
         now: i64,
@@ -120,14 +124,9 @@ impl Store {
     where
         F: Fn(&authorization_code::Model) -> Decision,
     {
-        // A code's fields never change but `consumed_at`, so checks on a read outside the
-        // write hold as long as the write consumes the code only if still unused.
-        let code = authorization_code::Entity::find()
-            .filter(authorization_code::Column::CodeHash.eq(code_hash))
-            .filter(authorization_code::Column::TenantId.eq(tenant_id))
-            .unique(&self.db)
-            .await?;
-        if let Some(code) = code
+        // Checks on a read outside the write hold as long as the write consumes the code only
+        // if still unused.
+        if let Some(code) = read
             && code.consumed_at.is_none()
             && let Ok((refresh, audit)) = decide(&code)
             && self.redeem_at_once(&code, now, refresh, audit).await?
@@ -136,6 +135,19 @@ impl Store {
         }
         self.redeem_in_txn(tenant_id, code_hash, now, client_id, decide)
             .await
+    }
+
+    /// The code whose hash is `code_hash`, used or not (for `redeem_code`).
+    pub async fn read_code(
+        &self,
+        tenant_id: &str,
+        code_hash: &str,
+    ) -> Result<Option<authorization_code::Model>> {
+        Ok(authorization_code::Entity::find()
+            .filter(authorization_code::Column::CodeHash.eq(code_hash))
+            .filter(authorization_code::Column::TenantId.eq(tenant_id))
+            .unique(&self.db)
+            .await?)
     }
 
     /// Consume `code` if it is still unused and write the refresh family, token and audit

@@ -200,6 +200,8 @@ pub struct RunInfo {
     pub argon2_parallel: Option<f64>,
     pub perf_note: Option<String>,
     pub binary: String,
+    /// Where the binary's start-up functions are (`sys::startup_layout`).
+    pub startup_layout: Option<String>,
     pub server_env: Vec<String>,
     pub ip_limits_off: bool,
 }
@@ -372,6 +374,7 @@ async fn run(args: Args) -> Result<()> {
         argon2_secs: argon2,
         argon2_parallel,
         perf_note: args.perf.clone(),
+        startup_layout: sys::startup_layout(&bin, &root),
         server_env: args.server_env.clone(),
         ip_limits_off: !args.keep_ip_limits,
         binary: match (&args.bin, args.no_build) {

@@ -128,6 +128,9 @@ pub fn render(info: &RunInfo, results: &[BackendResult]) -> String {
         }
     );
     let _ = writeln!(o, "| toolchain | {} |", info.rustc);
+    if let Some(layout) = &info.startup_layout {
+        let _ = writeln!(o, "| start-up code layout | {layout} |");
+    }
     let _ = writeln!(
         o,
         "| load average (1, 5, 15 min) | at start {}; at end {} |",

@@ -191,6 +191,83 @@ pub fn thread_use(pid: u32) -> std::collections::BTreeMap<String, ThreadUse> {
     out
 }
 
+/// Where the binary's start-up functions are (tools/ordered-cc links the release ma-idp with
+/// the functions tools/startup-order.txt lists first in `.text`, so a started server maps a
+/// few MiB of its code): how many of the listed functions the binary has, the span of `.text`
+/// from its start to the end of the last of them, and their own size. A list gone stale
+/// (a new compiler, new dependencies) or a build without the ordering shows here.
+pub fn startup_layout(bin: &std::path::Path, root: &std::path::Path) -> Option<String> {
+    use std::collections::{HashMap, HashSet};
+    let list = std::fs::read_to_string(root.join("tools/startup-order.txt")).ok()?;
+    let key_fn = std::fs::read_to_string(root.join("tools/symbol-key.awk")).ok()?;
+    // (key, size) as listed; tools/ordered-cc's choice: a symbol of a listed key and size, or
+    // of a listed key none of whose sizes the binary has.
+    let mut listed: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for l in list
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let mut f = l.split_whitespace();
+        if let Some(k) = f.next() {
+            listed.entry(k).or_default().extend(f.next());
+        }
+    }
+    // The same keys tools/ordered-cc matches, from the same awk function.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"nm --defined-only -S -n "$1" | awk "$2"'NF == 4 && $3 ~ /^[tTwW]$/ { print $1, $2, key($4) }'"#)
+        .arg("sh")
+        .arg(bin)
+        .arg(&key_fn)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let symbols: Vec<(u64, u64, &str, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(3, ' ');
+            let (a, s, k) = (f.next()?, f.next()?, f.next()?);
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(s, 16).ok()?,
+                s,
+                k,
+            ))
+        })
+        .collect();
+    let exact: HashSet<&str> = symbols
+        .iter()
+        .filter(|(_, _, s, k)| listed.get(k).is_some_and(|sizes| sizes.contains(s)))
+        .map(|(_, _, _, k)| *k)
+        .collect();
+    let start = symbols.iter().map(|(a, ..)| *a).min().unwrap_or(0);
+    let (mut end, mut size) = (0u64, 0u64);
+    let mut found = HashSet::new();
+    for (a, s, hex, k) in &symbols {
+        let Some(sizes) = listed.get(k) else { continue };
+        if sizes.contains(hex) || !exact.contains(k) {
+            end = end.max(a + s);
+            size += s;
+            found.insert(*k);
+        }
+    }
+    if found.is_empty() {
+        return Some(format!(
+            "none of the {} functions tools/startup-order.txt lists is in the binary: start-up code is spread over `.text`",
+            listed.len()
+        ));
+    }
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    Some(format!(
+        "{} of the {} functions tools/startup-order.txt lists are in the binary ({:.1} MiB of code, {} of them at the size listed); they end {:.1} MiB into `.text` (tools/ordered-cc puts them first)",
+        found.len(),
+        listed.len(),
+        mib(size),
+        exact.len(),
+        mib(end.saturating_sub(start)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

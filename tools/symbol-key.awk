@@ -4,7 +4,7 @@
 function key(s) {
     sub(/\.llvm\.[0-9]+$/, "", s)
     sub(/\.[0-9]+$/, "", s)
-    sub(/17h[0-9a-f]+E$/, "E", s)
+    sub(/17h[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]E/, "E", s)
     if (s ~ /^_R/) gsub(/Cs[0-9A-Za-z]+_/, "C", s)
     gsub(/aws_lc_[0-9]+_[0-9]+_[0-9]+_/, "aws_lc_", s)
     return s

@@ -308,7 +308,7 @@ async fn run(args: Args) -> Result<()> {
     let bin = args
         .bin
         .clone()
-        .or_else(|| from_ref.as_ref().map(|(_, b)| b.clone()))
+        .or_else(|| from_ref.as_ref().map(|(_, b, _)| b.clone()))
         .unwrap_or_else(default_bin);
     if !bin.exists() {
         bail!(
@@ -355,7 +355,7 @@ async fn run(args: Args) -> Result<()> {
         ),
         date: sys::cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
         commit: match &from_ref {
-            Some((sha, _)) => format!("{sha} (exported with git archive and built on its own)"),
+            Some((sha, _, _)) => format!("{sha} (exported with git archive and built on its own)"),
             None => git_commit(&root),
         },
         cores: sys::cores(),
@@ -374,7 +374,13 @@ async fn run(args: Args) -> Result<()> {
         argon2_secs: argon2,
         argon2_parallel,
         perf_note: args.perf.clone(),
-        startup_layout: sys::startup_layout(&bin, &root),
+        // The list of the tree the binary was built from.
+        startup_layout: sys::startup_layout(
+            &bin,
+            from_ref
+                .as_ref()
+                .map_or(root.as_path(), |(_, _, src)| src.as_path()),
+        ),
         server_env: args.server_env.clone(),
         ip_limits_off: !args.keep_ip_limits,
         binary: match (&args.bin, args.no_build) {
@@ -402,7 +408,8 @@ async fn run(args: Args) -> Result<()> {
 
 /// Export `git_ref` to target/bench-src/<sha> and build its release ma-idp in
 /// target/bench-build. Returns the full commit hash and the binary.
-fn build_git_ref(root: &Path, git_ref: &str) -> Result<(String, PathBuf)> {
+/// The commit's sha, the binary built from it, and the tree it was built from.
+fn build_git_ref(root: &Path, git_ref: &str) -> Result<(String, PathBuf, PathBuf)> {
     let r = root.to_string_lossy().to_string();
     let sha = sys::cmd_out(
         "git",
@@ -454,7 +461,7 @@ fn build_git_ref(root: &Path, git_ref: &str) -> Result<(String, PathBuf)> {
     if !status.success() {
         bail!("building commit {sha} failed");
     }
-    Ok((sha, build_dir.join("release").join("ma-idp")))
+    Ok((sha, build_dir.join("release").join("ma-idp"), src))
 }
 
 fn git_commit(root: &Path) -> String {

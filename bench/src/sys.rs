@@ -221,6 +221,9 @@ pub fn startup_layout(bin: &std::path::Path, root: &std::path::Path) -> Option<S
         .arg(&key_fn)
         .output()
         .ok()?;
+    if !out.status.success() {
+        return None;
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     let symbols: Vec<(u64, u64, &str, &str)> = text
         .lines()
@@ -235,6 +238,9 @@ pub fn startup_layout(bin: &std::path::Path, root: &std::path::Path) -> Option<S
             ))
         })
         .collect();
+    if symbols.is_empty() {
+        return Some("nm found no function symbols in the binary (stripped?)".into());
+    }
     let exact: HashSet<&str> = symbols
         .iter()
         .filter(|(_, _, s, k)| listed.get(k).is_some_and(|sizes| sizes.contains(s)))
@@ -253,13 +259,13 @@ pub fn startup_layout(bin: &std::path::Path, root: &std::path::Path) -> Option<S
     }
     if found.is_empty() {
         return Some(format!(
-            "none of the {} functions tools/startup-order.txt lists is in the binary: start-up code is spread over `.text`",
+            "none of the {} keys (functions) tools/startup-order.txt lists is in the binary: start-up code is spread over `.text`",
             listed.len()
         ));
     }
     let mib = |b: u64| b as f64 / 1_048_576.0;
     Some(format!(
-        "{} of the {} functions tools/startup-order.txt lists are in the binary ({:.1} MiB of code, {} of them at the size listed); they end {:.1} MiB into `.text` (tools/ordered-cc puts them first)",
+        "{} of the {} keys (functions) tools/startup-order.txt lists are in the binary ({:.1} MiB of code, {} of them at a size listed); they end {:.1} MiB into `.text` (tools/ordered-cc puts them first)",
         found.len(),
         listed.len(),
         mib(size),

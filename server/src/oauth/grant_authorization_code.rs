@@ -34,7 +34,9 @@ impl Services {
         let read = self.store.read_code(&tenant.id, &code_hash).await?;
         // The answer is made (keys loaded, member read, tokens signed) before the code is used
         // up, so nothing that can fail comes after: a code consumed without its tokens
-        // reaching the client would turn the client's retry into a replay, which revokes.
+        // reaching the client would turn the client's retry into a replay, which revokes. If
+        // making it fails (503), the code is left unused, even one the checks below would
+        // refuse; tokens made for a code that is then refused are dropped unsent.
         let prepared = match &read {
             Some(code) if code.consumed_at.is_none() && code.client_id == c.id => Some((
                 code.id.clone(),

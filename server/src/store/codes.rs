@@ -124,6 +124,11 @@ impl Store {
     where
         F: Fn(&authorization_code::Model) -> Decision,
     {
+        debug_assert!(
+            read.as_ref()
+                .is_none_or(|c| c.code_hash == code_hash && c.tenant_id == tenant_id),
+            "redeem_code was given another code's read"
+        );
         // Checks on a read outside the write hold as long as the write consumes the code only
         // if still unused.
         if let Some(code) = read

@@ -199,63 +199,64 @@ pub fn thread_use(pid: u32) -> std::collections::BTreeMap<String, ThreadUse> {
 pub fn startup_layout(bin: &std::path::Path, root: &std::path::Path) -> Option<String> {
     use std::collections::{HashMap, HashSet};
     let list = std::fs::read_to_string(root.join("tools/startup-order.txt")).ok()?;
-    let key_fn = std::fs::read_to_string(root.join("tools/symbol-key.awk")).ok()?;
-    // (key, size) as listed; tools/ordered-cc's choice: a symbol of a listed key and size, or
-    // of a listed key none of whose sizes the binary has.
-    let mut listed: HashMap<&str, HashSet<&str>> = HashMap::new();
-    for l in list
+    let listed: HashSet<&str> = list
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let mut f = l.split_whitespace();
-        if let Some(k) = f.next() {
-            listed.entry(k).or_default().extend(f.next());
-        }
-    }
-    // The same keys tools/ordered-cc matches, from the same awk function.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(r#"nm --defined-only -S -n "$1" | awk "$2"'NF == 4 && $3 ~ /^[tTwW]$/ { print $1, $2, key($4) }'"#)
-        .arg("sh")
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    // tools/ordered-cc's own choice: "SYMBOL KEY exact|any", in the order it links them.
+    let chose = Command::new("sh")
+        .arg(root.join("tools/ordered-cc"))
+        .arg("--select")
         .arg(bin)
-        .arg(&key_fn)
+        .env_remove("MA_IDP_STARTUP_ORDER")
         .output()
         .ok()?;
-    if !out.status.success() {
+    // Every function symbol's address and size.
+    let nm = Command::new("nm")
+        .args(["--defined-only", "-S"])
+        .arg(bin)
+        .output()
+        .ok()?;
+    if !chose.status.success() || !nm.status.success() {
         return None;
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let symbols: Vec<(u64, u64, &str, &str)> = text
+    let nm = String::from_utf8_lossy(&nm.stdout);
+    let symbols: HashMap<&str, (u64, u64)> = nm
         .lines()
         .filter_map(|line| {
-            let mut f = line.splitn(3, ' ');
-            let (a, s, k) = (f.next()?, f.next()?, f.next()?);
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(s, 16).ok()?,
-                s,
-                k,
-            ))
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f[..] {
+                [a, s, "t" | "T" | "w" | "W", name] => Some((
+                    name,
+                    (
+                        u64::from_str_radix(a, 16).ok()?,
+                        u64::from_str_radix(s, 16).ok()?,
+                    ),
+                )),
+                _ => None,
+            }
         })
         .collect();
     if symbols.is_empty() {
         return Some("nm found no function symbols in the binary (stripped?)".into());
     }
-    let exact: HashSet<&str> = symbols
-        .iter()
-        .filter(|(_, _, s, k)| listed.get(k).is_some_and(|sizes| sizes.contains(s)))
-        .map(|(_, _, _, k)| *k)
-        .collect();
-    let start = symbols.iter().map(|(a, ..)| *a).min().unwrap_or(0);
+    let start = symbols.values().map(|(a, _)| *a).min().unwrap_or(0);
     let (mut end, mut size) = (0u64, 0u64);
-    let mut found = HashSet::new();
-    for (a, s, hex, k) in &symbols {
-        let Some(sizes) = listed.get(k) else { continue };
-        if sizes.contains(hex) || !exact.contains(k) {
+    let (mut found, mut exact) = (HashSet::new(), HashSet::new());
+    for line in String::from_utf8_lossy(&chose.stdout).lines() {
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(key), how) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let Some((a, s)) = symbols.get(name) {
             end = end.max(a + s);
             size += s;
-            found.insert(*k);
         }
+        if how == Some("exact") {
+            exact.insert(key.to_string());
+        }
+        found.insert(key.to_string());
     }
     if found.is_empty() {
         return Some(format!(

@@ -15,6 +15,9 @@
 //      page, the sign-in page with a wrong-password error, the consent page and the
 //      enrollment page; no page overflows horizontally at phone width; no JavaScript dialog
 //      and no pop-up ever opens.
+//   e. a desktop app whose redirect URI is on the IPv6 loopback (`http://[::1]:…`, RFC 8252),
+//      which the pages' CSP `form-action` cannot name: the consent form's answer still
+//      reaches the app with a code it can exchange.
 //
 // Usage:
 //   npm ci --prefix tests/browser
@@ -28,7 +31,7 @@
 // Exit code 0 only when every check passed.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -55,6 +58,8 @@ const CLIENT_NAME = 'Amazon Alexa';
 const CLIENT_ID = 'amazon-alexa';
 const VENDOR = 'MKXZK47785HJ2';
 const LAYLA = `https://layla.amazon.com/api/skill/link/${VENDOR}`;
+// A desktop app's loopback redirect URI (port 9: nothing listens; the context answers it).
+const APP_V6 = 'http://[::1]:9/cb';
 const SCOPE = 'music.control user:read';
 const SCOPE_WORDS = ['Play, pause and choose music on your Music Assistant', 'See your Music Assistant account'];
 const ALICE_PASSWORD = `browser-${randomBytes(12).toString('base64url')}`;
@@ -255,19 +260,21 @@ async function newContext(label, device, extra = {}) {
   context.setDefaultTimeout(20_000);
   context.setDefaultNavigationTimeout(30_000);
   const alexaHits = [];
+  const appHits = [];
   await context.route(
     (url) => url.origin !== base,
     async (route) => {
       const url = route.request().url();
-      if (url.startsWith(`${LAYLA}?`) || url === LAYLA) {
-        alexaHits.push(url);
-        await route.fulfill({
+      const stub = (hits, title, text) => {
+        hits.push(url);
+        return route.fulfill({
           status: 200,
           contentType: 'text/html; charset=utf-8',
-          body: '<!doctype html><meta charset="utf-8"><title>Alexa (stub)</title><p>Account linked (stub).</p>',
+          body: `<!doctype html><meta charset="utf-8"><title>${title} (stub)</title><p>${text} (stub).</p>`,
         });
-        return;
-      }
+      };
+      if (url.startsWith(`${LAYLA}?`) || url === LAYLA) return stub(alexaHits, 'Alexa', 'Account linked');
+      if (url.startsWith(`${APP_V6}?`)) return stub(appHits, 'App', 'Signed in');
       incidents.push(`${label}: request to another origin refused: ${url}`);
       await route.abort('blockedbyclient');
     },
@@ -291,7 +298,7 @@ async function newContext(label, device, extra = {}) {
       }
     });
   });
-  return { context, alexaHits };
+  return { context, alexaHits, appHits };
 }
 
 /**
@@ -479,6 +486,8 @@ async function main() {
     assert.equal(c.client_id, CLIENT_ID);
     assert.ok(c.client_secret, 'client_secret printed once');
     assert.ok(c.redirect_uris.includes(LAYLA), `EU redirect URI registered: ${c.redirect_uris}`);
+    const app = cli(['client', 'create', '--tenant', TENANT, '--name', 'Desktop app', '--client-id', 'desktop', '--public', '--redirect-uri', APP_V6]);
+    assert.deepEqual(app.redirect_uris, [APP_V6]);
     const link = cli(['user', 'enroll-link', '--tenant', TENANT, 'carol']);
     assert.ok(link.url, 'enrollment url printed');
     // The CLI does not know the port we serve on: keep the path, browse on our origin.
@@ -576,6 +585,49 @@ async function main() {
     assert.equal(again?.status(), 200);
     assert.ok((await bodyText(page)).includes(`Allow ${CLIENT_NAME}?`), 'the consent page again');
     note(`reload: ${again?.request().method()} ${again?.url()}`);
+    await context.close();
+  });
+
+  // -- e. A desktop app on the IPv6 loopback. A CSP source cannot name an IPv6 address, and
+  //    Chromium holds a form's redirect to `form-action` too: the consent form's answer for
+  //    this app is a page that goes on to it by itself, which the context answers here.
+  await check('e. desktop app on http://[::1] -> password -> consent -> "Allow" -> its redirect URI gets a code it can exchange', async () => {
+    const { context, appHits } = await newContext('loopback-v6', DESKTOP);
+    const page = await context.newPage();
+    const verifier = randomBytes(32).toString('base64url');
+    const challenge = createHash('sha256').update(verifier).digest('base64url');
+    const q = new URLSearchParams({
+      client_id: 'desktop',
+      response_type: 'code',
+      redirect_uri: APP_V6,
+      scope: 'openid',
+      state: 'v6-state',
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+    });
+    assert.equal((await page.goto(`${base}/t/${TENANT}/authorize?${q}`)).status(), 200);
+    await page.locator('#username').fill('alice');
+    await page.locator('#password').fill(ALICE_PASSWORD);
+    await Promise.all([page.waitForNavigation(), page.locator('#password-form button[type=submit]').click()]);
+    assert.ok((await bodyText(page)).includes('Allow Desktop app?'), `consent page: ${await bodyText(page)}`);
+    const [toApp] = await Promise.all([
+      page.waitForRequest((r) => r.isNavigationRequest() && r.url().startsWith(`${APP_V6}?`), { timeout: 10_000 }),
+      page.locator('form.actions button[value=approve]').click({ noWaitAfter: true }),
+    ]);
+    const u = new URL(toApp.url());
+    assert.equal(u.searchParams.get('state'), 'v6-state');
+    const code = u.searchParams.get('code');
+    assert.ok(code, `a code in ${u.href.replace(/code=[^&]+/, 'code=…')}`);
+    await page.waitForURL((url) => url.href.startsWith(`${APP_V6}?`));
+    assert.equal(appHits.length, 1, `the app was reached once: ${appHits.length}`);
+    const r = await fetch(`${base}/t/${TENANT}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: APP_V6, client_id: 'desktop', code_verifier: verifier }).toString(),
+    });
+    const body = await r.json();
+    assert.equal(r.status, 200, JSON.stringify(body));
+    assert.ok(body.access_token, 'an access token');
     await context.close();
   });
 

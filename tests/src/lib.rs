@@ -640,6 +640,33 @@ pub fn hidden(html: &str, name: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// Text (an attribute's, or an element's) as tera's autoescape wrote it.
+pub fn unescape_attribute(s: &str) -> String {
+    s.replace("&#x2F;", "/")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Where a page that sends the browser on by itself (`<meta http-equiv="refresh">`) sends it;
+/// asserts its link for a browser that does not follow goes to the same place.
+pub fn continue_url(html: &str) -> String {
+    let re = regex::Regex::new(r#"<meta http-equiv="refresh" content="0;url=([^"]*)">"#).unwrap();
+    let to = re
+        .captures(html)
+        .unwrap_or_else(|| panic!("no refresh in page:\n{html}"))
+        .get(1)
+        .unwrap()
+        .as_str();
+    assert!(
+        html.contains(&format!(r#"<a href="{to}">"#)),
+        "the page links where it refreshes to:\n{html}"
+    );
+    unescape_attribute(to)
+}
+
 pub fn location(resp: &reqwest::Response) -> String {
     resp.headers()
         .get("location")

@@ -41,18 +41,9 @@ async fn start(backend: Backend) -> Option<TestApp> {
     TestApp::start_with(backend, |s| s.limits.sign_ins_per_ip_per_minute = 0).await
 }
 
-fn unescape(s: &str) -> String {
-    s.replace("&#x2F;", "/")
-        .replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
 /// The page's text contains `needle` (after undoing HTML escaping).
 fn has(html: &str, needle: &str) -> bool {
-    unescape(html).contains(needle)
+    unescape_attribute(html).contains(needle)
 }
 
 #[track_caller]
@@ -75,7 +66,7 @@ fn cap(html: &str, re: &str) -> String {
     let c = r
         .captures(html)
         .unwrap_or_else(|| panic!("{re} not found in page:\n{html}"));
-    unescape(&c[1])
+    unescape_attribute(&c[1])
 }
 
 /// Every first capture group of `re`, unescaped.
@@ -83,7 +74,7 @@ fn caps(html: &str, re: &str) -> Vec<String> {
     regex::Regex::new(re)
         .unwrap()
         .captures_iter(html)
-        .map(|c| unescape(&c[1]))
+        .map(|c| unescape_attribute(&c[1]))
         .collect()
 }
 
@@ -336,7 +327,7 @@ impl Admin {
             regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)">"#).unwrap();
         let fields: Vec<(String, String)> = re
             .captures_iter(page)
-            .map(|c| (unescape(&c[1]), unescape(&c[2])))
+            .map(|c| (unescape_attribute(&c[1]), unescape_attribute(&c[2])))
             .collect();
         assert!(fields.iter().any(|(k, v)| k == "confirm" && v == "yes"));
         self.b
@@ -1638,7 +1629,10 @@ async fn clients_create_alexa_rotate_and_edit(backend: Backend) {
     let html = adm
         .done(&format!("{clients}/alexa"), &[("vendor_id", "")])
         .await;
-    assert_eq!(unescape(&error_text(&html)), "Enter the skill's Vendor ID.");
+    assert_eq!(
+        unescape_attribute(&error_text(&html)),
+        "Enter the skill's Vendor ID."
+    );
 
     // Rotate the secret: asks first (the old secret still works), then the old one is
     // invalid_client and the new one works.

@@ -137,10 +137,35 @@ fn links_with_lld() -> bool {
     String::from_utf8_lossy(&out.stdout).contains("-fuse-ld=lld")
 }
 
+/// Whether a test that needs LLD skips here (saying so).
+fn skip_without_lld() -> bool {
+    let skip = !links_with_lld();
+    if skip {
+        eprintln!("SKIPPED: rustc does not link with LLD here; tools/ordered-cc then only runs cc");
+    }
+    skip
+}
+
+/// `tools/ordered-cc --select BINARY` with `dir`'s list (as `rustc` wrote it): what it would
+/// link first, as "SYMBOL KEY HOW" lines.
+fn select(dir: &Path, binary: &str) -> Vec<String> {
+    let out = Command::new("sh")
+        .arg(repo().join("tools/ordered-cc"))
+        .arg("--select")
+        .arg(dir.join(binary))
+        .env("MA_IDP_STARTUP_ORDER", dir.join("list.txt"))
+        .output()
+        .expect("sh runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn the_release_ma_idp_binary_has_its_listed_functions_first() {
-    if !links_with_lld() {
-        eprintln!("SKIPPED: rustc does not link with LLD here; tools/ordered-cc then only runs cc");
+    if skip_without_lld() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -183,21 +208,19 @@ fn the_release_ma_idp_binary_has_its_listed_functions_first() {
 
 #[test]
 fn a_listed_size_picks_one_instance_of_a_generic_function() {
-    if !links_with_lld() {
-        eprintln!("SKIPPED: rustc does not link with LLD here; tools/ordered-cc then only runs cc");
+    if skip_without_lld() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     // The two instances of `ordered_generic` differ only by their symbols' hashes, so they
     // share one key (tools/symbol-key.awk drops the hash), and by their sizes.
     let linked = link(dir.path(), "target/debug/deps/ma_idp-0123", "\n");
-    let instances: Vec<(&String, &(u64, String))> = linked
+    let mut instances: Vec<(&String, &(u64, String))> = linked
         .iter()
         .filter(|(n, _)| n.contains("ordered_generic"))
         .collect();
     assert_eq!(instances.len(), 2, "{linked:?}");
     // The one the linker puts later by itself is listed, so that its coming first shows.
-    let mut instances = instances;
     instances.sort_by_key(|(_, (a, _))| std::cmp::Reverse(*a));
     let (one, other) = (instances[0], instances[1]);
     assert_ne!(
@@ -213,6 +236,12 @@ fn a_listed_size_picks_one_instance_of_a_generic_function() {
     let ordered = link(dir.path(), "target/release/deps/ma_idp-0123", &list);
     // What tools/ordered-cc gave the linker: the instance of the listed size, not the other.
     assert_eq!(chosen(dir.path()), vec![one.0.clone()]);
+    // `--select` (which the benchmark's report reads) says the same of the linked binary.
+    let k = key(one.0);
+    assert_eq!(
+        select(dir.path(), "target/release/deps/ma_idp-0123"),
+        vec![format!("{} {k} exact", one.0)]
+    );
     let text_start = ordered.values().map(|(a, _)| *a).min().unwrap();
     assert_eq!(ordered[one.0].0, text_start, "{ordered:?}");
 
@@ -224,6 +253,10 @@ fn a_listed_size_picks_one_instance_of_a_generic_function() {
     let mut both = vec![one.0.clone(), other.0.clone()];
     both.sort();
     assert_eq!(chosen, both);
+    let mut selected = select(dir.path(), "target/release/deps/ma_idp-0123");
+    selected.sort();
+    let both: Vec<String> = both.iter().map(|n| format!("{n} {k} any")).collect();
+    assert_eq!(selected, both);
 }
 
 /// A `cc` in a directory of its own under `dir` that runs the real one, but fails when
@@ -254,8 +287,7 @@ fn cc_shim(dir: &Path, fail_when: &str, delete: bool) -> PathBuf {
 
 #[test]
 fn a_failed_link_fails_and_a_failed_reordering_keeps_the_first_link() {
-    if !links_with_lld() {
-        eprintln!("SKIPPED: rustc does not link with LLD here; tools/ordered-cc then only runs cc");
+    if skip_without_lld() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

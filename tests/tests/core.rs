@@ -40,6 +40,7 @@ both_backends!(
     reauthentication_is_not_skipped_nor_endless,
     a_pending_request_lives_on_while_its_pages_are_used,
     unknown_and_misused_paths_get_plain_errors,
+    a_native_app_on_ipv6_loopback_gets_its_answers,
 );
 
 /// A public client `phone` of tenant `home` (no secret; PKCE required).
@@ -2829,5 +2830,127 @@ async fn unknown_and_misused_paths_get_plain_errors(backend: Backend) {
     assert!([400, 401].contains(&r.status().as_u16()), "{}", r.status());
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].is_string(), "{e}");
+    app.stop().await;
+}
+
+/// A native app's IPv6 loopback redirect URI (RFC 8252 §7.3) cannot be named in the pages'
+/// CSP `form-action`, which browsers apply to a form's redirect too (Chromium refuses it): a
+/// form's answer for it is a page that sends the browser on by itself (no-store, no
+/// `Location`), with the code or the error and the state as a redirect would carry them. A
+/// GET still redirects (`form-action` governs forms only).
+async fn a_native_app_on_ipv6_loopback_gets_its_answers(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    let redirect = "http://[::1]:9999/cb";
+    let t = app.svc.tenant("home").await.unwrap();
+    app.svc
+        .create_client(
+            &t,
+            ma_idp::services::ClientSpec {
+                name: "Desktop app".into(),
+                client_id: Some("desktop".into()),
+                redirect_uris: vec![redirect.into()],
+                public: true,
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let path = "/t/home/authorize";
+    let verifier = new_verifier();
+    let authorize = |state: &str, prompt: &str| {
+        let mut q = vec![
+            ("client_id", "desktop".to_string()),
+            ("response_type", "code".into()),
+            ("redirect_uri", redirect.into()),
+            ("scope", "openid".into()),
+            ("state", state.into()),
+            ("code_challenge", pkce_challenge(&verifier)),
+            ("code_challenge_method", "S256".into()),
+        ];
+        if !prompt.is_empty() {
+            q.push(("prompt", prompt.into()));
+        }
+        reqwest::Url::parse_with_params(&app.url(path), &q)
+            .unwrap()
+            .to_string()
+    };
+    let shared = &app;
+    let exchange = |code: String| {
+        let verifier = verifier.clone();
+        async move {
+            shared
+                .token(
+                    "/t/home/token",
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", &code),
+                        ("redirect_uri", redirect),
+                        ("client_id", "desktop"),
+                        ("code_verifier", &verifier),
+                    ],
+                    None,
+                )
+                .await
+        }
+    };
+    // The answer to a form, checked as a page that goes on to the app: where it goes.
+    async fn page_on(r: reqwest::Response) -> String {
+        assert_eq!(
+            r.status(),
+            200,
+            "a page, not a redirect the browser would refuse"
+        );
+        assert!(r.headers().get("location").is_none());
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        continue_url(&r.text().await.unwrap())
+    }
+    async fn page_of(b: &Browser, url: &str) -> String {
+        let r = b.get(url).await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
+    // Consent approved: the code, with a state that needs escaping in the page.
+    let state = "v6 & <\"'/>";
+    let b = app.browser();
+    let html = page_of(&b, &authorize(state, "")).await;
+    let r = b.post_password(path, &html, "alice").await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Allow"), "consent page expected: {html}");
+    let (csrf, rid) = (hidden(&html, "csrf"), hidden(&html, "rid"));
+    let approve = [("csrf", &*csrf), ("rid", &*rid), ("action", "approve")];
+    let to = page_on(b.post(path, &approve).await).await;
+    let (code, _) = parse_code(&to, redirect, state);
+    let (s, body, _) = exchange(code).await;
+    assert_eq!(s, 200, "{body}");
+
+    // Signed in, consent remembered: a GET redirects at once.
+    let r = b.get(&authorize("again", "")).await;
+    assert_eq!(r.status(), 302);
+    let (code, _) = parse_code(&location(&r), redirect, "again");
+    assert_eq!(exchange(code).await.0, 200);
+
+    // Another browser: the sign-in's own answer goes on to the app (consent remembered).
+    let b = app.browser();
+    let html = page_of(&b, &authorize("second", "")).await;
+    let to = page_on(b.post_password(path, &html, "alice").await).await;
+    let (code, _) = parse_code(&to, redirect, "second");
+    assert_eq!(exchange(code).await.0, 200);
+
+    // Consent declined: the error goes back the same way.
+    let html = page_of(&b, &authorize("no", "consent")).await;
+    assert!(html.contains("Allow"), "consent page expected: {html}");
+    let (csrf, rid) = (hidden(&html, "csrf"), hidden(&html, "rid"));
+    let deny = [("csrf", &*csrf), ("rid", &*rid), ("action", "deny")];
+    let to = page_on(b.post(path, &deny).await).await;
+    assert!(to.starts_with(redirect), "{to}");
+    let q = query_of(&to);
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "no");
     app.stop().await;
 }

@@ -18,7 +18,16 @@ use crate::secrets::{Secret, random_id};
 /// How long a pending authorization request lives in the session.
 const PENDING_MAX_AGE: i64 = 30 * 60;
 
+/// A redirect to `location`: 303 after a POST, else 302. A form's answer the page's CSP would
+/// stop the browser from following (`middleware::form_action_allows`: a native app's
+/// `http://[::1]` redirect URI) is a page that sends the browser on by itself instead.
 pub fn redirect(location: &str, after_post: bool) -> HttpResponse {
+    if after_post
+        && !super::middleware::form_action_allows(location)
+        && let Ok(page) = pages::continue_to(location)
+    {
+        return page;
+    }
     let mut b = if after_post {
         HttpResponse::SeeOther()
     } else {

@@ -12,6 +12,30 @@ use tracing_actix_web::RootSpanBuilder;
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; form-action 'self' https: http://localhost:* http://127.0.0.1:*; frame-ancestors 'none'; base-uri 'none'";
 
+/// The plain-http hosts `CSP`'s `form-action` names. A browser holds a form's answer to it
+/// too: a redirect after a POST elsewhere is refused.
+const FORM_ACTION_HTTP_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// Whether a redirect answering a form of ours may go to `location` under `CSP`'s
+/// `form-action`: a path of this server, an https address, or http to a loopback name the
+/// policy can spell. A CSP source cannot name an IPv6 address, so a native app's
+/// `http://[::1]:…` redirect URI (RFC 8252 §7.3) is not one of them.
+pub fn form_action_allows(location: &str) -> bool {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return true;
+    }
+    match url::Url::parse(location) {
+        Ok(u) => match u.scheme() {
+            "https" => true,
+            "http" => u
+                .host_str()
+                .is_some_and(|h| FORM_ACTION_HTTP_HOSTS.contains(&h)),
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
 pub async fn security_headers(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -257,7 +281,41 @@ pub async fn quiet_redirects(
 
 #[cfg(test)]
 mod tests {
-    use super::loggable_path;
+    use super::{CSP, FORM_ACTION_HTTP_HOSTS, form_action_allows, loggable_path};
+
+    #[test]
+    fn form_action_allows_what_the_policy_names() {
+        // The hosts the function lets through are the ones the policy spells out.
+        let sources: Vec<&str> = CSP
+            .split(';')
+            .map(str::trim)
+            .find_map(|d| d.strip_prefix("form-action "))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let mut named = vec!["'self'".to_string(), "https:".to_string()];
+        named.extend(FORM_ACTION_HTTP_HOSTS.map(|h| format!("http://{h}:*")));
+        assert_eq!(sources, named);
+        for ok in [
+            "/t/home/account",
+            "https://layla.amazon.com/api/skill/link/M2",
+            "http://localhost:9999/cb?code=x",
+            "http://localhost/cb",
+            "http://127.0.0.1:8000/cb",
+        ] {
+            assert!(form_action_allows(ok), "{ok}");
+        }
+        for no in [
+            "http://[::1]:8000/cb?code=x",
+            "http://[::1]/cb",
+            "//evil.example/cb",
+            "http://example.com/cb",
+            "com.example.app:/cb",
+            "not a url",
+        ] {
+            assert!(!form_action_allows(no), "{no}");
+        }
+    }
 
     #[test]
     fn link_tokens_stay_out_of_the_logged_path() {

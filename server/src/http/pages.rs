@@ -192,6 +192,22 @@ pub fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> Result<Ht
     render("message.html", &ctx)
 }
 
+/// The answer to a form whose redirect the page's CSP would stop (see
+/// `authorize::redirect`): a page that sends the browser to `location` at once (a navigation
+/// of its own, which `form-action` does not govern), with a link for a browser that does not.
+pub fn continue_to(location: &str) -> Result<HttpResponse> {
+    let mut ctx = Context::new();
+    ctx.insert("title", "Back to the app");
+    ctx.insert(
+        "message",
+        "Your browser is going back to the app. If nothing happens, use the link below.",
+    );
+    ctx.insert("refresh_url", location);
+    ctx.insert("link_url", &Some(location));
+    ctx.insert("link_text", &Some("Continue to the app"));
+    render("message.html", &ctx)
+}
+
 pub fn logout(tenant_name: &str, action: &str, csrf: &str) -> Result<HttpResponse> {
     let mut ctx = Context::new();
     ctx.insert("title", "Sign out");

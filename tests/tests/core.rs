@@ -41,6 +41,7 @@ both_backends!(
     a_pending_request_lives_on_while_its_pages_are_used,
     unknown_and_misused_paths_get_plain_errors,
     a_native_app_on_ipv6_loopback_gets_its_answers,
+    a_client_disabled_while_its_request_waits_gets_no_consent,
 );
 
 /// A public client `phone` of tenant `home` (no secret; PKCE required).
@@ -2952,5 +2953,63 @@ async fn a_native_app_on_ipv6_loopback_gets_its_answers(backend: Backend) {
     let q = query_of(&to);
     assert_eq!(q["error"], "access_denied");
     assert_eq!(q["state"], "no");
+    app.stop().await;
+}
+
+/// A client disabled while one of its authorization requests waits on the sign-in page: the
+/// sign-in answers with a page saying so, not with the consent page. The consent page's client
+/// comes from the client cache: a change made elsewhere (here the test's own `Services`, as
+/// the CLI or another instance would) is seen within the cache's time to live, shortened here.
+async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |s| s.cache_ttl_ms = 300).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let path = "/t/home/authorize";
+    let url = reqwest::Url::parse_with_params(
+        &app.url(path),
+        &[
+            ("client_id", setup.client_id.as_str()),
+            ("response_type", "code"),
+            ("redirect_uri", redirect.as_str()),
+            ("state", "s"),
+            ("scope", "music.control"),
+        ],
+    )
+    .unwrap();
+    // The consent page names the client (read once, so it is in the cache).
+    let b = app.browser();
+    let html = b.get(url.as_str()).await.text().await.unwrap();
+    let r = b.post_password(path, &html, "alice").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Allow Alexa?"));
+
+    let b = app.browser();
+    let html = b.get(url.as_str()).await.text().await.unwrap();
+    assert!(html.contains("Alexa"), "{html}");
+    let t = app.svc.tenant("home").await.unwrap();
+    let mut client = app
+        .svc
+        .store
+        .client_by_client_id(&t.id, &setup.client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    client.client.disabled = true;
+    assert!(
+        app.svc
+            .store
+            .update_client(client.client, client.redirect_uris)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let r = b.post_password(path, &html, "alice").await;
+    let status = r.status();
+    let html = r.text().await.unwrap();
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("no longer registered"), "{html}");
+    assert!(!html.contains("Allow"), "{html}");
     app.stop().await;
 }

@@ -213,13 +213,17 @@ fn authz_error(e: AuthzError, after_post: bool) -> HttpResponse {
     }
 }
 
+/// The name of the client a pending request is for, from the client cache (every sign-in and
+/// consent page shows it; a change on this instance clears the cache): the client the request
+/// was made by, unless it has been disabled since.
 async fn client_name(cx: &Ctx<'_>, areq: &AuthzRequest) -> Result<String> {
     Ok(cx
         .svc
         .store
-        .client_by_pk(&cx.tenant.id, &areq.client_pk)
+        .client_by_client_id(&cx.tenant.id, &areq.client_id)
         .await?
-        .filter(|c| !c.disabled)
+        .map(|c| c.client)
+        .filter(|c| c.id == areq.client_pk && !c.disabled)
         .ok_or_else(|| {
             Error::bad_page(
                 "Unknown application",

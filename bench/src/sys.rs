@@ -212,7 +212,6 @@ pub fn startup_layout(bin: &std::path::Path, root: &std::path::Path) -> Option<S
         .env_remove("MA_IDP_STARTUP_ORDER")
         .output()
         .ok()?;
-    // Every function symbol's address and size.
     let nm = Command::new("nm")
         .args(["--defined-only", "-S"])
         .arg(bin)
@@ -221,37 +220,40 @@ pub fn startup_layout(bin: &std::path::Path, root: &std::path::Path) -> Option<S
     if !chose.status.success() || !nm.status.success() {
         return None;
     }
+    // Every function symbol's address and size, by name (local symbols of the same name, a C
+    // library's statics, are several).
     let nm = String::from_utf8_lossy(&nm.stdout);
-    let symbols: HashMap<&str, (u64, u64)> = nm
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            match f[..] {
-                [a, s, "t" | "T" | "w" | "W", name] => Some((
-                    name,
-                    (
-                        u64::from_str_radix(a, 16).ok()?,
-                        u64::from_str_radix(s, 16).ok()?,
-                    ),
-                )),
-                _ => None,
-            }
-        })
-        .collect();
+    let mut symbols: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    for line in nm.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [a, s, "t" | "T" | "w" | "W", name] = f[..]
+            && let (Ok(a), Ok(s)) = (u64::from_str_radix(a, 16), u64::from_str_radix(s, 16))
+        {
+            symbols.entry(name).or_default().push((a, s));
+        }
+    }
     if symbols.is_empty() {
         return Some("nm found no function symbols in the binary (stripped?)".into());
     }
-    let start = symbols.values().map(|(a, _)| *a).min().unwrap_or(0);
+    let start = symbols
+        .values()
+        .flatten()
+        .map(|(a, _)| *a)
+        .min()
+        .unwrap_or(0);
     let (mut end, mut size) = (0u64, 0u64);
-    let (mut found, mut exact) = (HashSet::new(), HashSet::new());
+    let (mut found, mut exact, mut named) = (HashSet::new(), HashSet::new(), HashSet::new());
     for line in String::from_utf8_lossy(&chose.stdout).lines() {
         let mut f = line.split_whitespace();
         let (Some(name), Some(key), how) = (f.next(), f.next(), f.next()) else {
             continue;
         };
-        if let Some((a, s)) = symbols.get(name) {
-            end = end.max(a + s);
-            size += s;
+        // A name the list takes puts every symbol of that name first; count each once.
+        if named.insert(name) {
+            for (a, s) in symbols.get(name).into_iter().flatten() {
+                end = end.max(a + s);
+                size += s;
+            }
         }
         if how == Some("exact") {
             exact.insert(key.to_string());

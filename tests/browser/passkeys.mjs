@@ -58,8 +58,8 @@ const CLIENT_NAME = 'Amazon Alexa';
 const CLIENT_ID = 'amazon-alexa';
 const VENDOR = 'MKXZK47785HJ2';
 const LAYLA = `https://layla.amazon.com/api/skill/link/${VENDOR}`;
-// A desktop app's loopback redirect URI (port 9: nothing listens; the context answers it).
-const APP_V6 = 'http://[::1]:9/cb';
+// A desktop app's loopback redirect URI (nothing listens there; the context answers it).
+const APP_V6 = 'http://[::1]:9999/cb';
 const SCOPE = 'music.control user:read';
 const SCOPE_WORDS = ['Play, pause and choose music on your Music Assistant', 'See your Music Assistant account'];
 const ALICE_PASSWORD = `browser-${randomBytes(12).toString('base64url')}`;

@@ -664,6 +664,13 @@ pub fn continue_url(html: &str) -> String {
         html.contains(&format!(r#"<a href="{to}">"#)),
         "the page links where it refreshes to:\n{html}"
     );
+    // Escaped as an attribute: every `&` starts an entity (a query's `&` is `&amp;`).
+    let entities = regex::Regex::new(r"&(amp|quot|lt|gt|#x27|#x2F);").unwrap();
+    assert_eq!(
+        to.matches('&').count(),
+        entities.find_iter(to).count(),
+        "{to}"
+    );
     unescape_attribute(to)
 }
 

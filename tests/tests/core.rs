@@ -2837,8 +2837,9 @@ async fn unknown_and_misused_paths_get_plain_errors(backend: Backend) {
 /// A native app's IPv6 loopback redirect URI (RFC 8252 §7.3) cannot be named in the pages'
 /// CSP `form-action`, which browsers apply to a form's redirect too (Chromium refuses it): a
 /// form's answer for it is a page that sends the browser on by itself (no-store, no
-/// `Location`), with the code or the error and the state as a redirect would carry them. A
-/// GET still redirects (`form-action` governs forms only).
+/// `Location`), with the code or the error and the state as a redirect would carry them, and
+/// so is the answer to a pending request taken up by its `rid` (the end of a chain a form
+/// may have begun). A new request's GET still redirects.
 async fn a_native_app_on_ipv6_loopback_gets_its_answers(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
@@ -2941,6 +2942,25 @@ async fn a_native_app_on_ipv6_loopback_gets_its_answers(backend: Backend) {
     let html = page_of(&b, &authorize("second", "")).await;
     let to = page_on(b.post_password(path, &html, "alice").await).await;
     let (code, _) = parse_code(&to, redirect, "second");
+    assert_eq!(exchange(code).await.0, 200);
+
+    // A pending request taken up again by its `rid` alone (how a sign-in through an upstream
+    // provider comes back, at the end of a redirect chain a form of ours began): signed in
+    // meanwhile on the sign-in page of its own, consent remembered, the answer goes on to the
+    // app by itself too.
+    let b = app.browser();
+    let html = page_of(&b, &authorize("resumed", "")).await;
+    let rid = hidden(&html, "rid");
+    let login = page_of(&b, "/t/home/login").await;
+    let csrf = hidden(&login, "csrf");
+    let signed = [
+        ("csrf", &*csrf),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ];
+    assert_eq!(b.post("/t/home/login", &signed).await.status(), 303);
+    let to = page_on(b.get(&format!("{path}?rid={rid}")).await).await;
+    let (code, _) = parse_code(&to, redirect, "resumed");
     assert_eq!(exchange(code).await.0, 200);
 
     // Consent declined: the error goes back the same way.

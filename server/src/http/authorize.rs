@@ -22,10 +22,7 @@ const PENDING_MAX_AGE: i64 = 30 * 60;
 /// stop the browser from following (`middleware::form_action_allows`: a native app's
 /// `http://[::1]` redirect URI) is a page that sends the browser on by itself instead.
 pub fn redirect(location: &str, after_post: bool) -> HttpResponse {
-    if after_post
-        && !super::middleware::form_action_allows(location)
-        && let Ok(page) = pages::continue_to(location)
-    {
+    if after_post && let Some(page) = continue_page(location) {
         return page;
     }
     let mut b = if after_post {
@@ -36,6 +33,17 @@ pub fn redirect(location: &str, after_post: bool) -> HttpResponse {
     b.insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish()
+}
+
+/// The page that sends the browser on to `location` by itself, where a redirect there may
+/// be refused under the pages' CSP (`middleware::form_action_allows`): only plain-http
+/// addresses, never another scheme.
+fn continue_page(location: &str) -> Option<HttpResponse> {
+    if location.starts_with("http://") && !super::middleware::form_action_allows(location) {
+        pages::continue_to(location).ok()
+    } else {
+        None
+    }
 }
 
 fn expired() -> Error {
@@ -138,7 +146,18 @@ async fn get_inner(cx: Ctx<'_>) -> Result<HttpResponse> {
         let areq: AuthzRequest =
             login::get_pending(cx.session, &cx.tenant.id, rid, now, PENDING_MAX_AGE)
                 .ok_or_else(expired)?;
-        return proceed(&cx, rid, areq, false).await;
+        // A pending request taken up again by its `rid` alone comes from our own pages or
+        // redirects, often at the end of a chain a form of ours began (a provider button,
+        // an upstream that sends the browser straight back): the browser holds the whole
+        // chain to that page's `form-action`, so its redirect to the client must be one the
+        // policy names, or the page that goes on by itself.
+        let answer = proceed(&cx, rid, areq, false).await?;
+        let to_client = answer
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(continue_page);
+        return Ok(to_client.unwrap_or(answer));
     }
     begin(&cx, &params, false).await
 }

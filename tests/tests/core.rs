@@ -2976,10 +2976,11 @@ async fn a_native_app_on_ipv6_loopback_gets_its_answers(backend: Backend) {
     app.stop().await;
 }
 
-/// A client disabled while one of its authorization requests waits on the sign-in page: the
-/// sign-in answers with a page saying so, not with the consent page. The consent page's client
-/// comes from the client cache: a change made elsewhere (here the test's own `Services`, as
-/// the CLI or another instance would) is seen within the cache's time to live, shortened here.
+/// A client disabled while one of its authorization requests waits: the sign-in answers with
+/// a page saying so, not with the consent page, and "Allow" on a consent page shown before
+/// records no consent and issues no code. The client comes from the client cache: a change
+/// made elsewhere (here the test's own `Services`, as the CLI or another instance would) is
+/// seen within the cache's time to live, shortened here.
 async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Backend) {
     let Some(app) = TestApp::start_with(backend, |s| s.cache_ttl_ms = 300).await else {
         return;
@@ -2998,16 +2999,17 @@ async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Back
         ],
     )
     .unwrap();
-    // The consent page names the client (read once, so it is in the cache).
-    let b = app.browser();
-    let html = b.get(url.as_str()).await.text().await.unwrap();
-    let r = b.post_password(path, &html, "alice").await;
+    // One browser reaches the consent page, another waits on the sign-in page.
+    let at_consent = app.browser();
+    let html = at_consent.get(url.as_str()).await.text().await.unwrap();
+    let r = at_consent.post_password(path, &html, "alice").await;
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("Allow Alexa?"));
+    let consent = r.text().await.unwrap();
+    assert!(consent.contains("Allow Alexa?"), "{consent}");
+    let at_sign_in = app.browser();
+    let sign_in = at_sign_in.get(url.as_str()).await.text().await.unwrap();
+    assert!(sign_in.contains("Alexa"), "{sign_in}");
 
-    let b = app.browser();
-    let html = b.get(url.as_str()).await.text().await.unwrap();
-    assert!(html.contains("Alexa"), "{html}");
     let t = app.svc.tenant("home").await.unwrap();
     let mut client = app
         .svc
@@ -3025,11 +3027,21 @@ async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Back
             .unwrap()
     );
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let r = b.post_password(path, &html, "alice").await;
+
+    let r = at_sign_in.post_password(path, &sign_in, "alice").await;
     let status = r.status();
     let html = r.text().await.unwrap();
     assert_eq!(status, 400, "{html}");
     assert!(html.contains("no longer registered"), "{html}");
     assert!(!html.contains("Allow"), "{html}");
+
+    let (csrf, rid) = (hidden(&consent, "csrf"), hidden(&consent, "rid"));
+    let approve = [("csrf", &*csrf), ("rid", &*rid), ("action", "approve")];
+    let r = at_consent.post(path, &approve).await;
+    let status = r.status();
+    let html = r.text().await.unwrap();
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("no longer registered"), "{html}");
+    assert!(app.audited(&t.id, "consent", "ok").await.is_empty());
     app.stop().await;
 }

@@ -363,6 +363,9 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
             else {
                 return login_page(&cx, &rid, &areq, None, Some("Please sign in first.")).await;
             };
+            // A client disabled since its consent page was shown gets no consent recorded and
+            // no code (its token requests are refused anyway).
+            client_name(&cx, &areq).await?;
             let grant_id = cx
                 .svc
                 .record_consent(cx.tenant, &areq, &signed.user.id, &info)

@@ -155,8 +155,28 @@ fn json_error(status: StatusCode, code: &str, description: &str) -> HttpResponse
         .insert_header((header::PRAGMA, "no-cache"))
         .json(OAuthBody {
             error: code,
-            error_description: description,
+            error_description: &rfc_description(description),
         })
+}
+
+/// `description` in the characters RFC 6749 allows an `error_description` (§5.2, §4.1.2.1:
+/// `%x20-21 / %x23-5B / %x5D-7E`, printable ASCII but `"` and `\`): a double quote becomes a
+/// single one, anything else outside them (a backslash, a control or non-ASCII character,
+/// as in a parameter name a request made up) a `?`.
+pub fn rfc_description(description: &str) -> std::borrow::Cow<'_, str> {
+    let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e');
+    if description.chars().all(allowed) {
+        return description.into();
+    }
+    description
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            c if allowed(c) => c,
+            _ => '?',
+        })
+        .collect::<String>()
+        .into()
 }
 
 impl ResponseError for Error {

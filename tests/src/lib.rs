@@ -399,22 +399,31 @@ impl TestApp {
     }
 
     /// A tenant, a member with a password and an Alexa client (secret returned).
+    /// A member of `tenant` (not an admin) whose password is `PASSWORD`.
+    pub async fn add_member(
+        &self,
+        tenant: &entity::tenant::Model,
+        username: &str,
+    ) -> entity::user::Model {
+        self.svc
+            .create_user(
+                tenant,
+                username,
+                Some(&ma_idp::secrets::Secret::new(PASSWORD)),
+                false,
+                "test",
+            )
+            .await
+            .unwrap()
+    }
+
     pub async fn setup(&self, slug: &str) -> Setup {
         let t = self
             .svc
             .create_tenant(slug, Some("Test home"), "test")
             .await
             .unwrap();
-        self.svc
-            .create_user(
-                &t,
-                "alice",
-                Some(&ma_idp::secrets::Secret::new(PASSWORD)),
-                false,
-                "test",
-            )
-            .await
-            .unwrap();
+        self.add_member(&t, "alice").await;
         let c = self
             .svc
             .create_client(

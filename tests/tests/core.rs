@@ -9,6 +9,8 @@ use serde_json::Value;
 both_backends!(
     alexa_links_in_every_region,
     a_code_replayed_by_another_client_revokes_nothing,
+    a_used_public_code_revokes_only_with_its_verifier,
+    a_public_clients_rotated_refresh_token_gets_no_retry,
     an_authorization_request_may_come_as_a_form_post,
     refresh_replay_after_grace_revokes_family,
     wrong_client_secret_is_invalid_client,
@@ -16,6 +18,7 @@ both_backends!(
     wrong_pkce_verifier_is_refused,
     plain_pkce_is_refused_and_public_clients_need_pkce,
     expired_code_is_refused,
+    a_code_needs_the_redirect_uri_it_was_issued_for,
     code_redeemed_twice_revokes_tokens,
     refresh_after_revocation_fails,
     code_of_a_withdrawn_authorization_is_refused,
@@ -44,16 +47,22 @@ both_backends!(
     a_client_disabled_while_its_request_waits_gets_no_consent,
 );
 
-/// A public client `phone` of tenant `home` (no secret; PKCE required).
+/// A public client `phone` of tenant `home` (no secret; PKCE required), on a loopback
+/// redirect URI.
 async fn add_phone_app(app: &TestApp) {
+    add_native_app(app, "phone", "Phone app", "http://localhost:9999/cb").await;
+}
+
+/// A public (PKCE) client of tenant `home`, as a native app registers one (RFC 8252).
+async fn add_native_app(app: &TestApp, client_id: &str, name: &str, redirect_uri: &str) {
     let t = app.svc.tenant("home").await.unwrap();
     app.svc
         .create_client(
             &t,
             ma_idp::services::ClientSpec {
-                name: "Phone app".into(),
-                client_id: Some("phone".into()),
-                redirect_uris: vec!["http://localhost:9999/cb".into()],
+                name: name.into(),
+                client_id: Some(client_id.into()),
+                redirect_uris: vec![redirect_uri.into()],
                 public: true,
                 ..Default::default()
             },
@@ -313,9 +322,9 @@ async fn wrong_client_secret_is_invalid_client(backend: Backend) {
     app.stop().await;
 }
 
-/// A used code presented again by another client of the tenant (a public one needs no
-/// secret) is refused and revokes nothing; presented again by its own client, it revokes the
-/// tokens issued from it (RFC 6749 §4.1.2).
+/// A code presented by another client of the tenant (a public one needs no secret) is
+/// refused: unused, it stays usable by its own client; used, its replay revokes nothing.
+/// Presented again by its own client, it revokes the tokens issued from it (RFC 6749 §4.1.2).
 async fn a_code_replayed_by_another_client_revokes_nothing(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
@@ -324,10 +333,8 @@ async fn a_code_replayed_by_another_client_revokes_nothing(backend: Backend) {
     add_phone_app(&app).await;
     let redirect = &alexa_redirects()[0];
     let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
-    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
-    assert_eq!(s, 200, "{tok}");
-    let (s, e, _) = app
-        .token(
+    let by_phone = || async {
+        app.token(
             "/t/home/token",
             &[
                 ("grant_type", "authorization_code"),
@@ -338,7 +345,25 @@ async fn a_code_replayed_by_another_client_revokes_nothing(backend: Backend) {
             ],
             None,
         )
-        .await;
+        .await
+    };
+    // Unused: refused, and left for its own client.
+    let (s, e, _) = by_phone().await;
+    assert_eq!(
+        (s.as_u16(), e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200, "{tok}");
+    let t = app.svc.tenant("home").await.unwrap();
+    assert!(
+        app.audited(&t.id, "code_replay", "revoked")
+            .await
+            .is_empty()
+    );
+    // Used: refused, and the link stands.
+    let (s, e, _) = by_phone().await;
     assert_eq!(
         (s.as_u16(), e["error"].as_str()),
         (400, Some("invalid_grant")),
@@ -362,6 +387,157 @@ async fn a_code_replayed_by_another_client_revokes_nothing(backend: Backend) {
         (400, Some("invalid_grant")),
         "{e}"
     );
+    assert_eq!(app.audited(&t.id, "code_replay", "revoked").await.len(), 1);
+    app.stop().await;
+}
+
+/// A code for the phone app (`add_phone_app`), signed in as alice, and its PKCE verifier.
+async fn phone_code(app: &TestApp) -> (String, String) {
+    let verifier = new_verifier();
+    let loc = app
+        .browser()
+        .sign_in_and_consent(
+            "/t/home/authorize",
+            &[
+                ("client_id", "phone".into()),
+                ("response_type", "code".into()),
+                ("scope", "openid".into()),
+                ("state", "q".into()),
+                ("code_challenge", pkce_challenge(&verifier)),
+                ("code_challenge_method", "S256".into()),
+            ],
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    (
+        parse_code(&loc, "http://localhost:9999/cb", "q").0,
+        verifier,
+    )
+}
+
+/// A public client's rotated refresh token presented again, even at once, revokes the family:
+/// the grace window for retries rests on client authentication, which a public client has
+/// not (RFC 9700 §4.14.2). A confidential client's retry is `refresh_replay_after_grace_…`.
+async fn a_public_clients_rotated_refresh_token_gets_no_retry(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    add_phone_app(&app).await;
+    let (code, verifier) = phone_code(&app).await;
+    let token = |form: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (s, body, _) = app.token("/t/home/token", &form, None).await;
+            (s.as_u16(), body)
+        }
+    };
+    let refresh = |rt: &str| {
+        token(vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", rt.to_string()),
+            ("client_id", "phone".into()),
+        ])
+    };
+    let (s, tok) = token(vec![
+        ("grant_type", "authorization_code".into()),
+        ("code", code),
+        ("client_id", "phone".into()),
+        ("code_verifier", verifier),
+    ])
+    .await;
+    assert_eq!(s, 200, "{tok}");
+    let first = tok["refresh_token"].as_str().unwrap().to_string();
+    let (s, next) = refresh(&first).await;
+    assert_eq!(s, 200, "{next}");
+    let second = next["refresh_token"].as_str().unwrap().to_string();
+    let access = next["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.introspect(&setup, &access).await["active"], true);
+    // The same second, well inside a confidential client's window: a replay.
+    let (s, e) = refresh(&first).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    let (s, e) = refresh(&second).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    assert_eq!(app.introspect(&setup, &access).await["active"], false);
+    let t = app.svc.tenant("home").await.unwrap();
+    assert_eq!(
+        app.audited(&t.id, "refresh_replay", "revoked").await.len(),
+        1
+    );
+    app.stop().await;
+}
+
+/// A public client's used code presented again: anyone may send its `client_id`, so only a
+/// replay with the code's PKCE verifier (which the code's holder alone has) revokes the
+/// tokens issued from it; without it, or with a wrong one, it is refused and revokes nothing.
+async fn a_used_public_code_revokes_only_with_its_verifier(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    add_phone_app(&app).await;
+    let (code, verifier) = phone_code(&app).await;
+    let present = |verifier: Option<String>| {
+        let code = code.clone();
+        let app = &app;
+        async move {
+            let mut form = vec![
+                ("grant_type", "authorization_code".to_string()),
+                ("code", code),
+                ("client_id", "phone".into()),
+            ];
+            if let Some(v) = verifier {
+                form.push(("code_verifier", v));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (s, body, _) = app.token("/t/home/token", &form, None).await;
+            (s.as_u16(), body)
+        }
+    };
+    let (s, tok) = present(Some(verifier.clone())).await;
+    assert_eq!(s, 200, "{tok}");
+    let access = tok["access_token"].as_str().unwrap();
+    let t = app.svc.tenant("home").await.unwrap();
+    for wrong in [None, Some(new_verifier())] {
+        let (s, e) = present(wrong).await;
+        assert_eq!(
+            (s, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{e}"
+        );
+        assert_eq!(app.introspect(&setup, access).await["active"], true);
+    }
+    assert!(
+        app.audited(&t.id, "code_replay", "revoked")
+            .await
+            .is_empty()
+    );
+    // With its verifier, the replay shows the code leaked: what it gave is revoked.
+    let (s, e) = present(Some(verifier)).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already used"),
+        "{e}"
+    );
+    assert_eq!(app.introspect(&setup, access).await["active"], false);
+    assert_eq!(app.audited(&t.id, "code_replay", "revoked").await.len(), 1);
     app.stop().await;
 }
 
@@ -567,23 +743,7 @@ async fn plain_pkce_is_refused_and_public_clients_need_pkce(backend: Backend) {
     assert_eq!(q["error"], "invalid_request");
     assert!(q["error_description"].contains("PKCE"));
     // With PKCE the public client gets tokens without a secret.
-    let verifier = new_verifier();
-    let loc = b
-        .sign_in_and_consent(
-            "/t/home/authorize",
-            &[
-                ("client_id", "phone".into()),
-                ("response_type", "code".into()),
-                ("scope", "openid".into()),
-                ("state", "q".into()),
-                ("code_challenge", pkce_challenge(&verifier)),
-                ("code_challenge_method", "S256".into()),
-            ],
-            "alice",
-            PASSWORD,
-        )
-        .await;
-    let (code, _) = parse_code(&loc, "http://localhost:9999/cb", "q");
+    let (code, verifier) = phone_code(&app).await;
     let (s, body, _) = app
         .token(
             "/t/home/token",
@@ -597,6 +757,44 @@ async fn plain_pkce_is_refused_and_public_clients_need_pkce(backend: Backend) {
         )
         .await;
     assert_eq!(s, 200, "{body}");
+    app.stop().await;
+}
+
+/// RFC 6749 §4.1.3: the `redirect_uri` of the authorization request is required at the
+/// exchange, and must be the same.
+async fn a_code_needs_the_redirect_uri_it_was_issued_for(backend: Backend) {
+    fn refused_for_its_redirect_uri(s: reqwest::StatusCode, e: &Value) {
+        assert_eq!(
+            (s.as_u16(), e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{e}"
+        );
+        let description = e["error_description"].as_str().unwrap_or_default();
+        assert!(description.contains("redirect_uri"), "{e}");
+    }
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirects = alexa_redirects();
+    let (code, _) = app.authorize_code(&setup, &redirects[0], "s", None).await;
+    let (s, e) = exchange(&app, &setup, &code, &redirects[1], true, None).await;
+    refused_for_its_redirect_uri(s, &e);
+    let (code, _) = app.authorize_code(&setup, &redirects[0], "s", None).await;
+    let (s, e, _) = app
+        .token(
+            "/alexa/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+            ],
+            Some((&setup.client_id, &setup.client_secret)),
+        )
+        .await;
+    refused_for_its_redirect_uri(s, &e);
+    let (code, _) = app.authorize_code(&setup, &redirects[0], "s", None).await;
+    let (s, tok) = exchange(&app, &setup, &code, &redirects[0], true, None).await;
+    assert_eq!(s, 200, "{tok}");
     app.stop().await;
 }
 
@@ -873,13 +1071,27 @@ async fn malformed_requests_get_rfc_errors(backend: Backend) {
             400,
             "unauthorized_client",
         ),
+        // A made-up parameter name with characters an error_description may not hold.
+        (
+            b"grant_type=refresh_token&%C3%A9%22%5C%01=1&%C3%A9%22%5C%01=2".to_vec(),
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
     ];
     for (body, ct, status, error) in cases {
         let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
         let (s, e) = post_raw(body, ct).await;
         assert_eq!(s.as_u16(), status, "{shown}: {e}");
         assert_eq!(e["error"], error, "{shown}");
-        assert!(e["error_description"].is_string());
+        // RFC 6749 §5.2: `%x20-21 / %x23-5B / %x5D-7E` only.
+        let description = e["error_description"].as_str().unwrap();
+        assert!(
+            description
+                .bytes()
+                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e)),
+            "{shown}: {description:?}"
+        );
     }
     // Client authenticated twice.
     let (s, e, _) = app
@@ -2846,21 +3058,7 @@ async fn a_native_app_on_ipv6_loopback_gets_its_answers(backend: Backend) {
     };
     app.setup("home").await;
     let redirect = "http://[::1]:9999/cb";
-    let t = app.svc.tenant("home").await.unwrap();
-    app.svc
-        .create_client(
-            &t,
-            ma_idp::services::ClientSpec {
-                name: "Desktop app".into(),
-                client_id: Some("desktop".into()),
-                redirect_uris: vec![redirect.into()],
-                public: true,
-                ..Default::default()
-            },
-            "test",
-        )
-        .await
-        .unwrap();
+    add_native_app(&app, "desktop", "Desktop app", redirect).await;
     let path = "/t/home/authorize";
     let verifier = new_verifier();
     let authorize = |state: &str, prompt: &str| {
@@ -2977,10 +3175,11 @@ async fn a_native_app_on_ipv6_loopback_gets_its_answers(backend: Backend) {
 }
 
 /// A client disabled while one of its authorization requests waits: the sign-in answers with
-/// a page saying so, not with the consent page, and "Allow" on a consent page shown before
-/// records no consent and issues no code. The client comes from the client cache: a change
-/// made elsewhere (here the test's own `Services`, as the CLI or another instance would) is
-/// seen within the cache's time to live, shortened here.
+/// a page saying so, not with the consent page nor, where consent is remembered, with a code;
+/// and "Allow" on a consent page shown before records no consent and issues no code. The
+/// client comes from the client cache: a change made elsewhere (here the test's own
+/// `Services`, as the CLI or another instance would) is seen within the cache's time to live,
+/// shortened here.
 async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Backend) {
     let Some(app) = TestApp::start_with(backend, |s| s.cache_ttl_ms = 300).await else {
         return;
@@ -3009,8 +3208,20 @@ async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Back
     let at_sign_in = app.browser();
     let sign_in = at_sign_in.get(url.as_str()).await.text().await.unwrap();
     assert!(sign_in.contains("Alexa"), "{sign_in}");
-
+    // Bob allowed the client before; a browser of his waits on the sign-in page.
     let t = app.svc.tenant("home").await.unwrap();
+    app.add_member(&t, "bob").await;
+    let earlier = app.browser();
+    let html = earlier.get(url.as_str()).await.text().await.unwrap();
+    let r = earlier.post_password(path, &html, "bob").await;
+    let html = r.text().await.unwrap();
+    let (csrf, rid) = (hidden(&html, "csrf"), hidden(&html, "rid"));
+    let approve = [("csrf", &*csrf), ("rid", &*rid), ("action", "approve")];
+    assert_eq!(earlier.post(path, &approve).await.status(), 303);
+    let remembered = app.browser();
+    let bob_sign_in = remembered.get(url.as_str()).await.text().await.unwrap();
+    assert!(bob_sign_in.contains("Alexa"), "{bob_sign_in}");
+
     let mut client = app
         .svc
         .store
@@ -3035,6 +3246,13 @@ async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Back
     assert!(html.contains("no longer registered"), "{html}");
     assert!(!html.contains("Allow"), "{html}");
 
+    let r = remembered.post_password(path, &bob_sign_in, "bob").await;
+    let status = r.status();
+    assert!(r.headers().get("location").is_none(), "{:?}", r.headers());
+    let html = r.text().await.unwrap();
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("no longer registered"), "{html}");
+
     let (csrf, rid) = (hidden(&consent, "csrf"), hidden(&consent, "rid"));
     let approve = [("csrf", &*csrf), ("rid", &*rid), ("action", "approve")];
     let r = at_consent.post(path, &approve).await;
@@ -3042,6 +3260,7 @@ async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Back
     let html = r.text().await.unwrap();
     assert_eq!(status, 400, "{html}");
     assert!(html.contains("no longer registered"), "{html}");
-    assert!(app.audited(&t.id, "consent", "ok").await.is_empty());
+    // Bob's, from before.
+    assert_eq!(app.audited(&t.id, "consent", "ok").await.len(), 1);
     app.stop().await;
 }

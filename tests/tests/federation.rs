@@ -1161,10 +1161,7 @@ async fn amazon_refusals_have_pages_and_audit_events(backend: Backend) {
     assert!(page_link(&html).starts_with("/t/home/authorize?rid="));
 
     // Bob tries to link the Amazon account that is Alice's: 409 and an audit event.
-    app.svc
-        .create_user(&t, "bob", Some(&Secret::new(PASSWORD)), false, "test")
-        .await
-        .unwrap();
+    app.add_member(&t, "bob").await;
     let bob = user_id(&app, &t.id, "bob").await;
     let b = app.browser();
     password_sign_in(&b, "home", "bob").await;
@@ -1273,10 +1270,7 @@ async fn oidc_upstream_tenant_links_and_signs_in(backend: Backend) {
         .create_tenant("up", Some("Upstream house"), "test")
         .await
         .unwrap();
-    app.svc
-        .create_user(&up, "carol", Some(&Secret::new(PASSWORD)), false, "test")
-        .await
-        .unwrap();
+    app.add_member(&up, "carol").await;
     let fed_redirect = app.svc.federation_redirect_uri(&home, "up");
     let client = app
         .svc
@@ -1787,10 +1781,7 @@ async fn racing_links_of_one_identity_one_wins(backend: Backend) {
         .add_provider(&t, amazon.provider("amazon", None), "test")
         .await
         .unwrap();
-    app.svc
-        .create_user(&t, "bob", Some(&Secret::new(PASSWORD)), false, "test")
-        .await
-        .unwrap();
+    app.add_member(&t, "bob").await;
     let a = app.browser();
     password_sign_in(&a, "home", "alice").await;
     let b = app.browser();

@@ -136,16 +136,7 @@ async fn concurrent_first_consents_all_succeed(backend: Backend) {
     let mut ready = Vec::new();
     for i in 0..24 {
         let name = format!("member{i}");
-        app.svc
-            .create_user(
-                &t,
-                &name,
-                Some(&ma_idp::secrets::Secret::new(PASSWORD)),
-                false,
-                "test",
-            )
-            .await
-            .unwrap();
+        app.add_member(&t, &name).await;
         let b = app.browser();
         let q = [
             ("client_id", setup.client_id.as_str()),

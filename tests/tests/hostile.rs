@@ -1502,17 +1502,7 @@ async fn hostile_input_never_breaks_the_server(backend: Backend) {
 
     let setup = app.setup("home").await;
     let tenant = app.svc.tenant("home").await.unwrap();
-    let bob = app
-        .svc
-        .create_user(
-            &tenant,
-            "bob",
-            Some(&ma_idp::secrets::Secret::new(PASSWORD)),
-            false,
-            "test",
-        )
-        .await
-        .unwrap();
+    let bob = app.add_member(&tenant, "bob").await;
     let public = app
         .svc
         .create_client(

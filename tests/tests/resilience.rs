@@ -1313,16 +1313,7 @@ async fn two_instances_on_one_postgresql() {
     assert_eq!(r.status(), 302, "signed out at B means signed out at A");
 
     // 5. The per-account lockout counts attempts at both instances.
-    a.svc
-        .create_user(
-            &tenant,
-            "dave",
-            Some(&ma_idp::secrets::Secret::new(PASSWORD)),
-            false,
-            "test",
-        )
-        .await
-        .unwrap();
+    a.add_member(&tenant, "dave").await;
     let guesser = a.browser();
     let mut statuses = Vec::new();
     for i in 0..6 {

@@ -2,7 +2,7 @@
 use actix_session::Session;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::authorize::redirect;
+use super::authorize::{Via, redirect};
 use super::pages;
 use super::{Svc, TOO_MANY, client_ip, read_form, request_info, too_many_page};
 use crate::audit::AuditEvent;
@@ -18,7 +18,7 @@ pub async fn login_get(
 ) -> Result<HttpResponse> {
     let tenant = svc.tenant(&path).await?;
     if login::signed_in(&svc, &session, &tenant).await?.is_some() {
-        return Ok(redirect(&format!("/t/{}/account", tenant.slug), false));
+        return Ok(redirect(&format!("/t/{}/account", tenant.slug), Via::Get));
     }
     let csrf = login::csrf_token(&session)?;
     let providers = svc.provider_buttons(&tenant).await?;
@@ -56,7 +56,7 @@ pub async fn login_post(
             .await?;
         if let login::PasswordOutcome::Ok(user, done) = outcome {
             login::sign_in_with_password(&session, &tenant, &user, svc.now(), &done)?;
-            return Ok(redirect(&format!("/t/{}/account", tenant.slug), true));
+            return Ok(redirect(&format!("/t/{}/account", tenant.slug), Via::Form));
         }
         (
             outcome.message(svc.now()).unwrap_or_default(),
@@ -141,7 +141,7 @@ pub async fn account(
 ) -> Result<HttpResponse> {
     let tenant = svc.tenant(&path).await?;
     let Some(s) = login::signed_in(&svc, &session, &tenant).await? else {
-        return Ok(redirect(&format!("/t/{}/login", tenant.slug), false));
+        return Ok(redirect(&format!("/t/{}/login", tenant.slug), Via::Get));
     };
     let csrf = login::csrf_token(&session)?;
     let grants = svc.my_grants(&tenant, &s.user.id).await?;
@@ -180,7 +180,7 @@ pub async fn account(
 pub fn last_way_in(tenant: &entity::tenant::Model) -> HttpResponse {
     redirect(
         &format!("/t/{}/account?refused=last-way", tenant.slug),
-        true,
+        Via::Form,
     )
 }
 
@@ -203,7 +203,10 @@ pub(super) async fn member_form(
     login::check_csrf(session, params.get("csrf"))?;
     match login::signed_in(svc, session, &tenant).await? {
         Some(s) => Ok(Ok((tenant, s, params))),
-        None => Ok(Err(redirect(&format!("/t/{}/login", tenant.slug), true))),
+        None => Ok(Err(redirect(
+            &format!("/t/{}/login", tenant.slug),
+            Via::Form,
+        ))),
     }
 }
 
@@ -227,7 +230,7 @@ pub async fn revoke_grant(
     }
     Ok(redirect(
         &format!("/t/{}/account?done=revoked", tenant.slug),
-        true,
+        Via::Form,
     ))
 }
 
@@ -253,6 +256,6 @@ pub async fn end_session(
     }
     Ok(redirect(
         &format!("/t/{}/account?done=ended", tenant.slug),
-        true,
+        Via::Form,
     ))
 }

@@ -18,14 +18,29 @@ use crate::secrets::{Secret, random_id};
 /// How long a pending authorization request lives in the session.
 const PENDING_MAX_AGE: i64 = 30 * 60;
 
-/// A redirect to `location`: 303 after a POST, else 302. A form's answer the page's CSP would
-/// stop the browser from following (`middleware::form_action_allows`: a native app's
-/// `http://[::1]` redirect URI) is a page that sends the browser on by itself instead.
-pub fn redirect(location: &str, after_post: bool) -> HttpResponse {
-    if after_post && let Some(page) = continue_page(location) {
+/// What an answer that sends the browser elsewhere answers, which decides how it is made.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Via {
+    /// A request the browser made by itself (a link, an address typed in): 302.
+    Get,
+    /// A form of ours (a POST): 303, so the browser follows with a GET.
+    Form,
+    /// A GET that may end a redirect chain a form of ours began (a pending request taken up
+    /// again by its `rid`): 302.
+    Resumed,
+}
+
+/// A redirect to `location`, made as `via` says. A form's answer, or the end of a chain a
+/// form began, the pages' CSP would stop the browser from following
+/// (`middleware::form_action_allows`: a native app's `http://[::1]` redirect URI) is a page
+/// that sends the browser on by itself instead.
+pub fn redirect(location: &str, via: Via) -> HttpResponse {
+    if via != Via::Get
+        && let Some(page) = continue_page(location)
+    {
         return page;
     }
-    let mut b = if after_post {
+    let mut b = if via == Via::Form {
         HttpResponse::SeeOther()
     } else {
         HttpResponse::Found()
@@ -149,28 +164,20 @@ async fn get_inner(cx: Ctx<'_>) -> Result<HttpResponse> {
         // A pending request taken up again by its `rid` alone comes from our own pages or
         // redirects, often at the end of a chain a form of ours began (a provider button,
         // an upstream that sends the browser straight back): the browser holds the whole
-        // chain to that page's `form-action`, so its redirect to the client must be one the
-        // policy names, or the page that goes on by itself.
-        let answer = proceed(&cx, rid, areq, false).await?;
-        let to_client = answer
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .and_then(continue_page);
-        return Ok(to_client.unwrap_or(answer));
+        // chain to that page's `form-action`.
+        return proceed(&cx, rid, areq, Via::Resumed).await;
     }
-    begin(&cx, &params, false).await
+    begin(&cx, &params, Via::Get).await
 }
 
-/// A new authorization request (RFC 6749 §4.1.1), from the query string or, as OpenID
-/// Connect Core §3.1.2.1 also allows, a form POST (`after_post`: the answers then redirect
-/// with 303, so the browser follows with a GET).
-async fn begin(cx: &Ctx<'_>, params: &Params, after_post: bool) -> Result<HttpResponse> {
+/// A new authorization request (RFC 6749 §4.1.1), from the query string (`Via::Get`) or, as
+/// OpenID Connect Core §3.1.2.1 also allows, a form POST (`Via::Form`).
+async fn begin(cx: &Ctx<'_>, params: &Params, via: Via) -> Result<HttpResponse> {
     let now = cx.svc.now();
     let (_client, mut areq) = match cx.svc.validate_authorize(cx.tenant, params).await {
         Ok(x) => x,
         Err(AuthzError::Page(e)) => return Err(e),
-        Err(AuthzError::Redirect(u)) => return Ok(redirect(&u, after_post)),
+        Err(AuthzError::Redirect(u)) => return Ok(redirect(&u, via)),
     };
     let rid = random_id();
     // prompt=login: sign in again even if a session exists. The pending request keeps asking
@@ -181,16 +188,11 @@ async fn begin(cx: &Ctx<'_>, params: &Params, after_post: bool) -> Result<HttpRe
         login::put_pending(cx.session, &cx.tenant.id, &rid, &areq, now)?;
         return login_page(cx, &rid, &areq, None, None).await;
     }
-    proceed(cx, &rid, areq, after_post).await
+    proceed(cx, &rid, areq, via).await
 }
 
 /// Sign-in, consent or the redirect back, depending on where the browser stands.
-async fn proceed(
-    cx: &Ctx<'_>,
-    rid: &str,
-    areq: AuthzRequest,
-    after_post: bool,
-) -> Result<HttpResponse> {
+async fn proceed(cx: &Ctx<'_>, rid: &str, areq: AuthzRequest, via: Via) -> Result<HttpResponse> {
     let now = cx.svc.now();
     let iss = cx.svc.issuer(cx.tenant);
     let signed = login::signed_in(cx.svc, cx.session, cx.tenant).await?;
@@ -199,7 +201,7 @@ async fn proceed(
         if none {
             return Ok(authz_error(
                 areq.error_redirect(&iss, "login_required", "the user is not signed in"),
-                after_post,
+                via,
             ));
         }
         login::put_pending(cx.session, &cx.tenant.id, rid, &areq, now)?;
@@ -207,27 +209,30 @@ async fn proceed(
     };
     match cx.svc.needs_consent(&areq, &signed.user.id).await? {
         Some(grant_id) => {
+            // A request taken up again (after a sign-in, or by its `rid`) may be of a client
+            // disabled since it began: no code for it (its token requests are refused anyway).
+            client_name(cx, &areq).await?;
             login::remove_pending(cx.session, &cx.tenant.id, rid);
             let url = cx
                 .svc
                 .issue_code(cx.tenant, &areq, &signed, &grant_id)
                 .await?;
-            Ok(redirect(&url, after_post))
+            Ok(redirect(&url, via))
         }
         None if none => Ok(authz_error(
             areq.error_redirect(&iss, "consent_required", "consent is required"),
-            after_post,
+            via,
         )),
         None => {
             login::put_pending(cx.session, &cx.tenant.id, rid, &areq, now)?;
-            consent_page(cx, rid, &areq, &signed, after_post).await
+            consent_page(cx, rid, &areq, &signed, via).await
         }
     }
 }
 
-fn authz_error(e: AuthzError, after_post: bool) -> HttpResponse {
+fn authz_error(e: AuthzError, via: Via) -> HttpResponse {
     match e {
-        AuthzError::Redirect(u) => redirect(&u, after_post),
+        AuthzError::Redirect(u) => redirect(&u, via),
         AuthzError::Page(e) => actix_web::ResponseError::error_response(&e),
     }
 }
@@ -282,9 +287,10 @@ async fn consent_page(
     rid: &str,
     areq: &AuthzRequest,
     signed: &SignedIn,
-    after_post: bool,
+    via: Via,
 ) -> Result<HttpResponse> {
-    let reload = after_post.then(|| format!("{}?rid={rid}", cx.base));
+    // The answer to a form: the page's own address to reload it by.
+    let reload = (via == Via::Form).then(|| format!("{}?rid={rid}", cx.base));
     let csrf = login::csrf_token(cx.session)?;
     let name = client_name(cx, areq).await?;
     let lines: Vec<ScopeLine> = areq
@@ -316,7 +322,7 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
     {
         // Not one of our forms: an authorization request sent as a form POST (OpenID Connect
         // Core §3.1.2.1), which any site may send, as it may link to the GET.
-        return begin(&cx, &params, true).await;
+        return begin(&cx, &params, Via::Form).await;
     }
     login::check_csrf(cx.session, params.get("csrf"))?;
     let now = cx.svc.now();
@@ -347,7 +353,7 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
                 login::sign_in_with_password(cx.session, cx.tenant, &user, now, &done)?;
                 // The next step answers the form itself (the consent page, or the redirect
                 // back to the client): one round trip fewer than a redirect to it.
-                return proceed(&cx, &rid, areq, true).await;
+                return proceed(&cx, &rid, areq, Via::Form).await;
             }
             let msg = outcome.message(now).unwrap_or_default();
             let mut resp = login_page(&cx, &rid, &areq, Some(username), Some(&msg)).await?;
@@ -375,7 +381,7 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
                 .svc
                 .issue_code(cx.tenant, &areq, &signed, &grant_id)
                 .await?;
-            Ok(redirect(&url, true))
+            Ok(redirect(&url, Via::Form))
         }
         Some("deny") => {
             login::remove_pending(cx.session, &cx.tenant.id, &rid);
@@ -387,7 +393,7 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
             cx.svc.store.insert_audit(ev, now).await?;
             Ok(authz_error(
                 areq.error_redirect(&iss, "access_denied", "the user declined"),
-                true,
+                Via::Form,
             ))
         }
         _ => Err(Error::bad_page(

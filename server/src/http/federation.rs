@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::account::member_form;
-use super::authorize::redirect;
+use super::authorize::{Via, redirect};
 use super::{Svc, pages, read_form, read_query, request_info};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
@@ -61,7 +61,7 @@ pub async fn start(
     let link_user_id = if purpose == "link" {
         match login::signed_in(&svc, &session, &tenant).await? {
             Some(s) => Some(s.user.id),
-            None => return Ok(redirect(&format!("/t/{}/login", tenant.slug), true)),
+            None => return Ok(redirect(&format!("/t/{}/login", tenant.slug), Via::Form)),
         }
     } else {
         None
@@ -96,7 +96,7 @@ pub async fn start(
             session
                 .insert(pending_key(&state), &pending)
                 .map_err(|e| Error::internal(format!("session: {e}")))?;
-            Ok(redirect(&url, true))
+            Ok(redirect(&url, Via::Form))
         }
         Err(e) => {
             fail_audit(&svc, &req, &tenant.id, &cfg.model.slug, &e).await?;
@@ -216,11 +216,11 @@ pub async fn callback(
         FedOutcome::SignedIn(user, amr) => {
             let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
             login::sign_in(&session, &tenant, &user, &amr, now)?;
-            Ok(redirect(&back, false))
+            Ok(redirect(&back, Via::Get))
         }
         FedOutcome::Linked => Ok(redirect(
             &format!("/t/{}/account?done=linked", tenant.slug),
-            false,
+            Via::Get,
         )),
         FedOutcome::NotLinked => {
             let mut r = pages::message(
@@ -282,6 +282,6 @@ pub async fn unlink(
     }
     Ok(redirect(
         &format!("/t/{}/account?done=unlinked", tenant.slug),
-        true,
+        Via::Form,
     ))
 }

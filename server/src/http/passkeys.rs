@@ -8,7 +8,7 @@ use serde::Deserialize;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::account::last_way_in;
-use super::authorize::redirect;
+use super::authorize::{Via, redirect};
 use super::pages;
 use super::{Svc, client_ip, request_info};
 use crate::error::{Error, Result};
@@ -298,7 +298,7 @@ pub async fn account_passkey_action(
     }
     Ok(redirect(
         &format!("/t/{}/account?done=passkey-{action}", tenant.slug),
-        true,
+        Via::Form,
     ))
 }
 

@@ -73,7 +73,13 @@ impl AuthzRequest {
     pub fn error_redirect(&self, iss: &str, code: &str, description: &str) -> AuthzError {
         match redirect_with(
             &self.redirect_uri,
-            &[("error", code), ("error_description", description)],
+            &[
+                ("error", code),
+                (
+                    "error_description",
+                    &crate::error::rfc_description(description),
+                ),
+            ],
             self.state.as_deref(),
             iss,
         ) {

@@ -31,6 +31,15 @@ impl Services {
             .client(&c.client_id)
             .detail(serde_json::json!({"grant_type": "authorization_code"}));
         let code_hash = token_hash(code);
+        // Whether the presenter holds the code's authorization request, as a replay must to
+        // revoke what the code gave: the PKCE verifier, where there was a challenge (a public
+        // client's code always has one; a confidential client also proves itself by its
+        // secret).
+        let holds = |code: &authorization_code::Model| match (&code.code_challenge, verifier) {
+            (Some(ch), Some(v)) => pkce::verify_s256(v, ch),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
         let read = self.store.read_code(&tenant.id, &code_hash).await?;
         // The answer is made (keys loaded, member read, tokens signed) before the code is used
         // up, so nothing that can fail comes after: a code consumed without its tokens
@@ -47,7 +56,7 @@ impl Services {
         };
         let outcome = self
             .store
-            .redeem_code(read, &tenant.id, &code_hash, now, &c.id, |code| {
+            .redeem_code(read, &tenant.id, &code_hash, now, &c.id, holds, |code| {
                 if code.client_id != c.id {
                     return Err(Error::invalid_grant(
                         "the code was issued to another client",

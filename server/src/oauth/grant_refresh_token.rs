@@ -8,7 +8,9 @@
 //! successor; the earlier successor stays valid. After the window, presenting a rotated token
 //! is treated as theft: the whole family is revoked, including the live successor, and the
 //! household must link again. The window is short and requires client authentication, which
-//! bounds what a thief of an old token could do within it.
+//! bounds what a thief of an old token could do within it: a public client (a native app,
+//! with no secret) has none, so its rotated tokens get no window at all (RFC 9700 §4.14.2:
+//! any second use of one revokes the family).
 use entity::tenant;
 
 use crate::audit::{AuditEvent, RequestInfo};
@@ -95,7 +97,8 @@ impl Services {
                 &token_hash(presented),
                 &c.id,
                 now,
-                tenant.refresh_grace,
+                // No window without client authentication (see the design note above).
+                (!c.public).then_some(tenant.refresh_grace),
                 |fam| {
                     scope_out = match &requested {
                         Some(r) if !scopes::subset(r, &fam.scope) => {

@@ -72,17 +72,17 @@ impl Params {
             }
             if v.len() > MAX_VALUE {
                 return Err(Error::invalid_request(format!(
-                    "parameter {k:?} is too long"
+                    "parameter '{k}' is too long"
                 )));
             }
             if v.chars().any(|c| c == '\0') {
                 return Err(Error::invalid_request(format!(
-                    "parameter {k:?} contains a NUL character"
+                    "parameter '{k}' contains a NUL character"
                 )));
             }
             if pairs.iter().any(|(pk, _)| *pk == k) {
                 return Err(Error::invalid_request(format!(
-                    "parameter {k:?} is repeated"
+                    "parameter '{k}' is repeated"
                 )));
             }
             if pairs.len() >= MAX_PARAMS {
@@ -104,7 +104,7 @@ impl Params {
 
     pub fn required(&self, name: &str) -> Result<&str> {
         self.get(name)
-            .ok_or_else(|| Error::invalid_request(format!("missing parameter {name:?}")))
+            .ok_or_else(|| Error::invalid_request(format!("missing parameter '{name}'")))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

@@ -97,9 +97,13 @@ impl Store {
 
     /// Redeem a code. The code is consumed by one conditional update, so of two concurrent
     /// redemptions exactly one wins. `decide` (the service's checks: client, redirect URI,
-    /// PKCE, expiry) sees the code; when it refuses, the code is consumed all the same. When
-    /// it accepts, the refresh family and token it describes and its audit event are committed
-    /// with the consumption. A replay revokes every family issued from the code.
+    /// PKCE, expiry) sees the code; when it refuses, the code is consumed all the same (a
+    /// wrong PKCE verifier gets no second guess), unless it was presented by another client
+    /// than its own, which can only spoil it. When `decide` accepts, the refresh family and
+    /// token it describes and its audit event are committed with the consumption. A replay
+    /// revokes every family issued from the code if `holds` says the presenter holds the
+    /// code's authorization request (its PKCE verifier): anyone may present a public client's
+    /// code with no secret, and holding a used code alone proves no leak.
     ///
     /// The common case (an unused code that `decide` accepts) is one read and one write call
     /// (`redeem_at_once`); anything else, or losing a race for the code, goes through the
@@ -112,17 +116,20 @@ impl Store {
     ///
     /// `read` is the code as `read_code` found it: the caller may prepare its answer from it
     /// (a code's fields never change but `consumed_at`) before anything is written.
-    pub async fn redeem_code<F>(
+    #[allow(clippy::too_many_arguments)]
+    pub async fn redeem_code<F, H>(
         &self,
         read: Option<authorization_code::Model>,
         tenant_id: &str,
         code_hash: &str,
         now: i64,
         client_id: &str,
+        holds: H,
         decide: F,
     ) -> Result<CodeOutcome>
     where
         F: Fn(&authorization_code::Model) -> Decision,
+        H: Fn(&authorization_code::Model) -> bool,
     {
         debug_assert!(
             read.as_ref()
@@ -138,7 +145,7 @@ impl Store {
         {
             return Ok(CodeOutcome::Redeemed(code));
         }
-        self.redeem_in_txn(tenant_id, code_hash, now, client_id, decide)
+        self.redeem_in_txn(tenant_id, code_hash, now, client_id, holds, decide)
             .await
     }
 
@@ -241,16 +248,18 @@ impl Store {
     }
 
     /// `redeem_code` in one transaction: consume, read, decide, write.
-    async fn redeem_in_txn<F>(
+    async fn redeem_in_txn<F, H>(
         &self,
         tenant_id: &str,
         code_hash: &str,
         now: i64,
         client_id: &str,
+        holds: H,
         decide: F,
     ) -> Result<CodeOutcome>
     where
         F: Fn(&authorization_code::Model) -> Decision,
+        H: Fn(&authorization_code::Model) -> bool,
     {
         let txn = self.write_txn().await?;
         // Write first: takes the row (PostgreSQL) or database (SQLite) write lock before any
@@ -298,11 +307,16 @@ impl Store {
             decide(&code)?;
             return Ok(CodeOutcome::Withdrawn(code));
         }
-        if !won && code.client_id != client_id {
+        if code.client_id != client_id {
+            // Another client's code, used or not: refused, and left as it was.
             txn.rollback().await?;
             return Err(crate::error::Error::invalid_grant(
                 "the code was issued to another client",
             ));
+        }
+        if !won && !holds(&code) {
+            txn.rollback().await?;
+            return Ok(CodeOutcome::Unknown);
         }
         if !won {
             refresh_family::Entity::update_many()

@@ -427,7 +427,8 @@ impl Store {
 
     /// Rotate a refresh token in one transaction: the presented token is marked used by one
     /// conditional update and its successor is inserted. A token already rotated inside the
-    /// grace window gets another successor (a retry); outside it, the family is revoked.
+    /// grace window (`grace` seconds; none if `None`) gets another successor (a retry);
+    /// outside it, the family is revoked.
     #[allow(clippy::too_many_arguments)]
     pub async fn rotate_refresh(
         &self,
@@ -435,7 +436,7 @@ impl Store {
         token_hash: &str,
         client_pk: &str,
         now: i64,
-        grace: i64,
+        grace: Option<i64>,
         successor: impl FnOnce(&refresh_family::Model) -> Result<NewRefresh>,
         audit: AuditEvent,
     ) -> Result<RefreshOutcome> {
@@ -458,7 +459,9 @@ impl Store {
         } else if tok.expires_at <= now && tok.used_at.is_none() {
             txn.rollback().await?;
             return Ok(RefreshOutcome::Expired);
-        } else if tok.used_at.is_some_and(|used| now - used <= grace) {
+        } else if let Some(grace) = grace
+            && tok.used_at.is_some_and(|used| now - used <= grace)
+        {
             true
         } else {
             refresh_family::Entity::update_many()

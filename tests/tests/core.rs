@@ -45,6 +45,9 @@ both_backends!(
     unknown_and_misused_paths_get_plain_errors,
     a_native_app_on_ipv6_loopback_gets_its_answers,
     a_client_disabled_while_its_request_waits_gets_no_consent,
+    a_client_changed_while_its_request_waits_gets_no_answer,
+    a_native_app_on_a_loopback_ip_may_use_any_port,
+    select_account_shows_who_is_signed_in,
 );
 
 /// A public client `phone` of tenant `home` (no secret; PKCE required), on a loopback
@@ -3262,5 +3265,230 @@ async fn a_client_disabled_while_its_request_waits_gets_no_consent(backend: Back
     assert!(html.contains("no longer registered"), "{html}");
     // Bob's, from before.
     assert_eq!(app.audited(&t.id, "consent", "ok").await.len(), 1);
+    app.stop().await;
+}
+
+/// A client whose redirect URI or scopes an admin changed while one of its authorization
+/// requests waits: no answer goes to the address no longer registered, nor a code for scopes
+/// it no longer has (RFC 6749 §3.1.2.4): "Allow", "Deny" and a sign-in answer with a page.
+async fn a_client_changed_while_its_request_waits_gets_no_answer(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |s| s.cache_ttl_ms = 300).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirects = alexa_redirects();
+    let path = "/t/home/authorize";
+    let url = reqwest::Url::parse_with_params(
+        &app.url(path),
+        &[
+            ("client_id", setup.client_id.as_str()),
+            ("response_type", "code"),
+            ("redirect_uri", redirects[0].as_str()),
+            ("state", "s"),
+            ("scope", "music.control"),
+        ],
+    )
+    .unwrap();
+    // Two browsers on the consent page, one on the sign-in page.
+    let mut consent_pages = Vec::new();
+    for _ in 0..2 {
+        let b = app.browser();
+        let html = b.get(url.as_str()).await.text().await.unwrap();
+        let html = b
+            .post_password(path, &html, "alice")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("Allow Alexa?"), "{html}");
+        consent_pages.push((b, html));
+    }
+    let at_sign_in = app.browser();
+    let sign_in = at_sign_in.get(url.as_str()).await.text().await.unwrap();
+    assert!(sign_in.contains("Sign in"), "{sign_in}");
+
+    let t = app.svc.tenant("home").await.unwrap();
+    let change = |uris: Vec<String>, scopes: &'static str| {
+        let (app, t, client_id) = (&app, &t, &setup.client_id);
+        async move {
+            let mut c = app
+                .svc
+                .store
+                .client_by_client_id(&t.id, client_id)
+                .await
+                .unwrap()
+                .unwrap();
+            c.client.scopes = scopes.into();
+            assert!(app.svc.store.update_client(c.client, uris).await.unwrap());
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+    };
+    let all_scopes = app
+        .svc
+        .store
+        .client_by_client_id(&t.id, &setup.client_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .client
+        .scopes;
+    assert!(all_scopes.contains("music.control"), "{all_scopes}");
+    change(redirects[1..].to_vec(), "openid music.control").await;
+    let changed = |r: reqwest::Response| async move {
+        let status = r.status();
+        assert!(r.headers().get("location").is_none(), "{:?}", r.headers());
+        let html = r.text().await.unwrap();
+        assert_eq!(status, 400, "{html}");
+        assert!(html.contains("registration changed"), "{html}");
+    };
+    for (action, (b, html)) in ["approve", "deny"].into_iter().zip(&consent_pages) {
+        let (csrf, rid) = (hidden(html, "csrf"), hidden(html, "rid"));
+        let form = [("csrf", &*csrf), ("rid", &*rid), ("action", action)];
+        changed(b.post(path, &form).await).await;
+    }
+    // The redirect URI back, the scope gone: the sign-in answers with the page too.
+    change(redirects.clone(), "openid").await;
+    changed(at_sign_in.post_password(path, &sign_in, "alice").await).await;
+    assert!(app.audited(&t.id, "consent", "ok").await.is_empty());
+    assert!(app.audited(&t.id, "consent", "denied").await.is_empty());
+    app.stop().await;
+}
+
+/// RFC 8252 §7.3: a native app registered with a loopback IP redirect URI may ask for it with
+/// any port (the one the system gave it); nothing else may differ, and `localhost` (§8.3) and
+/// https addresses still match exactly.
+async fn a_native_app_on_a_loopback_ip_may_use_any_port(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    app.setup("home").await;
+    add_native_app(&app, "desktop", "Desktop app", "http://127.0.0.1/cb").await;
+    add_native_app(&app, "desktop6", "Desktop app", "http://[::1]:8080/cb").await;
+    add_phone_app(&app).await;
+    let verifier = new_verifier();
+    let query = |client_id: &str, redirect: &str| {
+        vec![
+            ("client_id", client_id.to_string()),
+            ("response_type", "code".into()),
+            ("redirect_uri", redirect.into()),
+            ("scope", "openid".into()),
+            ("state", "p".into()),
+            ("code_challenge", pkce_challenge(&verifier)),
+            ("code_challenge_method", "S256".into()),
+        ]
+    };
+    // On [::1] the answer to the consent form is a page that goes on by itself
+    // (`a_native_app_on_ipv6_loopback_gets_its_answers`); here, that the request is taken.
+    let r = app
+        .browser()
+        .get(
+            reqwest::Url::parse_with_params(
+                &app.url("/t/home/authorize"),
+                &query("desktop6", "http://[::1]:40000/cb"),
+            )
+            .unwrap()
+            .as_str(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Sign in") && html.contains("Desktop app"),
+        "{html}"
+    );
+    let (client_id, redirect) = ("desktop", "http://127.0.0.1:51234/cb");
+    let loc = app
+        .browser()
+        .sign_in_and_consent(
+            "/t/home/authorize",
+            &query(client_id, redirect),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+    let (code, _) = parse_code(&loc, redirect, "p");
+    let (s, body, _) = app
+        .token(
+            "/t/home/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+                ("client_id", client_id),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{client_id} {redirect}: {body}");
+    for (client_id, redirect) in [
+        ("desktop", "http://127.0.0.1:51234/other"),
+        ("desktop", "http://127.0.0.2:51234/cb"),
+        ("desktop", "https://127.0.0.1:51234/cb"),
+        ("desktop", "http://127.0.0.1:51234/cb?x=1"),
+        ("desktop", "http://127.0.0.1:51234/x/../cb"),
+        ("phone", "http://localhost:51234/cb"),
+    ] {
+        let r = app
+            .browser()
+            .get(
+                reqwest::Url::parse_with_params(
+                    &app.url("/t/home/authorize"),
+                    &query(client_id, redirect),
+                )
+                .unwrap()
+                .as_str(),
+            )
+            .await;
+        let status = r.status();
+        let html = r.text().await.unwrap();
+        assert_eq!(status, 400, "{redirect}: {html}");
+        assert!(html.contains("not registered"), "{redirect}: {html}");
+    }
+    app.stop().await;
+}
+
+/// `prompt=select_account` (OIDC Core §3.1.2.1) with consent remembered: no code goes out
+/// before the member sees which account is signed in (the consent page names it and offers
+/// to sign out); without it, the code goes out at once.
+async fn select_account_shows_who_is_signed_in(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let redirect = &alexa_redirects()[0];
+    let b = app.browser();
+    let query = |prompt: Option<&str>| {
+        let mut q = vec![
+            ("client_id", setup.client_id.clone()),
+            ("response_type", "code".into()),
+            ("redirect_uri", redirect.clone()),
+            ("scope", "music.control".into()),
+            ("state", "a".into()),
+        ];
+        if let Some(p) = prompt {
+            q.push(("prompt", p.into()));
+        }
+        q
+    };
+    let loc = b
+        .sign_in_and_consent("/t/home/authorize", &query(None), "alice", PASSWORD)
+        .await;
+    parse_code(&loc, redirect, "a");
+    let url = |prompt| {
+        reqwest::Url::parse_with_params(&app.url("/t/home/authorize"), &query(prompt))
+            .unwrap()
+            .to_string()
+    };
+    let r = b.get(&url(Some("select_account"))).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Allow") && html.contains("Not alice?"),
+        "{html}"
+    );
+    let r = b.get(&url(None)).await;
+    assert_eq!(r.status(), 302);
+    parse_code(&location(&r), redirect, "a");
     app.stop().await;
 }

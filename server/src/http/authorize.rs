@@ -10,7 +10,7 @@ use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::login::limits::Bucket;
 use crate::login::{self, SignedIn};
-use crate::oauth::authorize::{AuthzError, AuthzRequest};
+use crate::oauth::authorize::{AuthzError, AuthzRequest, is_registered};
 use crate::oauth::params::Params;
 use crate::oauth::scopes;
 use crate::secrets::{Secret, random_id};
@@ -238,23 +238,33 @@ fn authz_error(e: AuthzError, via: Via) -> HttpResponse {
 }
 
 /// The name of the client a pending request is for, from the client cache (every sign-in and
-/// consent page shows it; a change on this instance clears the cache): the client the request
-/// was made by, unless it has been disabled since.
+/// consent page shows it; a change on this instance clears the cache), checked again as the
+/// request goes on (a page, a sign-in, an answer): the client the request was made by, not
+/// disabled since, and still registered with the request's redirect URI and scopes. An admin
+/// may change a client while a request of it waits (up to `PENDING_MAX_AGE`), and no answer
+/// may go to an address no longer registered (RFC 6749 §3.1.2.4).
 async fn client_name(cx: &Ctx<'_>, areq: &AuthzRequest) -> Result<String> {
-    Ok(cx
+    let c = cx
         .svc
         .store
         .client_by_client_id(&cx.tenant.id, &areq.client_id)
         .await?
-        .map(|c| c.client)
-        .filter(|c| c.id == areq.client_pk && !c.disabled)
+        .filter(|c| c.client.id == areq.client_pk && !c.client.disabled)
         .ok_or_else(|| {
             Error::bad_page(
                 "Unknown application",
                 "This application is no longer registered here.",
             )
-        })?
-        .name)
+        })?;
+    if !is_registered(&c.redirect_uris, &areq.redirect_uri)
+        || !scopes::subset(&areq.scope, &c.client.scopes)
+    {
+        return Err(Error::bad_page(
+            "Application changed",
+            "This application's registration changed while you were signing in. Go back to the app (for example the Alexa app) and start linking again.",
+        ));
+    }
+    Ok(c.client.name)
 }
 
 async fn login_page(
@@ -385,6 +395,8 @@ async fn post_inner(cx: Ctx<'_>, payload: web::Payload) -> Result<HttpResponse> 
         }
         Some("deny") => {
             login::remove_pending(cx.session, &cx.tenant.id, &rid);
+            // The answer goes to the request's redirect URI: only while it is registered.
+            client_name(&cx, &areq).await?;
             let mut ev = AuditEvent::new("consent", "denied", Some(&cx.tenant.id), &info)
                 .client(&areq.client_id);
             if let Some(s) = login::signed_in(cx.svc, cx.session, cx.tenant).await? {

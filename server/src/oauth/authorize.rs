@@ -47,6 +47,27 @@ impl From<Error> for AuthzError {
     }
 }
 
+/// Whether `given` is one of a client's registered redirect URIs: the same string, or, for a
+/// loopback IP literal (`http://127.0.0.1`, `http://[::1]`), the same but for its port: a
+/// native app listens on whatever port the system gives it at the time (RFC 8252 §7.3, which
+/// leaves `localhost` out, §8.3). Both must be written as the URL parser writes them, so that
+/// nothing but the port can differ.
+pub fn is_registered(registered: &[String], given: &str) -> bool {
+    registered.iter().any(|r| r == given) || {
+        let unported = |s: &str| {
+            let mut u = url::Url::parse(s).ok()?;
+            let loopback = match u.host() {
+                Some(url::Host::Ipv4(a)) => a == std::net::Ipv4Addr::LOCALHOST,
+                Some(url::Host::Ipv6(a)) => a == std::net::Ipv6Addr::LOCALHOST,
+                _ => false,
+            };
+            (u.scheme() == "http" && loopback && u.as_str() == s && u.set_port(None).is_ok())
+                .then(|| u.to_string())
+        };
+        unported(given).is_some_and(|g| registered.iter().any(|r| unported(r) == Some(g.clone())))
+    }
+}
+
 /// `redirect_uri?{params}&state=..&iss=..`, keeping any query the registered URI has.
 pub fn redirect_with(
     redirect_uri: &str,
@@ -128,7 +149,7 @@ impl Services {
             })?;
         let given = p.get("redirect_uri");
         let redirect_uri = match given {
-            Some(r) if client.redirect_uris.iter().any(|u| u == r) => r.to_string(),
+            Some(r) if is_registered(&client.redirect_uris, r) => r.to_string(),
             Some(_) => {
                 return Err(AuthzError::Page(Error::bad_page(
                     "Unregistered redirect",
@@ -277,9 +298,16 @@ impl Services {
         Ok((client, req))
     }
 
-    /// Whether the user must see the consent page for this request.
+    /// Whether the user must see the consent page for this request: `Some(grant id)` where a
+    /// remembered consent covers it. `prompt=select_account` shows the page too (OIDC Core
+    /// §3.1.2.1): it names the member signed in and offers to sign out and start again, the
+    /// account choice this server has; no code goes out without the member seeing it.
     pub async fn needs_consent(&self, req: &AuthzRequest, user_id: &str) -> Result<Option<String>> {
-        if req.prompt.iter().any(|p| p == "consent") {
+        if req
+            .prompt
+            .iter()
+            .any(|p| p == "consent" || p == "select_account")
+        {
             return Ok(None);
         }
         Ok(self

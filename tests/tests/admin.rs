@@ -20,6 +20,7 @@ both_backends!(
     users_create_search_and_pages,
     user_lifecycle,
     clients_create_alexa_rotate_and_edit,
+    saving_a_client_keeps_how_it_authenticates,
     grants_revocation,
     sessions_and_keys,
     audit_log_and_dashboard,
@@ -1771,6 +1772,84 @@ async fn clients_create_alexa_rotate_and_edit(backend: Backend) {
             .status(),
         404
     );
+    app.stop().await;
+}
+
+/// Saving a client's settings as the browser sends the form (only the name changed) keeps
+/// how the client authenticates: a client made the usual way sends its secret by HTTP Basic
+/// or in the body (Alexa may do either), and still may after the save.
+async fn saving_a_client_keeps_how_it_authenticates(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let (s, adm) = home_with_operator(&app).await;
+    let tok = link_as(&app, &s, "alice", PASSWORD, &alexa_redirects()[0]).await;
+    let refresh_in_body = |refresh_token: String| {
+        let (app, s) = (&app, s.clone());
+        async move {
+            let (st, body, _) = app
+                .token(
+                    &format!("/t/{}/token", s.slug),
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", &refresh_token),
+                        ("client_id", &s.client_id),
+                        ("client_secret", &s.client_secret),
+                    ],
+                    None,
+                )
+                .await;
+            assert_eq!(st, 200, "secret in the body: {body}");
+            body
+        }
+    };
+    let tok = refresh_in_body(rt(&tok)).await;
+
+    // The settings form shows the stored method ("any") as the one selected.
+    let page = format!(
+        "/admin/t/home/clients/{}",
+        client_pk(&app, "home", &s.client_id).await
+    );
+    let selected = |html: &str| {
+        let select = cap(
+            html,
+            r#"(?s)<select id="auth_method" name="auth_method">(.*?)</select>"#,
+        );
+        caps(&select, r#"<option value="([^"]+)" selected>"#)
+    };
+    let html = adm.page(&page).await;
+    assert_eq!(selected(&html), vec!["any".to_string()], "{html}");
+    // Posted back as a browser would: every field as shown, only the name changed.
+    let uris = cap(
+        &html,
+        r#"<textarea id="redirect_uris"[^>]*>([^<]*)</textarea>"#,
+    );
+    let (scopes, access_ttl, refresh_ttl) = (
+        input_value(&html, "scopes"),
+        input_value(&html, "access_token_ttl"),
+        input_value(&html, "refresh_token_ttl"),
+    );
+    let method = selected(&html).remove(0);
+    let html = adm
+        .done(
+            &page,
+            &[
+                ("name", "Alexa kitchen"),
+                ("redirect_uris", &uris),
+                ("scopes", &scopes),
+                ("access_token_ttl", &access_ttl),
+                ("refresh_token_ttl", &refresh_ttl),
+                ("auth_method", &method),
+            ],
+        )
+        .await;
+    assert_has(&html, "Client saved.");
+    assert_has(&html, "<h1>Alexa kitchen</h1>");
+    assert_eq!(selected(&html), vec!["any".to_string()]);
+    // The secret in the body still works, and so does HTTP Basic.
+    let tok = refresh_in_body(rt(&tok)).await;
+    let (st, body) = refresh_at(&app, &s, &rt(&tok)).await;
+    assert_eq!(st, 200, "{body}");
     app.stop().await;
 }
 

@@ -168,7 +168,9 @@ pub async fn update(
     let back = format!("/admin/t/{}/clients/{}", tenant.slug, client.id);
     let settings = (|| {
         let auth_method = f.trimmed("auth_method").to_string();
-        if !["client_secret_basic", "client_secret_post", "none"].contains(&auth_method.as_str()) {
+        if !["any", "client_secret_basic", "client_secret_post", "none"]
+            .contains(&auth_method.as_str())
+        {
             return Err(invalid("Choose a client authentication method."));
         }
         Ok(ClientSettings {

@@ -1308,7 +1308,8 @@ async fn user_lifecycle(backend: Backend) {
     let Some(app) = start(backend).await else {
         return;
     };
-    let (_, adm) = home_with_operator(&app).await;
+    let (s, adm) = home_with_operator(&app).await;
+    let linked = link_as(&app, &s, "alice", PASSWORD, &alexa_redirects()[0]).await;
     let alice = user_id(&app, "home", "alice").await;
     let op = user_id(&app, "home", OP).await;
     let page = format!("/admin/t/home/users/{alice}");
@@ -1320,14 +1321,21 @@ async fn user_lifecycle(backend: Backend) {
     assert_eq!(account_status(&alice_b, "home").await, 200);
     let q = adm.ask(&act("disable"), &[]).await;
     assert_has(&q, "Disable alice?");
+    // It says what happens to her linked apps: they stop (Alexa's refresh is invalid_grant).
+    assert_lacks(&q, "keep working");
+    assert_has(
+        &q,
+        "Their linked apps stop working while the account is disabled",
+    );
     assert_eq!(account_status(&alice_b, "home").await, 200);
     assert_has(&adm.page(&page).await, "<dt>State</dt><dd>active</dd>");
     let html = adm.confirm_done(&q).await;
     assert_has(&html, "alice is disabled.");
     assert_has(&html, r#"<span class="badge off">disabled</span>"#);
     assert_has(&html, "No active sessions.");
-    // Signed out everywhere, and cannot sign in again.
+    // Signed out everywhere, cannot sign in again, and her linked app stops working.
     assert_eq!(account_status(&alice_b, "home").await, 302);
+    assert_invalid_grant(refresh_at(&app, &s, &rt(&linked)).await);
     assert_eq!(public_sign_in(&app, "home", "alice", PASSWORD).await.0, 401);
     // An operator cannot disable themself (a 400 page with the reason).
     let r = adm

@@ -163,7 +163,7 @@ pub async fn action(
                     &f,
                     (&actor, &tenant),
                     &format!(
-                        "Disable {name}? They can no longer sign in, and their sessions end. Their linked apps keep working until you revoke them."
+                        "Disable {name}? They can no longer sign in, and their sessions end. Their linked apps stop working while the account is disabled (Alexa unlinks it)."
                     ),
                     "Disable",
                 );

@@ -1996,6 +1996,27 @@ async fn grants_revocation(backend: Backend) {
     assert_invalid_grant(refresh_at(&app, &music, &rt(&fresh)).await);
     assert!(!active(&music, &fresh).await);
     assert_has(&adm.page(grants).await, "No active grants.");
+
+    // A `back` with a control character (no Location header can carry it): the list of
+    // grants, and the grant is revoked.
+    for back in [
+        "/admin/t/home/\r\n",
+        "/admin/t/home/users\t",
+        "/admin/t/home/\u{7f}",
+    ] {
+        let tok = link_as(&app, &music, "dave", PASSWORD, "https://app.example/cb").await;
+        let gid = cap(&adm.page(grants).await, r#"/grants/([^/"]+)/revoke""#);
+        let r = adm
+            .post(
+                &format!("{grants}/{gid}/revoke"),
+                &[("back", back), ("confirm", "yes")],
+            )
+            .await;
+        assert_eq!(r.status(), 303, "{back:?}");
+        assert_eq!(location(&r), grants, "{back:?}");
+        assert_invalid_grant(refresh_at(&app, &music, &rt(&tok)).await);
+        assert_has(&adm.page(grants).await, "No active grants.");
+    }
     app.stop().await;
 }
 

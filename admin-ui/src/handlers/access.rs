@@ -54,7 +54,11 @@ pub async fn revoke_grant(
         .revoke_grant(&actor, &tenant.id, &id, &ui.port.origin(&req))
         .await?;
     let back = match f.get("back") {
-        b if b.starts_with(&format!("/admin/t/{}/", tenant.slug)) && !b.contains("//") => {
+        // (A control character would not make a Location header.)
+        b if b.starts_with(&format!("/admin/t/{}/", tenant.slug))
+            && !b.contains("//")
+            && !b.chars().any(char::is_control) =>
+        {
             b.to_string()
         }
         _ => format!("/admin/t/{}/grants", tenant.slug),

@@ -1281,6 +1281,11 @@ impl AdminPort for Port {
                 "Scopes are space-separated scope names.".into(),
             ));
         }
+        if scopes.join(" ").len() > 2000 {
+            return Err(AdminError::Invalid(
+                "A client's scopes are at most 2000 characters in all.".into(),
+            ));
+        }
         let auth_method = match (c.public, s.auth_method.as_str()) {
             (true, _) => "none".to_string(),
             (false, m @ ("client_secret_basic" | "client_secret_post" | "any")) => m.to_string(),

@@ -508,6 +508,11 @@ impl Services {
             }
             _ => DEFAULT_CLIENT_SCOPES.to_string(),
         };
+        if scopes.len() > 2000 {
+            return Err(Error::invalid_request(
+                "a client's scopes are at most 2000 characters in all",
+            ));
+        }
         if spec.public && spec.client_credentials {
             return Err(Error::invalid_request(
                 "a public client cannot use client_credentials",

@@ -2755,6 +2755,27 @@ async fn bad_input_is_never_a_server_error(backend: Backend) {
     let huge_number = "9".repeat(40);
     let user = format!("/admin/t/home/users/{alice}");
     let client = format!("/admin/t/home/clients/{pk}");
+    // Each scope valid, together longer than the column (2000; 400 for a provider's), and
+    // an issuer longer than its column (2000).
+    let many_scopes = (0..20)
+        .map(|i| format!("s{i}{}", "a".repeat(120)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let provider_scopes = format!("openid {}", many_scopes[..400].trim());
+    let long_issuer = format!("https://login.example.com/{}", "a".repeat(2100));
+    let html = adm
+        .done(
+            "/admin/t/home/providers",
+            &[
+                ("kind", "oidc"),
+                ("slug", "corp"),
+                ("client_id", "corp-client"),
+                ("issuer", "https://login.example.com"),
+            ],
+        )
+        .await;
+    assert_has(&html, "corp added.");
+    let provider = "/admin/t/home/providers/corp".to_string();
     let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
         (
             "/admin/tenants".into(),
@@ -2840,6 +2861,61 @@ async fn bad_input_is_never_a_server_error(backend: Backend) {
                 ("scopes", "openid"),
                 ("auth_method", "client_secret_basic"),
                 ("refresh_token_ttl", &huge_number),
+            ],
+        ),
+        (
+            "/admin/t/home/clients".into(),
+            vec![
+                ("name", "Scopes"),
+                ("redirect_uris", "https://a.example/cb"),
+                ("scopes", &many_scopes),
+            ],
+        ),
+        (
+            client.clone(),
+            vec![
+                ("name", "Alexa"),
+                ("redirect_uris", "https://a.example/cb"),
+                ("scopes", &many_scopes),
+                ("auth_method", "any"),
+            ],
+        ),
+        (
+            "/admin/t/home/providers".into(),
+            vec![
+                ("kind", "oidc"),
+                ("slug", "long-issuer"),
+                ("client_id", "x"),
+                ("issuer", &long_issuer),
+            ],
+        ),
+        (
+            "/admin/t/home/providers".into(),
+            vec![
+                ("kind", "oidc"),
+                ("slug", "long-scopes"),
+                ("client_id", "x"),
+                ("issuer", "https://login.example.com"),
+                ("scopes", &provider_scopes),
+            ],
+        ),
+        (
+            provider.clone(),
+            vec![
+                ("display_name", "Corp"),
+                ("client_id", "corp-client"),
+                ("issuer", &long_issuer),
+                ("enabled", "on"),
+            ],
+        ),
+        (
+            provider.clone(),
+            vec![
+                ("display_name", "Corp"),
+                ("client_id", "corp-client"),
+                ("issuer", "https://login.example.com"),
+                ("scopes", &provider_scopes),
+                ("enabled", "on"),
             ],
         ),
     ];

@@ -254,6 +254,11 @@ pub fn plausible_subject(s: &str) -> bool {
 
 fn check_url(label: &str, u: &Option<String>, allow_private: bool) -> Result<()> {
     if let Some(u) = u {
+        if u.len() > 2000 {
+            return Err(Error::invalid_request(format!(
+                "{label} is at most 2000 characters"
+            )));
+        }
         let parsed = url::Url::parse(u)
             .map_err(|_| Error::invalid_request(format!("{label} {u:?} is not a URL")))?;
         let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
@@ -348,6 +353,9 @@ fn checked_provider(p: &NewProvider, allow_private: bool) -> Result<(String, Opt
         ("JWKS URI", &p.jwks_uri),
     ] {
         check_url(l, u, allow_private)?;
+    }
+    if scopes.len() > 400 {
+        return Err(Error::invalid_request("scopes are at most 400 characters"));
     }
     if p.client_id.is_empty() || p.client_id.len() > 400 {
         return Err(Error::invalid_request("a client ID is 1-400 characters"));

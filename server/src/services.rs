@@ -312,7 +312,13 @@ impl Services {
         }
         let now = self.now();
         let t = new_tenant_model(slug, name, now);
-        self.store.insert_tenant(t.clone()).await?;
+        // A tenant of that slug created since the check above (two admins at once) is the
+        // same answer, not a database error.
+        if !self.store.insert_tenant(t.clone()).await? {
+            return Err(Error::invalid_request(format!(
+                "tenant {slug:?} already exists"
+            )));
+        }
         self.keys.ensure_tenant_keys(&t.id).await?;
         self.store
             .insert_audit(

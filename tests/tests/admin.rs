@@ -27,6 +27,7 @@ both_backends!(
     admin_listener_keeps_admin_off_the_public_listener,
     tenant_admin_matrix,
     bad_input_is_never_a_server_error,
+    one_slug_created_twice_at_once,
     sign_ins_move_the_session_to_a_fresh_key,
 );
 
@@ -2970,6 +2971,83 @@ async fn bad_input_is_never_a_server_error(backend: Backend) {
 }
 
 /// The session cookie's `name=value`, if the answer sets one.
+/// Two admins creating a tenant, or a sign-in provider, of the same slug at once: one is
+/// created, the other gets the form's "already exists", never a database error. Over HTTP
+/// the race (both past the check for the slug before either inserts) is not hit every time,
+/// so the store's answer to a second insert of a slug is checked directly as well.
+async fn one_slug_created_twice_at_once(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let (_, adm) = home_with_operator(&app).await;
+    add_user(&app, "home", "oscar", "operator", true).await;
+    let adm2 = Admin::sign_in(&app, "home", "oscar", PASSWORD).await;
+    for i in 0..8 {
+        let slug = format!("race-{i}");
+        for (form, fields, created) in [
+            (
+                "/admin/tenants".to_string(),
+                vec![("slug", slug.as_str()), ("name", "Race")],
+                format!("/admin/t/{slug}"),
+            ),
+            (
+                "/admin/t/home/providers".to_string(),
+                vec![
+                    ("kind", "oidc"),
+                    ("slug", slug.as_str()),
+                    ("client_id", "race-client"),
+                    ("issuer", "https://login.example.com"),
+                ],
+                "/admin/t/home/providers".to_string(),
+            ),
+        ] {
+            let (r1, r2) = tokio::join!(adm.post(&form, &fields), adm2.post(&form, &fields));
+            let mut answers = Vec::new();
+            for (a, r) in [(&adm, r1), (&adm2, r2)] {
+                let st = r.status();
+                if st != 303 {
+                    panic!("POST {form} {slug}: {st} {}", r.text().await.unwrap());
+                }
+                let html = a.page(&location(&r)).await;
+                let error =
+                    has(&html, r#"<p class="error" role="alert">"#).then(|| error_text(&html));
+                answers.push((location(&r), error));
+            }
+            answers.sort();
+            let (ok, refused) = (&answers[0], &answers[1]);
+            assert_eq!(ok.1, None, "{form} {slug}: {answers:?}");
+            if form == "/admin/tenants" {
+                assert_eq!(ok.0, created);
+                assert_eq!(refused.0, form);
+            }
+            let msg = refused.1.as_deref().unwrap_or_default();
+            assert!(msg.contains("already exists"), "{form} {slug}: {answers:?}");
+        }
+    }
+    // The store: a second insert of a slug is `false` (the "already exists" answer), not an
+    // error.
+    let t = tenant(&app, "race-0").await;
+    let again = entity::tenant::Model {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        ..t
+    };
+    assert!(!app.svc.store.insert_tenant(again).await.unwrap());
+    let home = tenant(&app, "home").await;
+    let p = app
+        .svc
+        .store
+        .provider_by_slug(&home.id, "race-0")
+        .await
+        .unwrap()
+        .unwrap();
+    let again = entity::upstream_provider::Model {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        ..p
+    };
+    assert!(!app.svc.store.insert_provider(again).await.unwrap());
+    app.stop().await;
+}
+
 fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
     r.headers()
         .get_all("set-cookie")

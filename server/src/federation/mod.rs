@@ -422,7 +422,13 @@ impl Services {
             enabled: true,
             created_at: now,
         };
-        self.store.insert_provider(m.clone()).await?;
+        // One of that slug added since the check above is the same answer.
+        if !self.store.insert_provider(m.clone()).await? {
+            return Err(Error::invalid_request(format!(
+                "provider {:?} already exists in this tenant",
+                p.slug
+            )));
+        }
         self.store
             .insert_audit(
                 AuditEvent::new("provider_added", "ok", Some(&tenant.id), &by.req)

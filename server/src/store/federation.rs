@@ -13,8 +13,10 @@ use crate::audit::AuditEvent;
 use crate::error::Result;
 
 impl Store {
-    pub async fn insert_provider(&self, p: upstream_provider::Model) -> Result<()> {
-        upstream_provider::Entity::insert(upstream_provider::ActiveModel {
+    /// `false` (nothing written): the slug is taken in the tenant (by a provider added since
+    /// the caller looked).
+    pub async fn insert_provider(&self, p: upstream_provider::Model) -> Result<bool> {
+        match upstream_provider::Entity::insert(upstream_provider::ActiveModel {
             id: Set(p.id),
             tenant_id: Set(p.tenant_id),
             slug: Set(p.slug),
@@ -35,8 +37,12 @@ impl Store {
             created_at: Set(p.created_at),
         })
         .exec_without_returning(&self.w())
-        .await?;
-        Ok(())
+        .await
+        {
+            Err(e) if super::unique_violation(&e) => return Ok(false),
+            r => r?,
+        };
+        Ok(true)
     }
 
     /// Write a provider's changeable settings (not its tenant, slug, kind or creation time)

@@ -7,7 +7,9 @@ use super::{SelectUnique, Store};
 use crate::error::Result;
 
 impl Store {
-    pub async fn insert_tenant(&self, t: tenant::Model) -> Result<()> {
+    /// `false` (nothing written): the slug is taken (by a tenant created since the caller
+    /// looked).
+    pub async fn insert_tenant(&self, t: tenant::Model) -> Result<bool> {
         let am = tenant::ActiveModel {
             id: Set(t.id),
             slug: Set(t.slug),
@@ -21,11 +23,15 @@ impl Store {
             fed_link_by_email: Set(t.fed_link_by_email),
             created_at: Set(t.created_at),
         };
-        tenant::Entity::insert(am)
+        match tenant::Entity::insert(am)
             .exec_without_returning(&self.w())
-            .await?;
+            .await
+        {
+            Err(e) if super::unique_violation(&e) => return Ok(false),
+            r => r?,
+        };
         self.cache.tenants_changed();
-        Ok(())
+        Ok(true)
     }
 
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<tenant::Model>> {

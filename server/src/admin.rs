@@ -1291,7 +1291,7 @@ impl AdminPort for Port {
             (false, m @ ("client_secret_basic" | "client_secret_post" | "any")) => m.to_string(),
             (false, _) => {
                 return Err(AdminError::Invalid(
-                    "A confidential client authenticates with client_secret_basic or client_secret_post.".into(),
+                    "A confidential client authenticates with client_secret_basic, client_secret_post or either (any).".into(),
                 ));
             }
         };

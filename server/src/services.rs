@@ -556,12 +556,20 @@ impl Services {
             disabled: false,
             created_at: now,
         };
-        self.store
+        let inserted = self
+            .store
             .insert_client(NewClient {
                 client: model.clone(),
                 redirect_uris: uris.clone(),
             })
             .await?;
+        if !inserted {
+            // Created by someone else since the check above.
+            return Err(Error::invalid_request(format!(
+                "client_id {:?} already exists",
+                model.client_id
+            )));
+        }
         self.store
             .insert_audit(
                 AuditEvent::new("client_created", "ok", Some(&tenant.id), &by.req)

@@ -3045,6 +3045,38 @@ async fn one_slug_created_twice_at_once(backend: Backend) {
         ..p
     };
     assert!(!app.svc.store.insert_provider(again).await.unwrap());
+    // So is a second insert of a client's `client_id`, and nothing of it is written.
+    let c = app
+        .svc
+        .store
+        .client_by_client_id(&home.id, "amazon-alexa")
+        .await
+        .unwrap()
+        .unwrap();
+    let again = ma_idp::store::NewClient {
+        client: entity::client::Model {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name: "Copy".into(),
+            ..c.client
+        },
+        redirect_uris: vec!["https://copy.example/cb".into()],
+    };
+    assert!(!app.svc.store.insert_client(again).await.unwrap());
+    {
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        let db = app.svc.store.connection();
+        let copies = entity::client::Entity::find()
+            .filter(entity::client::Column::Name.eq("Copy"))
+            .count(db)
+            .await
+            .unwrap();
+        let uris = entity::client_redirect_uri::Entity::find()
+            .filter(entity::client_redirect_uri::Column::Uri.eq("https://copy.example/cb"))
+            .count(db)
+            .await
+            .unwrap();
+        assert_eq!((copies, uris), (0, 0));
+    }
     app.stop().await;
 }
 

@@ -16,11 +16,13 @@ pub struct NewClient {
 }
 
 impl Store {
-    pub async fn insert_client(&self, c: NewClient) -> Result<()> {
+    /// `false` (nothing written): the `client_id` is taken in the tenant (by a client created
+    /// since the caller looked).
+    pub async fn insert_client(&self, c: NewClient) -> Result<bool> {
         let txn = self.write_txn().await?;
         let m = c.client;
         let pk = m.id.clone();
-        client::Entity::insert(client::ActiveModel {
+        let inserted = client::Entity::insert(client::ActiveModel {
             id: Set(m.id),
             tenant_id: Set(m.tenant_id),
             client_id: Set(m.client_id),
@@ -40,7 +42,14 @@ impl Store {
             created_at: Set(m.created_at),
         })
         .exec_without_returning(&txn)
-        .await?;
+        .await;
+        match inserted {
+            Err(e) if super::unique_violation(&e) => {
+                txn.rollback().await?;
+                return Ok(false);
+            }
+            r => r?,
+        };
         for uri in c.redirect_uris {
             client_redirect_uri::Entity::insert(client_redirect_uri::ActiveModel {
                 id: Set(new_id()),
@@ -52,7 +61,7 @@ impl Store {
         }
         txn.commit().await?;
         self.cache.clients_changed();
-        Ok(())
+        Ok(true)
     }
 
     /// A client of this tenant by its public `client_id`, with its redirect URIs.

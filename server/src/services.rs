@@ -611,7 +611,14 @@ impl Services {
         force: bool,
     ) -> Result<Vec<String>> {
         let by = by.into();
-        let keep = self.max_token_ttl(tenant).await? + 300;
+        // Every token the retiring key signed expires within the longest lifetime issued
+        // while it was active: as lifetimes may have been lowered since, the longest any
+        // setting allows, or a longer one in force now.
+        let keep = self
+            .max_token_ttl(tenant)
+            .await?
+            .max(crate::oauth::issue::MAX_ACCESS_TTL)
+            + 300;
         self.keys.ensure_tenant_keys(&tenant.id).await?;
         let kids = match self.keys.rotate(&tenant.id, keep, force).await? {
             Rotated::Now(kids) => kids,

@@ -1711,14 +1711,35 @@ async fn client_credentials_and_access_token_revocation(backend: Backend) {
     app.stop().await;
 }
 
+/// A rotation keeps the old key published until every token it signed has expired: here a
+/// token issued for a day, under a lifetime lowered to an hour before the rotation.
 async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
     let setup = app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    let set_ttl = |ttl: Option<i64>| {
+        let (app, t, client_id) = (&app, &t, &setup.client_id);
+        async move {
+            let mut c = app
+                .svc
+                .store
+                .client_by_client_id(&t.id, client_id)
+                .await
+                .unwrap()
+                .unwrap();
+            c.client.access_token_ttl = ttl;
+            let uris = c.redirect_uris;
+            assert!(app.svc.store.update_client(c.client, uris).await.unwrap());
+        }
+    };
+    set_ttl(Some(86_400)).await;
     let redirect = &alexa_redirects()[0];
     let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
     let (_, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(tok["expires_in"], 86_400, "{tok}");
+    set_ttl(None).await;
     let old_kid = jsonwebtoken::decode_header(tok["access_token"].as_str().unwrap())
         .unwrap()
         .kid
@@ -1729,7 +1750,6 @@ async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
         .iter()
         .map(|k| k["kid"].as_str().unwrap().to_string())
         .collect();
-    let t = app.svc.tenant("home").await.unwrap();
     // The next keys were made with the tenant, moments ago: too young to sign yet.
     let e = app.svc.rotate_keys(&t, "test", false).await.unwrap_err();
     assert!(e.to_string().contains("Too soon"), "{e}");
@@ -1771,8 +1791,17 @@ async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
             .await["active"],
         true
     );
-    // After its lifetime the old key leaves the JWKS.
+    // An hour on (today's lifetime), the token issued for a day still verifies.
     app.clock.advance(3600 + 400);
+    app.verify_access_token("home", tok["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        app.introspect(&setup, tok["access_token"].as_str().unwrap())
+            .await["active"],
+        true
+    );
+    // After its lifetime the old key leaves the JWKS.
+    app.clock.advance(86_400 - 3600);
     let after: Vec<String> = app.jwks("home").await["keys"]
         .as_array()
         .unwrap()

@@ -856,6 +856,29 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
             Some(expected),
             "trusted={trusted} dual_stack={dual_stack}"
         );
+        // A proxy that adds a line of its own after the client's: the last line counts.
+        if !dual_stack {
+            let r = b
+                .http
+                .post(b.url("/t/home/login"))
+                .header("x-forwarded-for", "198.51.100.10")
+                .header("x-forwarded-for", "203.0.113.8")
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("username", "alice"),
+                    ("password", "bad"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            let failed = app.audited(&t.id, "sign_in", "failed").await;
+            let ips: Vec<_> = failed.iter().filter_map(|e| e.ip.as_deref()).collect();
+            let expected = if trusted { "203.0.113.8" } else { "127.0.0.1" };
+            assert_eq!(ips.len(), 2, "{ips:?}");
+            assert!(ips.contains(&expected), "trusted={trusted}: {ips:?}");
+            assert!(!ips.contains(&"198.51.100.10"), "{ips:?}");
+        }
         if dual_stack {
             // A restarted server listens where it listened: over IPv6 as well.
             app.restart().await;

@@ -87,20 +87,24 @@ pub fn client_ip(req: &HttpRequest, svc: &Services) -> Option<IpAddr> {
     let mut ip = peer;
     if let Some(p) = peer
         && trusted(&p)
-        && let Some(xff) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
     {
-        // Walk from the right: the first address that is not a trusted proxy is the client.
-        for hop in xff.rsplit(',') {
-            match hop.trim().parse::<IpAddr>().map(|a| a.to_canonical()) {
-                Ok(a) if trusted(&a) => continue,
-                Ok(a) => {
+        // Walk from the right, through every `X-Forwarded-For` line (a proxy may add a line
+        // of its own after the client's rather than append to it): the first address that is
+        // not a trusted proxy is the client. A hop that is not an address (or a line that is
+        // not text) ends the walk: nothing left of it can be believed.
+        let lines = req.headers().get_all("x-forwarded-for");
+        let hops = lines.rev().flat_map(|line| match line.to_str() {
+            Ok(l) => l.rsplit(',').map(Some).collect::<Vec<_>>(),
+            Err(_) => vec![None],
+        });
+        for hop in hops {
+            match hop.map(|h| h.trim().parse::<IpAddr>().map(|a| a.to_canonical())) {
+                Some(Ok(a)) if trusted(&a) => continue,
+                Some(Ok(a)) => {
                     ip = Some(a);
                     break;
                 }
-                Err(_) => break,
+                _ => break,
             }
         }
     }

@@ -44,6 +44,9 @@ pub struct UserGrant<'a> {
 /// The shortest access-token lifetime issued: Alexa requires at least 360 s.
 pub const MIN_ACCESS_TTL: i64 = 360;
 
+/// The longest access-token lifetime a tenant or client may be given (the admin UI's limit).
+pub const MAX_ACCESS_TTL: i64 = 86_400;
+
 pub fn access_ttl(tenant: &tenant::Model, client: &client::Model) -> i64 {
     client
         .access_token_ttl

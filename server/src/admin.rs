@@ -878,6 +878,7 @@ impl AdminPort for Port {
             email_verified: false,
             name: None,
             amr: Vec::new(),
+            auth_time: None,
         };
         if self
             .svc

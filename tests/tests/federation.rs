@@ -36,6 +36,7 @@ both_backends!(
     tenant_policy_creates_members_for_every_provider,
     one_member_per_identity_and_none_after_a_provider_change,
     private_upstreams_refused_unless_allowed,
+    prompt_login_and_max_age_need_a_fresh_upstream_sign_in,
 );
 
 const AMAZON_CLIENT_ID: &str = "amzn1.application-oa2-client.0123456789abcdef";
@@ -339,6 +340,10 @@ struct FakeOidcState {
     tokens_issued: u32,
     /// What the ID token says about its e-mail.
     email_verified: bool,
+    /// The ID token's `auth_time` (none when `None`).
+    auth_time: Option<i64>,
+    /// The `prompt` and `max_age` of each authorization request, in order.
+    asked: Vec<(Option<String>, Option<String>)>,
 }
 
 struct FakeOidc {
@@ -390,6 +395,8 @@ impl FakeOidc {
             nonces_seen: Vec::new(),
             tokens_issued: 0,
             email_verified: false,
+            auth_time: None,
+            asked: Vec::new(),
         }));
         let data = web::Data::new(state.clone());
         let server = spawn_http(listener, move |cfg| {
@@ -441,6 +448,8 @@ async fn fake_authorize(
         return HttpResponse::BadRequest().body("bad authorization request");
     }
     st.nonces_seen.push(get("nonce").into());
+    let asked = (q.get("prompt").cloned(), q.get("max_age").cloned());
+    st.asked.push(asked);
     let code = random_token();
     st.codes.insert(
         code.clone(),
@@ -495,6 +504,10 @@ async fn fake_token(
         "email": "fake@example.com",
         "email_verified": st.email_verified,
     });
+    let mut claims = claims;
+    if let Some(t) = st.auth_time {
+        claims["auth_time"] = json!(t);
+    }
     let id_token = match st.mode {
         IdTokenMode::UnknownKey => sign_jwt("someone-else", &st.other, &claims),
         _ => sign_jwt("published-1", &st.published, &claims),
@@ -1608,6 +1621,239 @@ async fn oidc_id_token_refusals(backend: Backend) {
         "each round reached the token endpoint"
     );
     assert_eq!(failed_sign_ins(&app, &t.id, "fake", "not linked").await, 1);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// `prompt=login` and `max_age` through an upstream that would send the browser straight back.
+
+/// On a sign-in page, "Sign in with Fake ID" and the fake's immediate answer: what the
+/// fake was asked, and the callback's response.
+async fn through_fake(
+    b: &Browser,
+    fake: &FakeOidc,
+    login_html: &str,
+) -> (HashMap<String, String>, reqwest::Response) {
+    let up = press_sign_in_with(b, login_html, "home", "Fake ID").await;
+    assert!(
+        up.starts_with(&format!("{}/authorize?", fake.server.base)),
+        "{up}"
+    );
+    let r = b.get(&up).await;
+    assert_eq!(r.status(), 302, "the fake sends the browser straight back");
+    let back = location(&r);
+    let asked = fake.state.lock().unwrap().asked.last().cloned().unwrap();
+    let q = query_of(&up);
+    assert_eq!(
+        asked,
+        (q.get("prompt").cloned(), q.get("max_age").cloned()),
+        "the fake saw what the URL says"
+    );
+    (q, b.get(&back).await)
+}
+
+/// A callback that signed in: follow it back to the authorization (consent if asked), and
+/// exchange the code; the ID token's claims.
+async fn code_claims(
+    app: &TestApp,
+    setup: &Setup,
+    b: &Browser,
+    callback: reqwest::Response,
+    state: &str,
+    verifier: &str,
+) -> Value {
+    assert_eq!(callback.status(), 302, "{:?}", callback.text().await);
+    let next = location(&callback);
+    assert!(next.starts_with("/t/home/authorize?rid="), "{next}");
+    let r = b.get(&next).await;
+    let loc = if r.status() == 302 {
+        location(&r)
+    } else {
+        let (s, html) = page(r).await;
+        assert_eq!(s, 200, "{html}");
+        consent(b, "/t/home/authorize", &html).await
+    };
+    let (code, _) = parse_code(&loc, &alexa_redirects()[0], state);
+    let (s, tok, _) = app
+        .token(
+            "/t/home/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &alexa_redirects()[0]),
+                ("code_verifier", verifier),
+            ],
+            Some((&setup.client_id, &setup.client_secret)),
+        )
+        .await;
+    assert_eq!(s, 200, "{tok}");
+    id_token_claims(
+        app,
+        "home",
+        &setup.client_id,
+        tok["id_token"].as_str().unwrap(),
+    )
+    .await
+}
+
+/// A member signed in through an OIDC upstream, still signed in there, and a client asking for
+/// a fresh sign-in (`prompt=login`, `max_age`): the upstream is asked for one (`prompt=login`,
+/// `max_age`), and its ID token's `auth_time` must say it happened; the sign-in's time is the
+/// upstream's. Login with Amazon cannot be asked: no button, and a start by hand is refused.
+async fn prompt_login_and_max_age_need_a_fresh_upstream_sign_in(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let setup = app.setup("home").await;
+    let t = app.svc.tenant("home").await.unwrap();
+    let fake = FakeOidc::start("ma-idp-home", "fake-secret");
+    app.svc
+        .add_provider(
+            &t,
+            fake_provider("fake", "Fake ID", fake.server.base.clone()),
+            "test",
+        )
+        .await
+        .unwrap();
+    let amazon = AmazonStandIn::start(vec![app.svc.federation_redirect_uri(&t, "amazon")]);
+    app.svc
+        .add_provider(&t, amazon.provider("amazon", None), "test")
+        .await
+        .unwrap();
+    let alice = user_id(&app, &t.id, "alice").await;
+
+    // Alice links the fake identity.
+    let a = app.browser();
+    password_sign_in(&a, "home", "alice").await;
+    let up = press_link(&a, "home", "fake", "Fake ID").await;
+    let r = a.get(&up).await;
+    assert_eq!(r.status(), 302);
+    let r = a.get(&location(&r)).await;
+    assert_eq!(location(&r), "/t/home/account?done=linked");
+    assert_eq!(fake.state.lock().unwrap().asked, [(None, None)]);
+
+    // (c) A plain authorization: signed in through the fake as before, nothing more asked,
+    // and the sign-in's time is now (the fake says no auth_time).
+    let b = app.browser();
+    let v0 = new_verifier();
+    let html = open_authorize(
+        &b,
+        "/t/home/authorize",
+        &authorize_query(&setup, "p0", Some(&v0)),
+    )
+    .await;
+    assert!(
+        unescape(&html).contains("Sign in with Amazon</button>"),
+        "{html}"
+    );
+    let before = app.svc.now();
+    let (q, r) = through_fake(&b, &fake, &html).await;
+    assert!(
+        !q.contains_key("prompt") && !q.contains_key("max_age"),
+        "{q:?}"
+    );
+    let claims = code_claims(&app, &setup, &b, r, "p0", &v0).await;
+    let t0 = claims["auth_time"].as_i64().unwrap();
+    assert!(t0 >= before && t0 <= app.svc.now(), "{claims}");
+
+    // Later, a client asks for a fresh sign-in (prompt=login): the sign-in page, without
+    // Amazon's button (it cannot be asked for a fresh sign-in).
+    app.clock.advance(600);
+    let before = app.svc.now();
+    let v1 = new_verifier();
+    let mut query = authorize_query(&setup, "p1", Some(&v1));
+    query.push(("prompt", "login".into()));
+    let html = open_authorize(&b, "/t/home/authorize", &query).await;
+    assert!(!unescape(&html).contains("Sign in with Amazon"), "{html}");
+    let rid = hidden(&html, "rid");
+
+    // (d) Amazon's start posted by hand anyway: the sign-in page says why; Amazon never sees it.
+    let r = b
+        .post(
+            "/t/home/federation/amazon/start",
+            &[
+                ("csrf", &hidden(&html, "csrf")),
+                ("rid", &rid),
+                ("back", "authorize"),
+                ("purpose", "sign_in"),
+            ],
+        )
+        .await;
+    assert!(r.headers().get("location").is_none());
+    let (s, refused) = page(r).await;
+    assert_eq!(s, 400, "{refused}");
+    assert_eq!(title(&refused), "Sign in", "{refused}");
+    assert!(
+        unescape(&refused).contains("which Amazon cannot be asked to do"),
+        "{refused}"
+    );
+    assert_eq!(hidden(&refused, "rid"), rid);
+    assert_eq!(
+        failed_sign_ins(&app, &t.id, "amazon", "reauthentication_unsupported").await,
+        1
+    );
+    assert_eq!(amazon.set(|s| s.tokens_issued), 0);
+
+    // (b) The fake answers at once with an old auth_time, or none: refused on the sign-in
+    // page, no sign-in and no code.
+    let mut html = html;
+    for (n, auth_time) in [Some(before - 60), None].into_iter().enumerate() {
+        fake.state.lock().unwrap().auth_time = auth_time;
+        let (q, r) = through_fake(&b, &fake, &html).await;
+        assert_eq!(q.get("prompt").map(String::as_str), Some("login"), "{q:?}");
+        let max_age: i64 = q["max_age"].parse().unwrap();
+        assert!((0..=5).contains(&max_age), "{q:?}");
+        assert!(r.headers().get("location").is_none(), "no code");
+        let (s, refused) = page(r).await;
+        assert_eq!(s, 400, "{refused}");
+        assert_eq!(title(&refused), "Sign in", "{refused}");
+        assert!(
+            unescape(&refused).contains("Fake ID did not confirm a fresh sign-in"),
+            "{refused}"
+        );
+        assert_eq!(hidden(&refused, "rid"), rid);
+        assert_eq!(
+            failed_sign_ins(&app, &t.id, "fake", "stale_authentication").await,
+            n + 1
+        );
+        // The session's sign-in is the old one: the request still asks for a sign-in.
+        let (s, again) = page(b.get(&format!("/t/home/authorize?rid={rid}")).await).await;
+        assert_eq!(s, 200, "{again}");
+        assert_eq!(title(&again), "Sign in", "{again}");
+        html = refused;
+    }
+
+    // (a) The fake authenticates afresh (auth_time after the request): a code, and the ID
+    // token's auth_time is the fake's, not the callback's.
+    app.clock.advance(10);
+    let fresh = app.svc.now() - 5;
+    fake.state.lock().unwrap().auth_time = Some(fresh);
+    let (q, r) = through_fake(&b, &fake, &html).await;
+    assert_eq!(q.get("prompt").map(String::as_str), Some("login"), "{q:?}");
+    let max_age: i64 = q["max_age"].parse().unwrap();
+    assert!((10..=15).contains(&max_age), "{q:?}");
+    let claims = code_claims(&app, &setup, &b, r, "p1", &v1).await;
+    assert_eq!(claims["auth_time"], json!(fresh), "{claims}");
+    assert!(events(&app, &t.id).await.iter().any(|e| e.kind == "sign_in"
+        && e.outcome == "ok"
+        && e.user_id.as_deref() == Some(alice.as_str())
+        && e.detail["provider"] == "fake"),);
+
+    // max_age: a sign-in older than asked needs a fresh one, which the fake is asked for.
+    app.clock.advance(120);
+    let v2 = new_verifier();
+    let mut query = authorize_query(&setup, "p2", Some(&v2));
+    query.push(("max_age", "60".into()));
+    let html = open_authorize(&b, "/t/home/authorize", &query).await;
+    assert!(!unescape(&html).contains("Sign in with Amazon"), "{html}");
+    let fresh = app.svc.now() - 30;
+    fake.state.lock().unwrap().auth_time = Some(fresh);
+    let (q, r) = through_fake(&b, &fake, &html).await;
+    assert_eq!(q.get("prompt").map(String::as_str), Some("login"), "{q:?}");
+    let max_age: i64 = q["max_age"].parse().unwrap();
+    assert!((60..=65).contains(&max_age), "{q:?}");
+    let claims = code_claims(&app, &setup, &b, r, "p2", &v2).await;
+    assert_eq!(claims["auth_time"], json!(fresh), "{claims}");
     app.stop().await;
 }
 

@@ -149,6 +149,8 @@ pub async fn identify(
         email_verified: false,
         name: p.name,
         amr: Vec::new(),
+        // Amazon does not say when the person authenticated.
+        auth_time: None,
     })
 }
 

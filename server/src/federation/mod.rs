@@ -30,6 +30,9 @@ pub struct UpstreamUser {
     pub name: Option<String>,
     /// The upstream's own `amr`, where known.
     pub amr: Vec<String>,
+    /// When the person last authenticated at the upstream (its ID token's `auth_time`,
+    /// seconds), where known.
+    pub auth_time: Option<i64>,
 }
 
 /// `amr` values kept from an upstream, and the longest kept: short method names (RFC 8176's
@@ -63,6 +66,7 @@ impl UpstreamUser {
                 .take(UPSTREAM_AMR_MAX)
                 .cloned()
                 .collect(),
+            auth_time: self.auth_time,
         }
     }
 }
@@ -85,6 +89,11 @@ pub struct FedPending {
     pub rid: Option<String>,
     pub back: String,
     pub created_at: i64,
+    /// For `sign_in` for a pending request that needs an authentication at or after this
+    /// time (its `auth_after`: `prompt=login`, `max_age`): the upstream was asked for a fresh
+    /// one, and its ID token's `auth_time` must be this late.
+    #[serde(default)]
+    pub auth_after: Option<i64>,
 }
 
 impl std::fmt::Debug for FedPending {
@@ -98,6 +107,7 @@ impl std::fmt::Debug for FedPending {
             .field("rid", &self.rid)
             .field("back", &self.back)
             .field("created_at", &self.created_at)
+            .field("auth_after", &self.auth_after)
             .finish()
     }
 }
@@ -112,6 +122,12 @@ pub enum FedError {
     BadIdToken(String),
     Unreachable(String),
     Misconfigured(String),
+    /// The request needs a fresh authentication, and the upstream's ID token says of none
+    /// (no `auth_time`) or of an older one.
+    StaleAuthentication(String),
+    /// The request needs a fresh authentication, and the provider has no way to ask for one
+    /// (Login with Amazon).
+    NoReauthentication,
 }
 
 impl FedError {
@@ -124,6 +140,8 @@ impl FedError {
             FedError::BadIdToken(_) => "bad_id_token",
             FedError::Unreachable(_) => "upstream_unreachable",
             FedError::Misconfigured(_) => "misconfigured",
+            FedError::StaleAuthentication(_) => "stale_authentication",
+            FedError::NoReauthentication => "reauthentication_unsupported",
         }
     }
 
@@ -169,6 +187,18 @@ impl FedError {
                     "{provider} is not configured correctly here. Sign in another way, and tell your admin."
                 ),
             ),
+            FedError::StaleAuthentication(_) => (
+                "Sign in again".into(),
+                format!(
+                    "The app asks you to sign in again, and {provider} did not confirm a fresh sign-in. Try again and enter your {provider} credentials, or sign in with your password or passkey."
+                ),
+            ),
+            FedError::NoReauthentication => (
+                "Sign in again".into(),
+                format!(
+                    "The app asks you to sign in again, which {provider} cannot be asked to do. Sign in with your password or passkey."
+                ),
+            ),
         }
     }
 
@@ -178,7 +208,8 @@ impl FedError {
             FedError::UpstreamError(d)
             | FedError::BadIdToken(d)
             | FedError::Unreachable(d)
-            | FedError::Misconfigured(d) => d.chars().take(300).collect(),
+            | FedError::Misconfigured(d)
+            | FedError::StaleAuthentication(d) => d.chars().take(300).collect(),
             _ => String::new(),
         }
     }
@@ -623,12 +654,23 @@ impl Services {
 
     /// The enabled providers of a tenant, for sign-in buttons: (slug, name).
     pub async fn provider_buttons(&self, tenant: &tenant::Model) -> Result<Vec<(String, String)>> {
+        self.sign_in_buttons(tenant, false).await
+    }
+
+    /// The sign-in page's provider buttons: (slug, name). For a request that needs a fresh
+    /// authentication (`reauth`), only the providers that can be asked for one (OpenID
+    /// Connect): Login with Amazon cannot, and its sign-in would be refused.
+    pub async fn sign_in_buttons(
+        &self,
+        tenant: &tenant::Model,
+        reauth: bool,
+    ) -> Result<Vec<(String, String)>> {
         Ok(self
             .store
             .providers_of_tenant(&tenant.id)
             .await?
             .into_iter()
-            .filter(|p| p.enabled)
+            .filter(|p| p.enabled && !(reauth && p.kind == "amazon"))
             .map(|p| (p.slug, p.display_name))
             .collect())
     }
@@ -683,10 +725,19 @@ impl Services {
         link_user_id: Option<String>,
         rid: Option<String>,
         back: String,
+        auth_after: Option<i64>,
     ) -> std::result::Result<(String, String, FedPending), FedError> {
+        let now = self.now();
         let (url, state, verifier, nonce) = match cfg.model.kind.as_str() {
+            // Login with Amazon has no `prompt=login`, no `max_age` and no `auth_time`.
+            "amazon" if auth_after.is_some() => return Err(FedError::NoReauthentication),
             "amazon" => amazon::authorize_url(cfg)?,
-            _ => oidc::authorize_url(cfg).await?,
+            _ => {
+                // Ask for an authentication at or after `t` (OIDC Core §3.1.2.1): `max_age` the
+                // seconds since then, and `prompt=login` for one that happens now.
+                let reauth = auth_after.map(|t| u64::try_from(now.saturating_sub(t)).unwrap_or(0));
+                oidc::authorize_url(cfg, reauth).await?
+            }
         };
         Ok((
             url,
@@ -699,22 +750,41 @@ impl Services {
                 link_user_id,
                 rid,
                 back,
-                created_at: self.now(),
+                created_at: now,
+                auth_after,
             },
         ))
     }
 
-    /// Exchange the code and learn who signed in upstream.
+    /// Exchange the code and learn who signed in upstream. Where the sign-in needs a fresh
+    /// authentication (`pending.auth_after`), the upstream must say when it authenticated
+    /// (`auth_time`), no earlier than asked.
     pub async fn federation_identify(
         &self,
         cfg: &ProviderConfig,
         pending: &FedPending,
         code: &str,
     ) -> std::result::Result<UpstreamUser, FedError> {
-        match cfg.model.kind.as_str() {
-            "amazon" => amazon::identify(cfg, pending, code).await,
-            _ => oidc::identify(cfg, pending, code).await,
+        let up = match cfg.model.kind.as_str() {
+            "amazon" => amazon::identify(cfg, pending, code).await?,
+            _ => oidc::identify(cfg, pending, code).await?,
+        };
+        if let Some(t) = pending.auth_after {
+            match up.auth_time {
+                Some(a) if a >= t => {}
+                Some(a) => {
+                    return Err(FedError::StaleAuthentication(format!(
+                        "auth_time {a} is before {t}"
+                    )));
+                }
+                None => {
+                    return Err(FedError::StaleAuthentication(
+                        "the ID token has no auth_time".into(),
+                    ));
+                }
+            }
         }
+        Ok(up)
     }
 
     /// Decide what an upstream identity means here: sign in, link, or refuse. Audited.
@@ -1011,6 +1081,7 @@ mod tests {
             rid: Some("rid1".into()),
             back: "/t/home/login".into(),
             created_at: 1,
+            auth_after: None,
         };
         let shown = format!("{p:?} {p:#?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
@@ -1033,6 +1104,7 @@ mod tests {
                 "hwk".into(),
                 "sms".into(),
             ],
+            auth_time: None,
         }
         .sanitized();
         assert_eq!(up.email.as_deref(), Some("alice@example.com"));

@@ -1,7 +1,7 @@
 //! Any OpenID Connect provider, through discovery, with the `openidconnect` crate: PKCE,
 //! `state`, `nonce`, and the ID token's signature and claims checked.
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreProviderMetadata,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreProviderMetadata,
 };
 use openidconnect::{
     AuthUrl, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
@@ -46,8 +46,11 @@ async fn metadata(cfg: &ProviderConfig) -> Result<CoreProviderMetadata, FedError
     Ok(meta)
 }
 
+/// The authorization URL, the state, the PKCE verifier and the nonce. `reauth`: ask for a
+/// fresh authentication (`prompt=login`) no older than this many seconds (`max_age`).
 pub async fn authorize_url(
     cfg: &ProviderConfig,
+    reauth: Option<u64>,
 ) -> Result<(String, String, String, Option<String>), FedError> {
     let meta = metadata(cfg).await?;
     let client = CoreClient::from_provider_metadata(
@@ -71,6 +74,11 @@ pub async fn authorize_url(
         .filter(|s| *s != "openid")
     {
         req = req.add_scope(Scope::new(s.to_string()));
+    }
+    if let Some(max_age) = reauth {
+        req = req
+            .add_prompt(CoreAuthPrompt::Login)
+            .set_max_age(std::time::Duration::from_secs(max_age));
     }
     let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
     Ok((
@@ -130,5 +138,6 @@ pub async fn identify(
             .auth_method_refs()
             .map(|v| v.iter().map(|a| a.to_string()).collect())
             .unwrap_or_default(),
+        auth_time: claims.auth_time().map(|t| t.timestamp()),
     })
 }

@@ -276,7 +276,10 @@ async fn login_page(
 ) -> Result<HttpResponse> {
     let csrf = login::csrf_token(cx.session)?;
     let name = client_name(cx, areq).await?;
-    let providers = cx.svc.provider_buttons(cx.tenant).await?;
+    let providers = cx
+        .svc
+        .sign_in_buttons(cx.tenant, areq.auth_after.is_some())
+        .await?;
     pages::login(pages::LoginView {
         tenant_name: &cx.tenant.name,
         slug: &cx.tenant.slug,
@@ -290,6 +293,44 @@ async fn login_page(
         error,
         providers: &providers,
     })
+}
+
+/// When the pending request `rid` needs a sign-in at or after (`prompt=login`, `max_age`);
+/// `None` also when there is no such request.
+pub fn pending_auth_after(
+    svc: &Svc,
+    session: &Session,
+    tenant: &tenant::Model,
+    rid: &str,
+) -> Option<i64> {
+    login::get_pending::<AuthzRequest>(session, &tenant.id, rid, svc.now(), PENDING_MAX_AGE)?
+        .auth_after
+}
+
+/// The sign-in page of the pending request `rid` (at `base`: `/t/{t}/authorize` or
+/// `/alexa/authorize`) with `error` shown on it; `None` when the request is gone.
+pub async fn pending_login_page(
+    svc: &Svc,
+    req: &HttpRequest,
+    session: &Session,
+    tenant: &tenant::Model,
+    base: &str,
+    rid: &str,
+    error: &str,
+) -> Result<Option<HttpResponse>> {
+    let Some(areq) =
+        login::get_pending::<AuthzRequest>(session, &tenant.id, rid, svc.now(), PENDING_MAX_AGE)
+    else {
+        return Ok(None);
+    };
+    let cx = Ctx {
+        svc,
+        req,
+        session,
+        tenant,
+        base: base.to_string(),
+    };
+    Ok(Some(login_page(&cx, rid, &areq, None, Some(error)).await?))
 }
 
 async fn consent_page(

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::account::member_form;
-use super::authorize::{Via, redirect};
+use super::authorize::{Via, pending_auth_after, pending_login_page, redirect};
 use super::{Svc, pages, read_form, read_query, request_info};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
@@ -76,8 +76,21 @@ pub async fn start(
         .map(str::to_string);
     let back = safe_back(&tenant.slug, params.get("back").unwrap_or("account"));
     let name = cfg.model.display_name.clone();
+    // A sign-in for a pending request that needs a fresh authentication (`prompt=login`,
+    // `max_age`) asks the upstream for one, and checks that it happened.
+    let auth_after = match (purpose, rid.as_deref()) {
+        ("sign_in", Some(r)) => pending_auth_after(&svc, &session, &tenant, r),
+        _ => None,
+    };
     match svc
-        .federation_start(&cfg, purpose, link_user_id, rid.clone(), back.clone())
+        .federation_start(
+            &cfg,
+            purpose,
+            link_user_id,
+            rid.clone(),
+            back.clone(),
+            auth_after,
+        )
         .await
     {
         Ok((url, state, pending)) => {
@@ -100,9 +113,44 @@ pub async fn start(
         }
         Err(e) => {
             fail_audit(&svc, &req, &tenant.id, &cfg.model.slug, &e).await?;
-            fed_error_page(&e, &name, &with_rid(&back, rid.as_deref()))
+            refusal(
+                &svc,
+                &req,
+                &session,
+                &tenant,
+                &e,
+                &name,
+                (&back, rid.as_deref()),
+            )
+            .await
         }
     }
+}
+
+/// The answer to a failed upstream sign-in for `(back, rid)`. One refused for want of a fresh
+/// authentication is the pending request's sign-in page with the reason on it (a password or
+/// passkey is the way on); any other, or one whose request is gone, the error's page.
+async fn refusal(
+    svc: &Svc,
+    req: &HttpRequest,
+    session: &Session,
+    tenant: &entity::tenant::Model,
+    e: &FedError,
+    provider: &str,
+    (back, rid): (&str, Option<&str>),
+) -> Result<HttpResponse> {
+    if matches!(
+        e,
+        FedError::StaleAuthentication(_) | FedError::NoReauthentication
+    ) && back.ends_with("/authorize")
+        && let Some(rid) = rid
+        && let Some(mut page) =
+            pending_login_page(svc, req, session, tenant, back, rid, &e.page(provider).1).await?
+    {
+        *page.status_mut() = StatusCode::BAD_REQUEST;
+        return Ok(page);
+    }
+    fed_error_page(e, provider, &with_rid(back, rid))
 }
 
 async fn fail_audit(
@@ -202,7 +250,16 @@ pub async fn callback(
         Ok(u) => u,
         Err(e) => {
             fail_audit(&svc, &req, &tenant.id, &cfg.model.slug, &e).await?;
-            return fed_error_page(&e, &name, &back);
+            return refusal(
+                &svc,
+                &req,
+                &session,
+                &tenant,
+                &e,
+                &name,
+                (&pending.back, pending.rid.as_deref()),
+            )
+            .await;
         }
     };
     let info = request_info(&req, &svc);
@@ -215,7 +272,13 @@ pub async fn callback(
     match outcome {
         FedOutcome::SignedIn(user, amr) => {
             let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
-            login::sign_in(&session, &tenant, &user, &amr, now)?;
+            // A sign-in that had to be fresh took place when the upstream says (checked to be
+            // late enough by `federation_identify`), never later than now.
+            let auth_time = match (pending.auth_after, up.auth_time) {
+                (Some(_), Some(a)) => a.min(now),
+                _ => now,
+            };
+            login::sign_in(&session, &tenant, &user, &amr, auth_time)?;
             Ok(redirect(&back, Via::Get))
         }
         FedOutcome::Linked => Ok(redirect(

@@ -2280,6 +2280,7 @@ async fn admin_listener_keeps_admin_off_the_public_listener(backend: Backend) {
         "/admin/tenants",
         "/admin/t/home",
         "/admin/t/home/users",
+        "/metrics",
     ] {
         assert_eq!(public.get(p).await.status(), 404, "public GET {p}");
     }
@@ -2298,6 +2299,10 @@ async fn admin_listener_keeps_admin_off_the_public_listener(backend: Backend) {
     assert_has(&r.text().await.unwrap(), "Admin sign-in");
     assert_eq!(admin.get(&link).await.status(), 200);
     assert_eq!(admin.get("/static/admin.css").await.status(), 200);
+    // The metrics are there too, and count what the public listener served.
+    let r = admin.get("/metrics").await;
+    assert_eq!(r.status(), 200);
+    assert_has(&r.text().await.unwrap(), "ma_idp_token_grants_total");
     for p in [
         authorize_url(&s, &alexa_redirects()[0]),
         "/t/home/login".into(),

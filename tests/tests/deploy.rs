@@ -746,6 +746,18 @@ fn deploy_examples_forward_the_client_address() {
     let caddy = read("deploy/Caddyfile");
     assert!(caddy.contains("{$MA_IDP_HOST}"));
     assert!(caddy.contains("reverse_proxy"));
+    // The metrics are not for the internet (on one listener, ma-idp serves them with the rest).
+    assert!(
+        nginx.contains("location = /metrics {\n        return 404;"),
+        "{nginx}"
+    );
+    let respond = caddy
+        .find("respond /metrics 404")
+        .expect("Caddy hides /metrics");
+    assert!(
+        respond < caddy.find("\treverse_proxy").unwrap_or(0),
+        "{caddy}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -203,6 +203,9 @@ fn admin_session_middleware(svc: &Services) -> SessionMiddleware<DbSessionStore>
 /// The admin UI under `/admin`.
 pub fn configure_admin(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>) {
     cfg.app_data(admin_ui::data(crate::admin::Port::shared(svc.clone())))
+        // With the admin UI: on `admin_listen` when it is set, off the public listener (the
+        // counters say when a household signs in and uses its links).
+        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
         .service(
             web::scope("/admin")
                 .wrap(actix_web::middleware::from_fn(middleware::quiet_redirects))
@@ -270,7 +273,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, svc: &std::sync::Arc<Services>, w
     )
     .service(web::resource("/health").route(web::get().to(ops::health)))
     .service(web::resource("/ready").route(web::get().to(ops::ready)))
-    .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
     .service(web::resource("/static/{file}").route(web::get().to(ops::static_file)))
     .service(browser_pages(svc, |cfg| {
         cfg.service(

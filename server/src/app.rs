@@ -152,6 +152,7 @@ pub fn start_server_with_admin(
             let started = async {
                 let services = Services::init(settings, clock).await?;
                 services.store.migrate().await?;
+                services.tenants_with_keys().await?;
                 let admin = match admin_listener {
                     Some(l) => Some(build_admin_server(services.clone(), l)?),
                     None => None,

@@ -609,7 +609,7 @@ async fn serve(settings: Settings, no_migrate: bool) -> anyhow::Result<()> {
     }
     let listener = std::net::TcpListener::bind(&listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let tenants = services.store.tenants().await?;
+    let tenants = services.tenants_with_keys().await?;
     tracing::info!(listen = %listen, public_url = %services.settings.public_url, "ma-idp serving");
     if tenants.is_empty() {
         eprintln!(
@@ -661,10 +661,26 @@ async fn command(svc: &Services, cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve { .. } | Cmd::Token(_) | Cmd::Restore { .. } => Ok(()),
         Cmd::Backup { out } => {
-            if out.exists() {
-                anyhow::bail!("{} already exists; choose a new file", out.display());
+            // Made empty and readable by its owner only before anything is written to it
+            // (SQLite's `VACUUM INTO` writes into an empty file): it will hold password
+            // hashes and sealed keys.
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                file.mode(0o600);
             }
-            svc.store.backup_sqlite(&out).await?;
+            file.open(&out).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    anyhow::anyhow!("{} already exists; choose a new file", out.display())
+                }
+                _ => anyhow::anyhow!("cannot create {}: {e}", out.display()),
+            })?;
+            if let Err(e) = svc.store.backup_sqlite(&out).await {
+                let _ = std::fs::remove_file(&out);
+                return Err(e.into());
+            }
             // It holds password hashes and sealed keys: readable by its owner only.
             #[cfg(unix)]
             {

@@ -519,6 +519,13 @@ impl Services {
                 "a client's scopes are at most 2000 characters in all",
             ));
         }
+        if let Some(a) = &spec.audience
+            && (a.is_empty() || a.len() > 200 || !a.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(Error::invalid_request(
+                "the audience is 1-200 printable characters without spaces",
+            ));
+        }
         if spec.public && spec.client_credentials {
             return Err(Error::invalid_request(
                 "a public client cannot use client_credentials",
@@ -584,6 +591,17 @@ impl Services {
             secret,
             redirect_uris: uris,
         })
+    }
+
+    /// Every tenant, each with the signing keys it lacks made first (at start-up): a tenant
+    /// left without them (a crash while they were made, just after the tenant) would answer
+    /// every token request with an error.
+    pub async fn tenants_with_keys(&self) -> Result<Vec<tenant::Model>> {
+        let tenants = self.store.tenants().await?;
+        for t in &tenants {
+            self.keys.ensure_tenant_keys(&t.id).await?;
+        }
+        Ok(tenants)
     }
 
     /// The longest access-token lifetime any client of the tenant has (as tokens are issued:

@@ -139,6 +139,26 @@ async fn cli_sets_up_alexa_and_serve_links_it(backend: Backend) {
         None,
     );
     assert!(!ok && err.contains("https"), "{err}");
+    // An audience that no token could carry well: refused, naming it.
+    let long = "a".repeat(201);
+    for audience in ["", "two words", long.as_str()] {
+        let (ok, _, err) = cli.run(
+            &[
+                "client",
+                "create",
+                "--tenant",
+                "home",
+                "--name",
+                "x",
+                "--redirect-uri",
+                "https://x.example/cb",
+                "--audience",
+                audience,
+            ],
+            None,
+        );
+        assert!(!ok && err.contains("audience"), "{audience:?}: {err}");
+    }
     let public = cli.json(
         &[
             "client",

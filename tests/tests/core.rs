@@ -1289,6 +1289,24 @@ async fn tokens_survive_a_restart(backend: Backend) {
     assert_eq!(s, 200, "{r}");
     app.verify_access_token("home", r["access_token"].as_str().unwrap())
         .await;
+    // A tenant left without signing keys (a crash while they were made) gets them at start.
+    {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let t = app.svc.tenant("home").await.unwrap();
+        entity::signing_key::Entity::delete_many()
+            .filter(entity::signing_key::Column::TenantId.eq(t.id))
+            .exec(app.svc.store.connection())
+            .await
+            .unwrap();
+    }
+    app.restart().await;
+    let keys = app.jwks("home").await["keys"].as_array().unwrap().len();
+    assert!(keys >= 2, "{keys}");
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (s, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    assert_eq!(s, 200, "{tok}");
+    app.verify_access_token("home", tok["access_token"].as_str().unwrap())
+        .await;
     app.stop().await;
 }
 

@@ -332,8 +332,18 @@ pub enum KeysCmd {
     },
 }
 
-fn init_logging(settings: &Settings) {
-    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.clone());
+/// Logging as `RUST_LOG`, else the `log` setting, says; a filter that does not parse is an
+/// error naming where it came from (it was replaced by `info` without a word).
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    let (source, mut filter) = match std::env::var("RUST_LOG") {
+        Ok(f) => ("RUST_LOG", f),
+        Err(_) => ("the log setting (MA_IDP_LOG)", settings.log.clone()),
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&filter) {
+        anyhow::bail!(
+            "{source} is not a log filter ({e}): {filter:?}; e.g. \"info\" or \"info,ma_idp=debug\""
+        );
+    }
     // SQL statements can carry hashes and sealed keys: keep the database layers quiet
     // unless asked for by name.
     for noisy in ["sqlx", "sea_orm", "sea_orm_migration"] {
@@ -351,6 +361,7 @@ fn init_logging(settings: &Settings) {
     } else {
         builder.try_init()
     };
+    Ok(())
 }
 
 fn describe(e: &anyhow::Error) -> String {
@@ -415,7 +426,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         return verify_token(issuer, audience, scope.as_deref(), &token);
     }
     let settings = settings_for(&cli)?;
-    init_logging(&settings);
+    init_logging(&settings)?;
     if let Cmd::Restore { from } = &cli.cmd {
         return restore(&settings, from);
     }

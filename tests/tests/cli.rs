@@ -70,6 +70,21 @@ async fn cli_sets_up_alexa_and_serve_links_it(backend: Backend) {
     };
     let (ok, _, err) = cli.run(&["migrate"], None);
     assert!(ok, "{err}");
+    // A log filter that does not parse is an error naming where it came from.
+    for (var, source) in [("RUST_LOG", "RUST_LOG"), ("MA_IDP_LOG", "log setting")] {
+        let out = cli
+            .cmd()
+            .env_remove("RUST_LOG")
+            .env(var, "info,ma_idp=verbose")
+            .arg("migrate")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(source),
+            "{var}: {err}"
+        );
+    }
     let t = cli.json(
         &["tenant", "create", "home", "--name", "Our home", "--json"],
         None,

@@ -320,11 +320,17 @@ async fn amazon_profile(req: HttpRequest, st: Shared<AmazonState>) -> HttpRespon
 // ---------------------------------------------------------------------------------------
 // A fake OpenID Connect provider that signs its own ID tokens (RS256).
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum IdTokenMode {
     Good,
     WrongNonce,
     UnknownKey,
+    /// Issued by another issuer than the provider's.
+    WrongIssuer,
+    /// For another client (its only audience).
+    WrongAudience,
+    /// Expired a minute before it was issued to us.
+    Expired,
 }
 
 struct FakeOidcState {
@@ -507,6 +513,15 @@ async fn fake_token(
     let mut claims = claims;
     if let Some(t) = st.auth_time {
         claims["auth_time"] = json!(t);
+    }
+    match st.mode {
+        IdTokenMode::WrongIssuer => claims["iss"] = json!(format!("{}/other", st.issuer)),
+        IdTokenMode::WrongAudience => claims["aud"] = json!(["someone-else"]),
+        IdTokenMode::Expired => {
+            claims["iat"] = json!(now - 600);
+            claims["exp"] = json!(now - 60);
+        }
+        _ => {}
     }
     let id_token = match st.mode {
         IdTokenMode::UnknownKey => sign_jwt("someone-else", &st.other, &claims),
@@ -1585,6 +1600,32 @@ async fn oidc_id_token_refusals(backend: Backend) {
     .await;
     assert!(html.contains("did not pass verification"), "{html}");
 
+    // Another issuer, another audience, or expired: refused alike.
+    for (before, mode) in [
+        IdTokenMode::WrongIssuer,
+        IdTokenMode::WrongAudience,
+        IdTokenMode::Expired,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let html = assert_refusal(
+            &app,
+            &t.id,
+            "fake",
+            fake_round(&app, &fake, mode).await,
+            400,
+            "This sign-in could not be verified",
+            "bad_id_token",
+            before + 1,
+        )
+        .await;
+        assert!(
+            html.contains("did not pass verification"),
+            "{mode:?}: {html}"
+        );
+    }
+
     // An OIDC provider whose discovery cannot be reached: the start itself shows the page.
     app.svc
         .add_provider(
@@ -1617,7 +1658,7 @@ async fn oidc_id_token_refusals(backend: Backend) {
     assert_eq!(page_link(&html), "/t/home/login");
     assert_eq!(
         fake.state.lock().unwrap().tokens_issued,
-        3,
+        6,
         "each round reached the token endpoint"
     );
     assert_eq!(failed_sign_ins(&app, &t.id, "fake", "not linked").await, 1);

@@ -25,6 +25,7 @@ pub struct Settings {
     pub master_key: Option<String>,
     /// Tenant served under `/alexa/authorize` and `/alexa/token`. When unset and exactly one
     /// tenant exists, that tenant.
+    #[serde(deserialize_with = "text")]
     pub default_tenant: Option<String>,
     /// A second address that serves the admin UI (`/admin`), e.g. on the LAN or loopback.
     /// When set, the public listener answers 404 for `/admin`.
@@ -169,6 +170,25 @@ impl Default for Settings {
             limits: Limits::default(),
         }
     }
+}
+
+/// A text setting that may look like a number or a boolean: the environment provider reads
+/// `MA_IDP_DEFAULT_TENANT=2024` as the number 2024, a valid slug all the same.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
+        Bool(bool),
+    }
+    Ok(Option::<Scalar>::deserialize(d)?.map(|v| match v {
+        Scalar::Text(s) => s,
+        Scalar::Signed(n) => n.to_string(),
+        Scalar::Unsigned(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    }))
 }
 
 impl Settings {

@@ -85,6 +85,17 @@ async fn cli_sets_up_alexa_and_serve_links_it(backend: Backend) {
             "{var}: {err}"
         );
     }
+    // A slug that looks like a number or a boolean is a slug all the same.
+    for slug in ["2024", "true"] {
+        let out = cli
+            .cmd()
+            .env("MA_IDP_DEFAULT_TENANT", slug)
+            .arg("migrate")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{slug}: {err}");
+    }
     let t = cli.json(
         &["tenant", "create", "home", "--name", "Our home", "--json"],
         None,

@@ -631,12 +631,14 @@ impl Services {
         let by = by.into();
         // Every token the retiring key signed expires within the longest lifetime issued
         // while it was active: as lifetimes may have been lowered since, the longest any
-        // setting allows, or a longer one in force now.
-        let keep = self
-            .max_token_ttl(tenant)
-            .await?
-            .max(crate::oauth::issue::MAX_ACCESS_TTL)
-            + 300;
+        // setting allows, or a longer one in force now. A forced rotation (the key may have
+        // leaked) keeps it only for the lifetime in force now, as before.
+        let in_force = self.max_token_ttl(tenant).await?;
+        let keep = if force {
+            in_force
+        } else {
+            in_force.max(crate::oauth::issue::MAX_ACCESS_TTL)
+        } + 300;
         self.keys.ensure_tenant_keys(&tenant.id).await?;
         let kids = match self.keys.rotate(&tenant.id, keep, force).await? {
             Rotated::Now(kids) => kids,

@@ -1860,6 +1860,28 @@ async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
             }
         }
     }
+    // A forced rotation (the key may have leaked) keeps the retired key only for the
+    // lifetime in force (an hour), not the day an unforced one keeps it.
+    app.clock.advance(10);
+    let (code, _) = app.authorize_code(&setup, redirect, "s", None).await;
+    let (_, tok) = exchange(&app, &setup, &code, redirect, true, None).await;
+    let leaked = jsonwebtoken::decode_header(tok["access_token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+    app.svc.rotate_keys(&t, "test", true).await.unwrap();
+    app.clock.advance(10);
+    let kids = |jwks: Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(kids(app.jwks("home").await).contains(&leaked));
+    app.clock.advance(3600 + 400);
+    assert!(!kids(app.jwks("home").await).contains(&leaked));
     app.stop().await;
 }
 
